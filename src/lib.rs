@@ -1,0 +1,2 @@
+//! Zoho CRM caching gateway.
+#![forbid(unsafe_code)]

@@ -1,0 +1,392 @@
+//! Request → canonical query → cache key: the cache key contract.
+//!
+//! A key that merges two different questions serves a wrong answer; a key that splits one question
+//! into many wastes Zoho credits. This module owns both directions of that risk. The gateway calls
+//! [`canonicalize`] and then [`cache_key`] on every request, cache hits included.
+//!
+//! # What can change Zoho's answer, and how each enters the key
+//!
+//! | request property | enters the key as | notes |
+//! |---|---|---|
+//! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the gateway's configured tenant name pins one Zoho org and data centre. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
+//! | credential identity | [`KeyScope::credential`] (presence byte + 32 bytes) | a digest of the caller's credential when answers may differ per user (user-scoped tokens); `None` when the tenant's own token is used for everybody. Never the raw token: tokens rotate hourly. |
+//! | HTTP method | [`KeyScope::method`] bytes, byte-exact | |
+//! | API version (`v7` in `/crm/v7/...`) | [`KeyScope::version`] bytes, byte-exact | v7 and v8 may answer differently. |
+//! | route (path after the version) | [`KeyScope::route`] bytes, byte-exact | the gateway passes the concrete path, ids included. |
+//! | `filters` | the typed canonical tree (below), or an "absent" tag | |
+//! | `page` | `u32`, default `1` filled in | omitting it equals `page=1`. |
+//! | `per_page` | `u32`, default `200` filled in | omitting it equals `per_page=200`. |
+//! | every other query parameter | (decoded name, decoded value or "no `=`") pairs, sorted by name, repeated values in request order | kept byte-exact: `a` and `a=` differ, `Page` is not `page`. |
+//! | filter mode ([`FilterMode`]) | one tag byte | semantic and strict keys never collide. |
+//!
+//! Headers do **not** enter the key: `Authorization` is represented by the tenant/credential
+//! identity (the token itself changes every hour and would split every entry); `Accept`,
+//! `Accept-Encoding`, `User-Agent`, `X-Request-Id` and tracing headers do not change the JSON Zoho
+//! returns for this API (the gateway stores the decoded body and encodes per client). Conditional
+//! headers (`If-Modified-Since`, `If-None-Match`) can turn a 200 into a 304: the gateway must answer
+//! them itself from the cached entry or bypass the cache; they are not part of the key.
+//!
+//! # Decoding, exactly once
+//!
+//! The raw query (the part after `?`, without it) is split on `&`; empty segments are ignored;
+//! each segment is split at its first `=`. Names and values are form-decoded once: `+` is a space,
+//! `%2B` a literal plus, `%26` a literal `&` that never splits parameters. Invalid
+//! percent-encoding (`%zz`, a truncated `%4`) or bytes that do not decode to UTF-8 are bad input
+//! ([`InvalidKind::BadEncoding`], `param = "query"`). Raw characters that RFC 3986 does not allow
+//! unencoded in a query (space, `"`, `{`, `}`, `[`, `]`, `<`, `>`, `\`, `^`, `` ` ``, `|`,
+//! non-ASCII) make the request [`NoCacheReason::UnencodedCharacter`]: Zoho's front end may reject
+//! them, and we do not guess.
+//!
+//! # `filters`
+//!
+//! The decoded `filters` value is parsed (bounded by [`FilterLimits`]) by a strict RFC 8259 JSON
+//! parser into a typed tree:
+//!
+//! - criterion: `{"field":{"api_name":F},"comparator":C,"value":V}` — `F`, `C` and `V` strings;
+//! - group: `{"group_operator":"and"|"or","group":[member, ...]}` (operator ASCII
+//!   case-insensitive), members criteria or groups.
+//!
+//! Syntactic normalisation (both modes): object member order and whitespace never matter; JSON
+//! string escapes are decoded (`"\u00dc"` equals `"Ü"`); the operator is lower-cased. Values stay
+//! byte-exact (no case folding, trimming or Unicode normalisation).
+//!
+//! Semantic normalisation ([`FilterMode::Semantic`], the default) also: members of a group are
+//! order-independent (sorted), duplicate members collapse, a nested group with its parent's
+//! operator is flattened into it, and a group with one member equals that member. In
+//! [`FilterMode::Strict`] member order and group structure are kept as sent.
+//!
+//! # Outcomes, in order of precedence
+//!
+//! 1. [`Canonical::Invalid`] for bad percent-encoding or UTF-8 in the query.
+//! 2. [`Canonical::Uncacheable`] for raw unencoded characters, and for a repeated `filters`,
+//!    `page` or `per_page` parameter.
+//! 3. [`Canonical::Invalid`] for `page` / `per_page`: not a plain decimal number (ASCII digits only,
+//!    leading zeros allowed), `page` < 1, `per_page` outside `1..=200`, or above `u32::MAX`.
+//! 4. [`Canonical::Invalid`] for `filters` that break the JSON syntax or a [`FilterLimits`] bound
+//!    (these stop the parse).
+//! 5. [`Canonical::Uncacheable`] when the filter cannot be canonicalised with certainty (Zoho's
+//!    reading is unknown, so the request is forwarded as-is): duplicate keys in a criterion, group
+//!    or `field` object; a `value` that is not a JSON string (number, boolean, `null`, array,
+//!    object: Zoho's docs only ever show strings); a `field` object carrying `id` (with or
+//!    without `api_name`); unknown extra members in a criterion, group or `field` object; an object
+//!    mixing criterion and group members; a `\u` escape that is a lone surrogate.
+//! 6. [`Canonical::Invalid`] for a filter Zoho rejects with 400 `INVALID_DATA`: a shape that is
+//!    neither a criterion nor a group (including a missing or wrongly typed member), an empty
+//!    group, an unknown `group_operator`, a field or comparator outside
+//!    [`CanonicalRules::allowed_fields`] / [`CanonicalRules::allowed_comparators`] (compared
+//!    byte-exact).
+//! 7. [`Canonical::Key`] otherwise.
+//!
+//! # The key
+//!
+//! [`cache_key`] feeds a SHA-256 hasher with a domain-separation tag and then every property above
+//! as tagged, length-prefixed fields (counts before lists), so distinct inputs are distinct byte
+//! streams: `a=1,2` and `a=1&a=2` cannot collide, nor can `%26` and `&`.
+
+mod filters;
+mod key;
+mod query;
+#[cfg(test)]
+mod tests;
+
+use serde::Deserialize;
+
+pub use key::{CacheKey, KeyScope, cache_key};
+
+/// How far [`canonicalize`] normalises `filters`.
+///
+/// Deserialises from `"semantic"` or `"strict"`. Default: [`FilterMode::Semantic`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterMode {
+    /// Syntactic normalisation plus: group members are unordered, duplicates collapse,
+    /// same-operator nested groups flatten, one-member groups equal their member.
+    #[default]
+    Semantic,
+    /// Only the syntactic normalisations (key order, whitespace, escapes, operator case); member
+    /// order and grouping are kept.
+    Strict,
+}
+
+impl FilterMode {
+    /// Stable lowercase label: `"semantic"` or `"strict"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterMode::Semantic => "semantic",
+            FilterMode::Strict => "strict",
+        }
+    }
+}
+
+/// Bounds on the `filters` parameter; exceeding one is [`Canonical::Invalid`].
+///
+/// All fields default independently when deserialised.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct FilterLimits {
+    /// Maximum length in bytes of the decoded filters JSON. Default: 16384.
+    #[serde(default = "FilterLimits::default_max_bytes")]
+    pub max_bytes: usize,
+    /// Maximum JSON nesting depth, counting every object and array (the sample's
+    /// group → array → criterion → `field` object is depth 4; 16 allows groups nested 7 deep).
+    /// Default: 16.
+    #[serde(default = "FilterLimits::default_max_depth")]
+    pub max_depth: usize,
+    /// Maximum number of criteria in the whole tree, duplicates included. Default: 256.
+    #[serde(default = "FilterLimits::default_max_criteria")]
+    pub max_criteria: usize,
+}
+
+impl FilterLimits {
+    fn default_max_bytes() -> usize {
+        16384
+    }
+    fn default_max_depth() -> usize {
+        16
+    }
+    fn default_max_criteria() -> usize {
+        256
+    }
+}
+
+impl Default for FilterLimits {
+    fn default() -> Self {
+        FilterLimits {
+            max_bytes: Self::default_max_bytes(),
+            max_depth: Self::default_max_depth(),
+            max_criteria: Self::default_max_criteria(),
+        }
+    }
+}
+
+/// Per-route canonicalisation rules.
+///
+/// Default: the `associated_users_count` endpoint's rules — semantic mode, fields `name` and
+/// `description`, comparators `equal` and `starts_with`, default [`FilterLimits`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanonicalRules {
+    /// Filter normalisation mode. Default: [`FilterMode::Semantic`].
+    pub mode: FilterMode,
+    /// Field `api_name`s allowed in criteria, compared byte-exact. Default: `name`, `description`.
+    pub allowed_fields: Vec<String>,
+    /// Comparators allowed in criteria, compared byte-exact. Default: `equal`, `starts_with`.
+    pub allowed_comparators: Vec<String>,
+    /// Size, depth and criteria bounds. Default: [`FilterLimits::default`].
+    pub limits: FilterLimits,
+}
+
+impl Default for CanonicalRules {
+    fn default() -> Self {
+        CanonicalRules {
+            mode: FilterMode::Semantic,
+            allowed_fields: vec!["name".to_owned(), "description".to_owned()],
+            allowed_comparators: vec!["equal".to_owned(), "starts_with".to_owned()],
+            limits: FilterLimits::default(),
+        }
+    }
+}
+
+/// Result of canonicalising one raw query string (the part after `?`, without the `?`; `""` when
+/// absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Canonical {
+    /// Canonical form found: cache under [`cache_key`] of it.
+    Key(CanonicalQuery),
+    /// Cannot be canonicalised with certainty: forward as-is, do not cache.
+    Uncacheable(NoCacheReason),
+    /// Zoho would reject it: answer 400 `INVALID_DATA` locally, no upstream call.
+    Invalid(InvalidQuery),
+}
+
+/// Why a request is forwarded without caching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NoCacheReason {
+    /// `filters`, `page` or `per_page` appears more than once.
+    RepeatedParam,
+    /// A criterion, group or `field` object has the same key twice.
+    DuplicateJsonKey,
+    /// A criterion `value` that is not a JSON string.
+    UnsupportedValueType,
+    /// A criterion `field` carries `id` (with or without `api_name`).
+    UnsupportedFieldSelector,
+    /// A criterion, group or `field` object has a member outside the grammar, or mixes criterion
+    /// and group members.
+    UnknownJsonMember,
+    /// The raw query holds a character RFC 3986 does not allow unencoded.
+    UnencodedCharacter,
+    /// A JSON `\u` escape is an unpaired UTF-16 surrogate.
+    LoneSurrogate,
+}
+
+impl NoCacheReason {
+    /// Stable snake_case label for `Cache-Status: ...; detail=` and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoCacheReason::RepeatedParam => "repeated_param",
+            NoCacheReason::DuplicateJsonKey => "duplicate_json_key",
+            NoCacheReason::UnsupportedValueType => "unsupported_value_type",
+            NoCacheReason::UnsupportedFieldSelector => "unsupported_field_selector",
+            NoCacheReason::UnknownJsonMember => "unknown_json_member",
+            NoCacheReason::UnencodedCharacter => "unencoded_character",
+            NoCacheReason::LoneSurrogate => "lone_surrogate",
+        }
+    }
+}
+
+impl std::fmt::Display for NoCacheReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is wrong with an [`InvalidQuery`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum InvalidKind {
+    /// Invalid percent-encoding or UTF-8 in the query string.
+    BadEncoding,
+    /// `filters` is not valid JSON.
+    InvalidJson,
+    /// A JSON node is neither a criterion nor a group, or a member has the wrong type.
+    BadShape,
+    /// A group with no members.
+    EmptyGroup,
+    /// `group_operator` is neither `and` nor `or` (any case).
+    UnknownOperator,
+    /// A criterion field not in the rules.
+    FieldNotAllowed,
+    /// A criterion comparator not in the rules.
+    ComparatorNotAllowed,
+    /// `page` or `per_page` is not a plain decimal number.
+    NotANumber,
+    /// `page` < 1, or `per_page` outside `1..=200`.
+    OutOfRange,
+    /// Decoded `filters` longer than [`FilterLimits::max_bytes`].
+    TooLarge,
+    /// `filters` nested deeper than [`FilterLimits::max_depth`].
+    TooDeep,
+    /// More criteria than [`FilterLimits::max_criteria`].
+    TooManyCriteria,
+}
+
+impl InvalidKind {
+    /// Stable snake_case label for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidKind::BadEncoding => "bad_encoding",
+            InvalidKind::InvalidJson => "invalid_json",
+            InvalidKind::BadShape => "bad_shape",
+            InvalidKind::EmptyGroup => "empty_group",
+            InvalidKind::UnknownOperator => "unknown_operator",
+            InvalidKind::FieldNotAllowed => "field_not_allowed",
+            InvalidKind::ComparatorNotAllowed => "comparator_not_allowed",
+            InvalidKind::NotANumber => "not_a_number",
+            InvalidKind::OutOfRange => "out_of_range",
+            InvalidKind::TooLarge => "too_large",
+            InvalidKind::TooDeep => "too_deep",
+            InvalidKind::TooManyCriteria => "too_many_criteria",
+        }
+    }
+}
+
+/// A query Zoho would reject; the gateway answers 400 `INVALID_DATA` with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {param}: {message}")]
+pub struct InvalidQuery {
+    /// The offending parameter: `"filters"`, `"page"`, `"per_page"` or `"query"` (the query
+    /// string as a whole).
+    pub param: &'static str,
+    /// Short message safe to show the client; never echoes client input.
+    pub message: String,
+    /// Machine-readable kind.
+    pub kind: InvalidKind,
+}
+
+impl InvalidQuery {
+    fn new(param: &'static str, kind: InvalidKind, message: impl Into<String>) -> Self {
+        InvalidQuery {
+            param,
+            message: message.into(),
+            kind,
+        }
+    }
+}
+
+/// The canonical form of one query: filter tree, page, per_page and the other parameters.
+///
+/// Only [`cache_key`] looks inside; two queries with equal canonical forms get equal keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanonicalQuery {
+    mode: FilterMode,
+    filters: Option<filters::Node>,
+    page: u32,
+    per_page: u32,
+    /// Other parameters: decoded name, decoded value (`None` when the segment had no `=`);
+    /// stably sorted by name.
+    others: Vec<(Box<str>, Option<Box<str>>)>,
+}
+
+impl CanonicalQuery {
+    /// The page number, `1` when absent. Always ≥ 1.
+    pub fn page(&self) -> u32 {
+        self.page
+    }
+
+    /// Records per page, `200` when absent. Always in `1..=200`.
+    pub fn per_page(&self) -> u32 {
+        self.per_page
+    }
+
+    /// The mode this query was canonicalised in.
+    pub fn mode(&self) -> FilterMode {
+        self.mode
+    }
+
+    /// The canonical filter tree rendered as compact JSON with sorted keys (`None` when the query
+    /// has no `filters`). Canonicalising `filters=<this, encoded>` gives the same key again.
+    pub fn canonical_filters_json(&self) -> Option<String> {
+        self.filters.as_ref().map(filters::render)
+    }
+}
+
+/// Canonicalises one raw query string (the part after `?`, without the `?`; `""` when absent).
+///
+/// Never panics and never allocates more than a small multiple of the input. See the module doc
+/// for the outcomes and their precedence.
+pub fn canonicalize(raw_query: &str, rules: &CanonicalRules) -> Canonical {
+    match canonicalize_inner(raw_query, rules) {
+        Ok(q) => Canonical::Key(q),
+        Err(Reject::Uncacheable(r)) => Canonical::Uncacheable(r),
+        Err(Reject::Invalid(i)) => Canonical::Invalid(i),
+    }
+}
+
+/// Why [`canonicalize_inner`] gave up.
+#[derive(Debug)]
+enum Reject {
+    Uncacheable(NoCacheReason),
+    Invalid(InvalidQuery),
+}
+
+fn canonicalize_inner(raw_query: &str, rules: &CanonicalRules) -> Result<CanonicalQuery, Reject> {
+    let parts = query::split(raw_query)?;
+    let page = match parts.page {
+        Some(v) => query::parse_page("page", &v, u32::MAX)?,
+        None => 1,
+    };
+    let per_page = match parts.per_page {
+        Some(v) => query::parse_page("per_page", &v, 200)?,
+        None => 200,
+    };
+    let filters = match parts.filters {
+        Some(f) => Some(filters::parse(&f, rules)?),
+        None => None,
+    };
+    Ok(CanonicalQuery {
+        mode: rules.mode,
+        filters,
+        page,
+        per_page,
+        others: parts.others,
+    })
+}

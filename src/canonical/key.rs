@@ -1,0 +1,153 @@
+//! The structural cache key: tagged, length-prefixed fields streamed into SHA-256.
+
+use sha2::{Digest, Sha256};
+
+use super::CanonicalQuery;
+use super::filters::Node;
+
+/// Who asks and where: the request properties outside the query string that enter the key.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyScope<'a> {
+    /// The gateway's tenant name (pins one Zoho org and data centre).
+    pub tenant: &'a str,
+    /// A 32-byte digest of the caller's credential when answers may differ per credential;
+    /// `None` when the tenant's shared token answers for everybody. Never the raw token.
+    pub credential: Option<&'a [u8; 32]>,
+    /// The HTTP method, e.g. `"GET"`, byte-exact.
+    pub method: &'a str,
+    /// The API version path segment, e.g. `"v7"`, byte-exact.
+    pub version: &'a str,
+    /// The concrete route after the version, e.g.
+    /// `"/settings/user_groups/actions/associated_users_count"`, byte-exact.
+    pub route: &'a str,
+}
+
+/// A SHA-256 cache key. `Display` and `Debug` show the first 8 bytes in hex; [`CacheKey::to_hex`]
+/// gives all 32.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub [u8; 32]);
+
+impl CacheKey {
+    /// All 32 bytes as 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CacheKey({self})")
+    }
+}
+
+/// Domain separation: bump the version whenever the encoding below changes.
+const DOMAIN: &[u8] = b"zoho-gateway/cache-key/v1";
+
+// Field tags: every field is written as `tag, then its bytes`; variable-length bytes are prefixed
+// with their length as u64 little-endian, lists with their count. The stream is therefore
+// prefix-free: distinct canonical inputs give distinct byte streams.
+const T_TENANT: u8 = 1;
+const T_CREDENTIAL: u8 = 2;
+const T_METHOD: u8 = 3;
+const T_VERSION: u8 = 4;
+const T_ROUTE: u8 = 5;
+const T_MODE: u8 = 6;
+const T_PAGE: u8 = 7;
+const T_PER_PAGE: u8 = 8;
+const T_FILTERS: u8 = 9;
+const T_OTHERS: u8 = 10;
+const N_ABSENT: u8 = 0;
+const N_PRESENT: u8 = 1;
+const N_CRITERION: u8 = b'C';
+const N_GROUP: u8 = b'G';
+
+struct KeyWriter(Sha256);
+
+impl KeyWriter {
+    fn byte(&mut self, b: u8) {
+        self.0.update([b]);
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.update((b.len() as u64).to_le_bytes());
+        self.0.update(b);
+    }
+    fn field(&mut self, tag: u8, b: &[u8]) {
+        self.byte(tag);
+        self.bytes(b);
+    }
+    fn count(&mut self, n: usize) {
+        self.0.update((n as u64).to_le_bytes());
+    }
+    fn node(&mut self, node: &Node) {
+        match node {
+            Node::Criterion(c) => {
+                self.byte(N_CRITERION);
+                self.bytes(c.field.as_bytes());
+                self.bytes(c.comparator.as_bytes());
+                self.bytes(c.value.as_bytes());
+            }
+            Node::Group(op, members) => {
+                self.byte(N_GROUP);
+                self.bytes(op.as_str().as_bytes());
+                self.count(members.len());
+                for m in members {
+                    self.node(m);
+                }
+            }
+        }
+    }
+}
+
+/// The cache key of a canonical query in a scope: SHA-256 over a domain tag and every
+/// key-relevant property as tagged, length-prefixed fields (see the `canonical` module doc).
+pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
+    let mut w = KeyWriter(Sha256::new());
+    w.bytes(DOMAIN);
+    w.field(T_TENANT, scope.tenant.as_bytes());
+    w.byte(T_CREDENTIAL);
+    match scope.credential {
+        Some(c) => {
+            w.byte(N_PRESENT);
+            w.0.update(c);
+        }
+        None => w.byte(N_ABSENT),
+    }
+    w.field(T_METHOD, scope.method.as_bytes());
+    w.field(T_VERSION, scope.version.as_bytes());
+    w.field(T_ROUTE, scope.route.as_bytes());
+    w.field(T_MODE, query.mode.as_str().as_bytes());
+    w.byte(T_PAGE);
+    w.0.update(query.page.to_le_bytes());
+    w.byte(T_PER_PAGE);
+    w.0.update(query.per_page.to_le_bytes());
+    w.byte(T_FILTERS);
+    match &query.filters {
+        Some(n) => {
+            w.byte(N_PRESENT);
+            w.node(n);
+        }
+        None => w.byte(N_ABSENT),
+    }
+    w.byte(T_OTHERS);
+    w.count(query.others.len());
+    for (name, value) in &query.others {
+        w.bytes(name.as_bytes());
+        match value {
+            Some(v) => {
+                w.byte(N_PRESENT);
+                w.bytes(v.as_bytes());
+            }
+            None => w.byte(N_ABSENT),
+        }
+    }
+    CacheKey(w.0.finalize().into())
+}

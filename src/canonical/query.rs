@@ -1,0 +1,184 @@
+//! Splitting and form-decoding the raw query string, and the `page` / `per_page` numbers.
+
+use std::borrow::Cow;
+
+use super::{InvalidKind, InvalidQuery, NoCacheReason, Reject};
+
+/// The query split into the parameters the canonical form treats specially and the rest.
+pub(super) struct Parts<'a> {
+    pub(super) filters: Option<Cow<'a, str>>,
+    pub(super) page: Option<Cow<'a, str>>,
+    pub(super) per_page: Option<Cow<'a, str>>,
+    /// Decoded (name, value), value `None` for a segment without `=`; stably sorted by name.
+    pub(super) others: Vec<(Box<str>, Option<Box<str>>)>,
+}
+
+/// Splits `raw` on `&`, skips empty segments, form-decodes every name and value exactly once.
+///
+/// # Errors
+/// [`Reject::Invalid`] (`param = "query"`, [`InvalidKind::BadEncoding`]) for bad percent-encoding
+/// or UTF-8 anywhere; then [`NoCacheReason::UnencodedCharacter`] for raw characters RFC 3986 does
+/// not allow in a query; then [`NoCacheReason::RepeatedParam`] for a repeated `filters`, `page` or
+/// `per_page`.
+pub(super) fn split(raw: &str) -> Result<Parts<'_>, Reject> {
+    let mut parts = Parts {
+        filters: None,
+        page: None,
+        per_page: None,
+        others: Vec::new(),
+    };
+    let mut repeated = false;
+    for segment in raw.split('&') {
+        if segment.is_empty() {
+            continue;
+        }
+        let (name, value) = match segment.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (segment, None),
+        };
+        let name = decode(name)?;
+        let value = value.map(decode).transpose()?;
+        let slot = match &*name {
+            "filters" => &mut parts.filters,
+            "page" => &mut parts.page,
+            "per_page" => &mut parts.per_page,
+            _ => {
+                parts
+                    .others
+                    .push((name.into(), value.map(Box::<str>::from)));
+                continue;
+            }
+        };
+        if slot.is_some() {
+            repeated = true;
+        }
+        // A known parameter without `=` is taken as an empty value (not a number / not JSON).
+        *slot = Some(value.unwrap_or(Cow::Borrowed("")));
+    }
+    if raw.bytes().any(|b| !is_query_char(b)) {
+        return Err(Reject::Uncacheable(NoCacheReason::UnencodedCharacter));
+    }
+    if repeated {
+        return Err(Reject::Uncacheable(NoCacheReason::RepeatedParam));
+    }
+    // Stable: repeated names keep their request order.
+    parts.others.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(parts)
+}
+
+/// RFC 3986 `query` characters (pchar / "/" / "?"), plus `%` whose escapes `decode` checks.
+fn is_query_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+                | b'?'
+                | b'%'
+        )
+}
+
+/// Form-decodes one name or value: `+` → space, `%XX` → byte; the result must be UTF-8.
+/// Borrows when there is nothing to decode.
+pub(super) fn decode(s: &str) -> Result<Cow<'_, str>, Reject> {
+    let bytes = s.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
+        return Ok(Cow::Borrowed(s));
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hi = bytes.get(i + 1).and_then(|&b| hex_val(b));
+                let lo = bytes.get(i + 2).and_then(|&b| hex_val(b));
+                match (hi, lo) {
+                    (Some(h), Some(l)) => out.push(h << 4 | l),
+                    _ => {
+                        return Err(bad_encoding("invalid percent-encoding"));
+                    }
+                }
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| bad_encoding("percent-decoded bytes are not UTF-8"))
+}
+
+fn bad_encoding(message: &str) -> Reject {
+    Reject::Invalid(InvalidQuery::new(
+        "query",
+        InvalidKind::BadEncoding,
+        message,
+    ))
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses `page` (`max = u32::MAX`) or `per_page` (`max = 200`): ASCII digits only, leading zeros
+/// allowed, value in `1..=max`.
+///
+/// # Errors
+/// [`InvalidKind::NotANumber`] for an empty value or any non-digit (signs and spaces included);
+/// [`InvalidKind::OutOfRange`] for 0 or above `max`.
+pub(super) fn parse_page(param: &'static str, v: &str, max: u32) -> Result<u32, Reject> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Reject::Invalid(InvalidQuery::new(
+            param,
+            InvalidKind::NotANumber,
+            format!("{param} must be a positive integer"),
+        )));
+    }
+    let digits = v.trim_start_matches('0');
+    // At most 10 significant digits fit a u64 comfortably; more is out of range for sure.
+    let n = match digits.len() {
+        0 => Some(0),
+        1..=10 => digits.parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n >= 1 && n <= u64::from(max) => Ok(n as u32),
+        _ => Err(Reject::Invalid(InvalidQuery::new(
+            param,
+            InvalidKind::OutOfRange,
+            if max == 200 {
+                format!("{param} must be between 1 and 200")
+            } else {
+                format!("{param} must be between 1 and {max}")
+            },
+        ))),
+    }
+}

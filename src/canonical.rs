@@ -96,7 +96,7 @@ pub use key::{CacheKey, KeyScope, cache_key};
 /// How far [`canonicalize`] normalises `filters`.
 ///
 /// Deserialises from `"semantic"` or `"strict"`. Default: [`FilterMode::Semantic`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FilterMode {
     /// Syntactic normalisation plus: group members are unordered, duplicates collapse,
@@ -121,7 +121,7 @@ impl FilterMode {
 /// Bounds on the `filters` parameter; exceeding one is [`Canonical::Invalid`].
 ///
 /// All fields default independently when deserialised.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct FilterLimits {
     /// Maximum length in bytes of the decoded filters JSON. Default: 16384.
     #[serde(default = "FilterLimits::default_max_bytes")]

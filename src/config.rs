@@ -1,0 +1,944 @@
+//! Configuration: figment reads TOML plus `ZOHO_GATEWAY_*` environment overrides into raw serde
+//! structs; [`RawConfig::validate`] turns them into a frozen, typed [`GatewayConfig`].
+//!
+//! Parse, validate, freeze: every validation error names the key and the bad value. Secrets
+//! (client secrets, refresh tokens, gateway keys) are held in [`Secret`], whose `Debug` prints
+//! `[redacted]`, and may be given literally, from an environment variable or from a file
+//! ([`SecretSource`]). The commented reference with every key and default is
+//! `config/gateway.toml`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::canonical::{CanonicalRules, FilterLimits, FilterMode};
+
+/// Environment variable prefix for overrides; nested keys are separated by `__`
+/// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
+pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
+
+/// A secret string. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret value. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where a secret comes from: a literal string, `{ env = "VAR" }` or `{ file = "path" }`
+/// (the file's content, surrounding whitespace trimmed).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum SecretSource {
+    /// The value itself (fine for the demo; prefer `env` or `file` in production).
+    Literal(String),
+    /// Read from this environment variable at load time.
+    Env {
+        /// Variable name.
+        env: String,
+    },
+    /// Read from this file at load time.
+    File {
+        /// Path, relative to the working directory.
+        file: PathBuf,
+    },
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Literal(_) => f.write_str("[redacted]"),
+            SecretSource::Env { env } => write!(f, "env:{env}"),
+            SecretSource::File { file } => write!(f, "file:{}", file.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
+        let value = match self {
+            SecretSource::Literal(v) => v.clone(),
+            SecretSource::Env { env } => std::env::var(env).map_err(|_| {
+                ConfigError::invalid(key, format!("env:{env}"), "environment variable not set")
+            })?,
+            SecretSource::File { file } => std::fs::read_to_string(file)
+                .map_err(|e| {
+                    ConfigError::invalid(key, format!("file:{}", file.display()), e.to_string())
+                })?
+                .trim()
+                .to_owned(),
+        };
+        if value.is_empty() {
+            return Err(ConfigError::invalid(key, "[redacted]", "must not be empty"));
+        }
+        Ok(Secret(value))
+    }
+
+    /// A redacted description for `check-config`: `[redacted]`, `env:NAME` or `file:PATH`.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// A configuration error: which key, which value, what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or did not match the schema.
+    #[error("config: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// One key has a bad value.
+    #[error("config key `{key}` = {value:?}: {problem}")]
+    Invalid {
+        /// Dotted key path, e.g. `tenants.acme.data_centre`.
+        key: String,
+        /// The offending value (redacted for secrets).
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(
+        key: impl Into<String>,
+        value: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            value: value.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The config file as written (all keys optional; defaults from `config/gateway.toml`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`: listeners and client-facing limits.
+    pub server: RawServer,
+    /// `[cache]`: storage bounds and single-flight.
+    pub cache: RawCache,
+    /// `[upstream]`: the HTTP client to Zoho.
+    pub upstream: RawUpstream,
+    /// `[logging]`.
+    pub logging: RawLogging,
+    /// `[routes.*]`: per-route policy.
+    pub routes: RawRoutes,
+    /// `[tenants.NAME]`: Zoho organisations/credentials, by name.
+    pub tenants: BTreeMap<String, RawTenant>,
+    /// `[clients.NAME]`: gateway client keys, by name.
+    pub clients: BTreeMap<String, RawClient>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    /// Proxy listener. Default: `127.0.0.1:8080`.
+    pub listen: String,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`). Default: `127.0.0.1:9090`.
+    pub admin_listen: String,
+    /// Total deadline of one client request. Default: `60s`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests. Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Deadline for a client to send its request headers. Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            request_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[cache]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCache {
+    /// Bound on the weighted size of all entries (key + body + stored headers), bytes.
+    /// Default: 268435456 (256 MiB).
+    pub max_bytes: u64,
+    /// How long a coalesced waiter waits for the shared fetch before it gets a 504. Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub coalesce_timeout: Duration,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        RawCache {
+            max_bytes: 256 * 1024 * 1024,
+            coalesce_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[upstream]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpstream {
+    /// TCP + TLS connect deadline. Default: `5s`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline for one upstream request, headers and body. Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest upstream body accepted, bytes. Default: 8388608 (8 MiB).
+    pub max_body_bytes: usize,
+    /// Idle pooled connections are closed after this. Default: `50s`.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 8 * 1024 * 1024,
+            pool_idle_timeout: Duration::from_secs(50),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[logging]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLogging {
+    /// `RUST_LOG`-style filter; the `RUST_LOG` variable wins when set. Default: `info`.
+    pub filter: String,
+    /// `human` or `json`. Default: `human`.
+    pub format: LogFormat,
+}
+
+impl Default for RawLogging {
+    fn default() -> Self {
+        RawLogging {
+            filter: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+/// `[routes]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRoutes {
+    /// `[routes.associated_users_count]`.
+    pub associated_users_count: RawCountRoute,
+}
+
+/// `[routes.associated_users_count]`: policy of `GET /crm/{version}/settings/user_groups/actions/associated_users_count`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCountRoute {
+    /// Freshness lifetime of a cached 200. Default: `60s`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Freshness lifetime of a cached 204 (no user groups / no match). Default: `15s`.
+    #[serde(with = "humantime_serde")]
+    pub no_content_ttl: Duration,
+    /// API versions served. Default: `["v5", "v6", "v7", "v8"]`.
+    pub versions: Vec<String>,
+    /// `semantic` (member order and duplicates of and/or groups do not matter) or `strict`.
+    /// Default: `semantic`.
+    pub filter_mode: FilterMode,
+    /// Criterion fields allowed in `filters`. Default: `["name", "description"]` (the seed).
+    pub allowed_fields: Vec<String>,
+    /// Comparators allowed in `filters`. Default: `["equal", "starts_with"]` (the seed).
+    pub allowed_comparators: Vec<String>,
+    /// Bounds on the `filters` JSON (bytes, depth, criteria).
+    pub filter_limits: FilterLimits,
+}
+
+impl Default for RawCountRoute {
+    fn default() -> Self {
+        let rules = CanonicalRules::default();
+        RawCountRoute {
+            ttl: Duration::from_secs(60),
+            no_content_ttl: Duration::from_secs(15),
+            versions: ["v5", "v6", "v7", "v8"].map(String::from).to_vec(),
+            filter_mode: rules.mode,
+            allowed_fields: rules.allowed_fields,
+            allowed_comparators: rules.allowed_comparators,
+            filter_limits: rules.limits,
+        }
+    }
+}
+
+/// `[tenants.NAME]`: one Zoho organisation and the OAuth client that acts for it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    /// Zoho data centre: `us`, `eu`, `in`, `au`, `jp`, `ca`, `sa`, `cn`. Default: `us`.
+    #[serde(default)]
+    pub data_centre: Option<String>,
+    /// `production`, `sandbox` or `developer`. Default: `production`.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Explicit API base URL (the simulator, a test proxy); overrides the data centre's API host.
+    #[serde(default)]
+    pub api_base: Option<String>,
+    /// Explicit accounts URL; overrides the data centre's accounts host.
+    #[serde(default)]
+    pub accounts_url: Option<String>,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: SecretSource,
+    /// Long-lived refresh token.
+    pub refresh_token: SecretSource,
+    /// Refresh this long before the access token expires. Default: `300s`.
+    #[serde(default = "default_refresh_margin", with = "humantime_serde")]
+    pub refresh_margin: Duration,
+    /// Deadline of one token request. Default: `10s`.
+    #[serde(default = "default_token_timeout", with = "humantime_serde")]
+    pub token_timeout: Duration,
+    /// Token grants allowed per `refresh_window` (Zoho allows 10 per 10 minutes). Default: `10`.
+    #[serde(default = "default_refresh_budget")]
+    pub refresh_budget: u32,
+    /// Window of `refresh_budget`. Default: `600s`.
+    #[serde(default = "default_refresh_window", with = "humantime_serde")]
+    pub refresh_window: Duration,
+    /// After Zoho's "Access Denied" throttle, no refresh is attempted for this long. Default: `900s`.
+    #[serde(default = "default_throttle_lockout", with = "humantime_serde")]
+    pub throttle_lockout: Duration,
+}
+
+fn default_refresh_margin() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_token_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_refresh_budget() -> u32 {
+    10
+}
+fn default_refresh_window() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_throttle_lockout() -> Duration {
+    Duration::from_secs(900)
+}
+
+/// `[clients.NAME]`: one gateway client key, bound to one tenant.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// Tenant this key acts for.
+    pub tenant: String,
+    /// SHA-256 of the key, lowercase hex (preferred: the plain key never sits in config).
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// The plain key (literal, `{ env = … }` or `{ file = … }`); hashed at load.
+    #[serde(default)]
+    pub key: Option<SecretSource>,
+}
+
+/// Zoho data centres (API-NOTES §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataCentre {
+    /// United States: `accounts.zoho.com`, `zohoapis.com`.
+    Us,
+    /// Europe: `accounts.zoho.eu`, `zohoapis.eu`.
+    Eu,
+    /// India: `accounts.zoho.in`, `zohoapis.in`.
+    In,
+    /// Australia: `accounts.zoho.com.au`, `zohoapis.com.au`.
+    Au,
+    /// Japan: `accounts.zoho.jp`, `zohoapis.jp`.
+    Jp,
+    /// Canada: `accounts.zohocloud.ca`, `zohoapis.ca`.
+    Ca,
+    /// Saudi Arabia: `accounts.zoho.sa`, `zohoapis.sa`.
+    Sa,
+    /// China: `accounts.zoho.com.cn`, `zohoapis.com.cn`.
+    Cn,
+}
+
+/// Zoho CRM environments; each has its own API host within a data centre.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// `www.zohoapis.*`.
+    Production,
+    /// `sandbox.zohoapis.*`.
+    Sandbox,
+    /// `developer.zohoapis.*`.
+    Developer,
+}
+
+impl DataCentre {
+    /// Parses `us`, `eu`, `in`, `au`, `jp`, `ca`, `sa`, `cn` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "us" | "com" => DataCentre::Us,
+            "eu" => DataCentre::Eu,
+            "in" => DataCentre::In,
+            "au" => DataCentre::Au,
+            "jp" => DataCentre::Jp,
+            "ca" => DataCentre::Ca,
+            "sa" => DataCentre::Sa,
+            "cn" => DataCentre::Cn,
+            _ => return None,
+        })
+    }
+
+    /// The domain suffix Zoho uses for this data centre's API hosts.
+    fn api_suffix(self) -> &'static str {
+        match self {
+            DataCentre::Us => "com",
+            DataCentre::Eu => "eu",
+            DataCentre::In => "in",
+            DataCentre::Au => "com.au",
+            DataCentre::Jp => "jp",
+            DataCentre::Ca => "ca",
+            DataCentre::Sa => "sa",
+            DataCentre::Cn => "com.cn",
+        }
+    }
+
+    /// The accounts (OAuth) base URL, e.g. `https://accounts.zoho.eu`.
+    pub fn accounts_url(self) -> String {
+        match self {
+            DataCentre::Ca => "https://accounts.zohocloud.ca".to_owned(),
+            other => format!("https://accounts.zoho.{}", other.api_suffix()),
+        }
+    }
+
+    /// The API base URL for an environment, e.g. `https://sandbox.zohoapis.com.au`.
+    pub fn api_base(self, env: Environment) -> String {
+        let host = match env {
+            Environment::Production => "www",
+            Environment::Sandbox => "sandbox",
+            Environment::Developer => "developer",
+        };
+        format!("https://{host}.zohoapis.{}", self.api_suffix())
+    }
+}
+
+impl Environment {
+    /// Parses `production`, `sandbox`, `developer` (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "production" | "prod" => Environment::Production,
+            "sandbox" => Environment::Sandbox,
+            "developer" | "dev" => Environment::Developer,
+            _ => return None,
+        })
+    }
+}
+
+/// The validated, frozen configuration.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Proxy listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Total deadline of one client request.
+    pub request_timeout: Duration,
+    /// Shutdown drain deadline.
+    pub drain_timeout: Duration,
+    /// Client header-read deadline.
+    pub header_read_timeout: Duration,
+    /// Cache bound, bytes.
+    pub cache_max_bytes: u64,
+    /// Coalesced waiter deadline.
+    pub coalesce_timeout: Duration,
+    /// Upstream client settings.
+    pub upstream: RawUpstream,
+    /// Logging settings.
+    pub logging: RawLogging,
+    /// Count-route policy.
+    pub count_route: CountRoutePolicy,
+    /// Tenants, in name order; [`ClientKey::tenant`] indexes this.
+    pub tenants: Vec<TenantConfig>,
+    /// Client keys by SHA-256 digest of the plain key.
+    pub clients: HashMap<[u8; 32], ClientKey>,
+}
+
+/// Validated policy of the count route.
+#[derive(Clone, Debug)]
+pub struct CountRoutePolicy {
+    /// Freshness lifetime of a 200.
+    pub ttl: Duration,
+    /// Freshness lifetime of a 204.
+    pub no_content_ttl: Duration,
+    /// Allowed API versions (`v7`, …).
+    pub versions: Vec<String>,
+    /// Canonicalisation rules.
+    pub rules: CanonicalRules,
+}
+
+/// A validated tenant.
+#[derive(Clone, Debug)]
+pub struct TenantConfig {
+    /// Configured name (a metric label and part of the cache key).
+    pub name: String,
+    /// API base URL without trailing slash, e.g. `https://www.zohoapis.com`.
+    pub api_base: String,
+    /// Token endpoint, e.g. `https://accounts.zoho.com/oauth/v2/token`.
+    pub token_url: String,
+    /// OAuth client id.
+    pub client_id: String,
+    /// OAuth client secret.
+    pub client_secret: Secret,
+    /// Refresh token.
+    pub refresh_token: Secret,
+    /// Refresh-ahead margin.
+    pub refresh_margin: Duration,
+    /// Token request deadline.
+    pub token_timeout: Duration,
+    /// Grants per window.
+    pub refresh_budget: u32,
+    /// Budget window.
+    pub refresh_window: Duration,
+    /// Lockout after Zoho's throttle.
+    pub throttle_lockout: Duration,
+}
+
+/// A validated client key.
+#[derive(Clone, Debug)]
+pub struct ClientKey {
+    /// Configured client name (for logs).
+    pub name: String,
+    /// Index into [`GatewayConfig::tenants`].
+    pub tenant: usize,
+}
+
+/// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
+pub fn key_digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+impl RawConfig {
+    /// Loads `path` (TOML; a missing file is an error) and applies `ZOHO_GATEWAY_*` overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] when the file cannot be read or does not match the schema.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::invalid(
+                "--config",
+                path.display().to_string(),
+                "file not found",
+            ));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file(path)))
+    }
+
+    /// Parses TOML text (the embedded demo config) and applies `ZOHO_GATEWAY_*` overrides.
+    ///
+    /// # Errors
+    /// [`ConfigError::Load`] when the text does not match the schema.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        figment
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Validates and freezes: resolves secrets, data centres, addresses.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first bad key and its value.
+    pub fn validate(&self) -> Result<GatewayConfig, ConfigError> {
+        let addr = |key: &str, v: &str| -> Result<SocketAddr, ConfigError> {
+            v.parse()
+                .map_err(|_| ConfigError::invalid(key, v, "expected IP:PORT"))
+        };
+        let nonzero = |key: &str, d: Duration| -> Result<Duration, ConfigError> {
+            if d.is_zero() {
+                Err(ConfigError::invalid(key, "0s", "must be greater than zero"))
+            } else {
+                Ok(d)
+            }
+        };
+        let listen = addr("server.listen", &self.server.listen)?;
+        let admin_listen = addr("server.admin_listen", &self.server.admin_listen)?;
+        nonzero("server.request_timeout", self.server.request_timeout)?;
+        nonzero(
+            "server.header_read_timeout",
+            self.server.header_read_timeout,
+        )?;
+        nonzero("cache.coalesce_timeout", self.cache.coalesce_timeout)?;
+        nonzero("upstream.connect_timeout", self.upstream.connect_timeout)?;
+        nonzero("upstream.timeout", self.upstream.timeout)?;
+        if self.cache.max_bytes < 4096 {
+            return Err(ConfigError::invalid(
+                "cache.max_bytes",
+                self.cache.max_bytes.to_string(),
+                "must be at least 4096",
+            ));
+        }
+        if self.upstream.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "upstream.max_body_bytes",
+                "0",
+                "must be greater than zero",
+            ));
+        }
+
+        let route = &self.routes.associated_users_count;
+        nonzero("routes.associated_users_count.ttl", route.ttl)?;
+        for v in &route.versions {
+            let ok =
+                v.len() >= 2 && v.starts_with('v') && v[1..].bytes().all(|b| b.is_ascii_digit());
+            if !ok {
+                return Err(ConfigError::invalid(
+                    "routes.associated_users_count.versions",
+                    v,
+                    "expected vN",
+                ));
+            }
+        }
+        let count_route = CountRoutePolicy {
+            ttl: route.ttl,
+            no_content_ttl: route.no_content_ttl,
+            versions: route.versions.clone(),
+            rules: CanonicalRules {
+                mode: route.filter_mode,
+                allowed_fields: route.allowed_fields.clone(),
+                allowed_comparators: route.allowed_comparators.clone(),
+                limits: route.filter_limits.clone(),
+            },
+        };
+
+        let mut tenants = Vec::with_capacity(self.tenants.len());
+        for (name, t) in &self.tenants {
+            tenants.push(validate_tenant(name, t)?);
+        }
+
+        let mut clients = HashMap::new();
+        for (name, c) in &self.clients {
+            let prefix = format!("clients.{name}");
+            let tenant = tenants
+                .iter()
+                .position(|t| t.name == c.tenant)
+                .ok_or_else(|| {
+                    ConfigError::invalid(format!("{prefix}.tenant"), &c.tenant, "no such tenant")
+                })?;
+            let digest = match (&c.key_sha256, &c.key) {
+                (Some(hexed), None) => {
+                    let bytes = hex::decode(hexed.trim()).ok().filter(|b| b.len() == 32);
+                    let bytes = bytes.ok_or_else(|| {
+                        ConfigError::invalid(
+                            format!("{prefix}.key_sha256"),
+                            hexed,
+                            "expected 64 hex digits",
+                        )
+                    })?;
+                    let mut d = [0u8; 32];
+                    d.copy_from_slice(&bytes);
+                    d
+                }
+                (None, Some(src)) => {
+                    key_digest(src.resolve(&format!("{prefix}.key"))?.expose().as_bytes())
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        prefix,
+                        "",
+                        "set exactly one of `key_sha256` or `key`",
+                    ));
+                }
+            };
+            if clients
+                .insert(
+                    digest,
+                    ClientKey {
+                        name: name.clone(),
+                        tenant,
+                    },
+                )
+                .is_some()
+            {
+                return Err(ConfigError::invalid(
+                    prefix,
+                    "[redacted]",
+                    "the same key is configured twice",
+                ));
+            }
+        }
+
+        Ok(GatewayConfig {
+            listen,
+            admin_listen,
+            request_timeout: self.server.request_timeout,
+            drain_timeout: self.server.drain_timeout,
+            header_read_timeout: self.server.header_read_timeout,
+            cache_max_bytes: self.cache.max_bytes,
+            coalesce_timeout: self.cache.coalesce_timeout,
+            upstream: self.upstream.clone(),
+            logging: self.logging.clone(),
+            count_route,
+            tenants,
+            clients,
+        })
+    }
+}
+
+fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigError> {
+    let prefix = format!("tenants.{name}");
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid_name {
+        return Err(ConfigError::invalid(
+            &prefix,
+            name,
+            "tenant names are 1-64 of [A-Za-z0-9_-]",
+        ));
+    }
+    let dc_text = t.data_centre.as_deref().unwrap_or("us");
+    let dc = DataCentre::parse(dc_text).ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{prefix}.data_centre"),
+            dc_text,
+            "expected one of us, eu, in, au, jp, ca, sa, cn",
+        )
+    })?;
+    let env_text = t.environment.as_deref().unwrap_or("production");
+    let env = Environment::parse(env_text).ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{prefix}.environment"),
+            env_text,
+            "expected production, sandbox or developer",
+        )
+    })?;
+    let url = |key: &str, v: &str| -> Result<String, ConfigError> {
+        let trimmed = v.trim_end_matches('/');
+        let uri: http::Uri = trimmed
+            .parse()
+            .map_err(|_| ConfigError::invalid(format!("{prefix}.{key}"), v, "not a URL"))?;
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.host().is_none() || uri.query().is_some() {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.{key}"),
+                v,
+                "expected http(s)://host[:port][/path]",
+            ));
+        }
+        Ok(trimmed.to_owned())
+    };
+    let api_base = url(
+        "api_base",
+        t.api_base.as_deref().unwrap_or(&dc.api_base(env)),
+    )?;
+    let accounts = url(
+        "accounts_url",
+        t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
+    )?;
+    if t.client_id.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.client_id"),
+            "",
+            "must not be empty",
+        ));
+    }
+    if t.refresh_budget == 0 {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.refresh_budget"),
+            "0",
+            "must be at least 1",
+        ));
+    }
+    Ok(TenantConfig {
+        name: name.to_owned(),
+        api_base,
+        token_url: format!("{accounts}/oauth/v2/token"),
+        client_id: t.client_id.clone(),
+        client_secret: t
+            .client_secret
+            .resolve(&format!("{prefix}.client_secret"))?,
+        refresh_token: t
+            .refresh_token
+            .resolve(&format!("{prefix}.refresh_token"))?,
+        refresh_margin: t.refresh_margin,
+        token_timeout: t.token_timeout,
+        refresh_budget: t.refresh_budget,
+        refresh_window: t.refresh_window,
+        throttle_lockout: t.throttle_lockout,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure error type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_centre_table_matches_api_notes() {
+        // API-NOTES §5: accounts host → API host, per data centre.
+        let table = [
+            (
+                "us",
+                "https://accounts.zoho.com",
+                "https://www.zohoapis.com",
+            ),
+            ("eu", "https://accounts.zoho.eu", "https://www.zohoapis.eu"),
+            ("in", "https://accounts.zoho.in", "https://www.zohoapis.in"),
+            (
+                "au",
+                "https://accounts.zoho.com.au",
+                "https://www.zohoapis.com.au",
+            ),
+            ("jp", "https://accounts.zoho.jp", "https://www.zohoapis.jp"),
+            (
+                "ca",
+                "https://accounts.zohocloud.ca",
+                "https://www.zohoapis.ca",
+            ),
+            ("sa", "https://accounts.zoho.sa", "https://www.zohoapis.sa"),
+            (
+                "cn",
+                "https://accounts.zoho.com.cn",
+                "https://www.zohoapis.com.cn",
+            ),
+        ];
+        for (code, accounts, api) in table {
+            let dc = DataCentre::parse(code).unwrap();
+            assert_eq!(dc.accounts_url(), accounts, "{code}");
+            assert_eq!(dc.api_base(Environment::Production), api, "{code}");
+        }
+        assert_eq!(
+            DataCentre::Eu.api_base(Environment::Sandbox),
+            "https://sandbox.zohoapis.eu"
+        );
+        assert_eq!(
+            DataCentre::Au.api_base(Environment::Developer),
+            "https://developer.zohoapis.com.au"
+        );
+        assert!(DataCentre::parse("xx").is_none());
+    }
+
+    const MINIMAL: &str = r#"
+        [tenants.acme]
+        data_centre = "eu"
+        client_id = "1000.ABC"
+        client_secret = "s3cr3t-client"
+        refresh_token = { env = "ACME_REFRESH" }
+
+        [clients.reporting]
+        tenant = "acme"
+        key = "plain-client-key"
+    "#;
+
+    #[test]
+    fn env_overrides_and_secret_sources() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ACME_REFRESH", "1000.refresh.value");
+            jail.set_env("ZOHO_GATEWAY_CACHE__MAX_BYTES", "1048576");
+            jail.set_env("ZOHO_GATEWAY_ROUTES__ASSOCIATED_USERS_COUNT__TTL", "5s");
+            let raw = RawConfig::from_toml_str(MINIMAL).unwrap();
+            let cfg = raw.validate().unwrap();
+            assert_eq!(cfg.cache_max_bytes, 1_048_576);
+            assert_eq!(cfg.count_route.ttl, Duration::from_secs(5));
+            let t = &cfg.tenants[0];
+            assert_eq!(t.api_base, "https://www.zohoapis.eu");
+            assert_eq!(t.token_url, "https://accounts.zoho.eu/oauth/v2/token");
+            assert_eq!(t.refresh_token.expose(), "1000.refresh.value");
+            assert!(cfg.clients.contains_key(&key_digest(b"plain-client-key")));
+            let debug = format!("{cfg:?} {raw:?}");
+            for secret in ["s3cr3t-client", "1000.refresh.value", "plain-client-key"] {
+                assert!(!debug.contains(secret), "{secret} leaked in Debug");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ACME_REFRESH", "x");
+            let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
+            raw.tenants.get_mut("acme").unwrap().data_centre = Some("mars".into());
+            let err = raw.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("tenants.acme.data_centre") && err.contains("mars"),
+                "{err}"
+            );
+
+            let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
+            raw.clients.get_mut("reporting").unwrap().tenant = "nope".into();
+            let err = raw.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("clients.reporting.tenant") && err.contains("nope"),
+                "{err}"
+            );
+
+            let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
+            raw.server.listen = "localhost".into();
+            let err = raw.validate().unwrap_err().to_string();
+            assert!(err.contains("server.listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_env_secret_is_named() {
+        figment::Jail::expect_with(|_jail| {
+            let raw = RawConfig::from_toml_str(MINIMAL).unwrap();
+            let err = raw.validate().unwrap_err().to_string();
+            assert!(err.contains("tenants.acme.refresh_token"), "{err}");
+            assert!(err.contains("ACME_REFRESH"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,240 @@
+//! The one per-request error type, and how it becomes a Zoho-shaped response.
+//!
+//! Errors the gateway produces itself use Zoho's JSON error envelope
+//! (`{"code":…,"details":{…},"message":…,"status":"error"}`, keys in Zoho's alphabetical order,
+//! `../shared/zoho/API-NOTES.md` §4) and carry the [`GATEWAY_ERROR_HEADER`] header naming the error
+//! kind, so a client can tell the gateway's answers from Zoho's. Responses that Zoho itself sent
+//! (a 401 from upstream, say) are not errors here: they are forwarded as responses.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+/// Response header set on every error the gateway produced itself; its value is
+/// [`GatewayError::kind`].
+pub const GATEWAY_ERROR_HEADER: &str = "x-zoho-gateway-error";
+
+/// Who caused an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    /// The client sent something wrong.
+    Client,
+    /// Zoho (or the network to it) failed.
+    Upstream,
+    /// The gateway itself failed.
+    Gateway,
+}
+
+/// Why a tenant has no usable access token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// The accounts server rejected the grant (`invalid_client`, `invalid_code`, …).
+    Rejected,
+    /// Zoho answered with its "Access Denied" throttle; refreshes are locked out for a while.
+    Throttled,
+    /// The local refresh budget (Zoho's 10 per 10 minutes) is spent.
+    BudgetExhausted,
+    /// The accounts server could not be reached, timed out or answered garbage.
+    Unreachable,
+}
+
+impl TokenFailure {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenFailure::Rejected => "rejected",
+            TokenFailure::Throttled => "throttled",
+            TokenFailure::BudgetExhausted => "budget_exhausted",
+            TokenFailure::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// Everything that can end a client request with an error produced by the gateway.
+///
+/// Cheap to clone (single-flight hands one error to every waiter of a flight).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No gateway key in `Authorization: Zoho-oauthtoken …` or `X-Gateway-Key`.
+    #[error("missing gateway key")]
+    MissingKey,
+    /// A key was sent but is not configured (or not allowed on this route).
+    #[error("unknown gateway key")]
+    UnknownKey,
+    /// The query is one Zoho is known to reject; answered locally.
+    #[error("invalid {param}: {message}")]
+    InvalidData {
+        /// The offending parameter (`filters`, `page`, `per_page`, `query`).
+        param: &'static str,
+        /// Short explanation, safe to show the client.
+        message: String,
+    },
+    /// No route of this gateway matches the path.
+    #[error("unknown route")]
+    UnknownRoute,
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A coalesced waiter reached its deadline before the shared fetch finished.
+    #[error("timed out waiting for the shared upstream fetch")]
+    WaitTimeout,
+    /// The upstream request exceeded its deadline.
+    #[error("upstream request timed out")]
+    UpstreamTimeout,
+    /// The upstream could not be reached or broke the connection.
+    #[error("upstream request failed")]
+    UpstreamConnect(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The upstream body exceeded the configured limit.
+    #[error("upstream response too large")]
+    UpstreamTooLarge,
+    /// No access token could be obtained for the tenant.
+    #[error("no access token ({})", .0.as_str())]
+    TokenUnavailable(TokenFailure),
+    /// A bug: a task panicked or an invariant broke.
+    #[error("internal gateway error")]
+    Internal,
+}
+
+impl GatewayError {
+    /// HTTP status of the response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::MissingKey | GatewayError::UnknownKey => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable label: the [`GATEWAY_ERROR_HEADER`] value, metric label and log field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::MissingKey => "missing_key",
+            GatewayError::UnknownKey => "unknown_key",
+            GatewayError::InvalidData { .. } => "invalid_data",
+            GatewayError::UnknownRoute => "unknown_route",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::WaitTimeout => "wait_timeout",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamConnect(_) => "upstream_connect",
+            GatewayError::UpstreamTooLarge => "upstream_too_large",
+            GatewayError::TokenUnavailable(_) => "token_unavailable",
+            GatewayError::Internal => "internal",
+        }
+    }
+
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self {
+            GatewayError::MissingKey
+            | GatewayError::UnknownKey
+            | GatewayError::InvalidData { .. }
+            | GatewayError::UnknownRoute
+            | GatewayError::MethodNotAllowed => Blame::Client,
+            GatewayError::WaitTimeout
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamConnect(_)
+            | GatewayError::UpstreamTooLarge
+            | GatewayError::TokenUnavailable(_) => Blame::Upstream,
+            GatewayError::Internal => Blame::Gateway,
+        }
+    }
+
+    /// Whether the client may retry the same request later with a chance of success.
+    pub fn retryable(&self) -> bool {
+        self.blame() != Blame::Client
+    }
+
+    /// Zoho's error `code` for the envelope. Zoho's own codes where Zoho has one
+    /// (`INVALID_TOKEN`, `INVALID_DATA`, `INVALID_URL_PATTERN`, `AUTHENTICATION_FAILURE`,
+    /// API-NOTES §4); otherwise an upper-snake name in the same style.
+    pub fn zoho_code(&self) -> &'static str {
+        match self {
+            GatewayError::MissingKey => "AUTHENTICATION_FAILURE",
+            GatewayError::UnknownKey => "INVALID_TOKEN",
+            GatewayError::InvalidData { .. } => "INVALID_DATA",
+            GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
+            GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => "GATEWAY_TIMEOUT",
+            GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
+            GatewayError::TokenUnavailable(_) => "SERVICE_UNAVAILABLE",
+            GatewayError::Internal => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The client-facing message (never contains secrets or echoed credentials).
+    fn zoho_message(&self) -> String {
+        match self {
+            GatewayError::UnknownKey => "invalid oauth token".to_owned(),
+            GatewayError::UnknownRoute => {
+                "Please check if the URL trying to access is a correct one".to_owned()
+            }
+            GatewayError::InvalidData { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The Zoho-shaped JSON body: `{"code","details":{"gateway":true,"kind",…},"message","status":"error"}`.
+    pub fn body(&self) -> Bytes {
+        let mut details = serde_json::Map::new();
+        details.insert("gateway".into(), json!(true));
+        details.insert("kind".into(), json!(self.kind()));
+        match self {
+            GatewayError::InvalidData { param, .. } => {
+                details.insert("param_name".into(), json!(param));
+            }
+            GatewayError::TokenUnavailable(why) => {
+                details.insert("reason".into(), json!(why.as_str()));
+            }
+            _ => {}
+        }
+        let body = json!({
+            "code": self.zoho_code(),
+            "details": details,
+            "message": self.zoho_message(),
+            "status": "error",
+        });
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The header value naming this error kind.
+    pub fn header_value(&self) -> HeaderValue {
+        HeaderValue::from_static(self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_has_zoho_shape_and_marker() {
+        let e = GatewayError::InvalidData {
+            param: "filters",
+            message: "invalid JSON".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["code"], "INVALID_DATA");
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["details"]["gateway"], true);
+        assert_eq!(v["details"]["param_name"], "filters");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        // Zoho's key order: code, details, message, status.
+        let text = String::from_utf8(e.body().to_vec()).unwrap();
+        let order: Vec<usize> = ["\"code\"", "\"details\"", "\"message\"", "\"status\""]
+            .iter()
+            .map(|k| text.find(k).unwrap())
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+}

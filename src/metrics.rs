@@ -1,0 +1,317 @@
+//! Prometheus metrics, registered once into an app-owned [`Registry`] (two gateways can run in
+//! one process, as the tests do).
+//!
+//! Names are `zoho_gateway_<subsystem>_<name>_<unit>`; labels come only from closed sets (route
+//! template, [`Outcome`], status class, configured tenant name), never from paths, filter values,
+//! keys or tokens. Request counters for every `(route, outcome, status class)` are resolved once
+//! at start-up, so the hot path does an array index and an atomic add, no label hashing.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::route::RouteKind;
+
+/// What the gateway did with one request: the `Cache-Status` verb, the metric label and the log
+/// field are all [`Outcome::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from a fresh cache entry; no upstream call.
+    Hit,
+    /// This request's own upstream call (it led the flight).
+    Miss,
+    /// Joined another request's in-flight upstream call.
+    Collapsed,
+    /// Forwarded without using the cache (not canonicalisable, or not a cached route).
+    Bypass,
+    /// Answered locally with an error (bad input, unknown key or route); no upstream call.
+    Rejected,
+    /// Failed with a gateway-produced error after trying upstream.
+    Error,
+}
+
+impl Outcome {
+    /// All variants, in label order.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::Collapsed,
+        Outcome::Bypass,
+        Outcome::Rejected,
+        Outcome::Error,
+    ];
+
+    /// Stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Bypass => "bypass",
+            Outcome::Rejected => "rejected",
+            Outcome::Error => "error",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `1xx` … `5xx` label for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// Latency buckets, seconds: resolve sub-millisecond cache hits and multi-second Zoho calls.
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Per-tenant counters resolved once (see [`Metrics::tenant`]).
+#[derive(Clone, Debug)]
+pub struct TenantMetrics {
+    saved_hit: IntCounter,
+    saved_collapsed: IntCounter,
+    saved_rejected: IntCounter,
+}
+
+impl TenantMetrics {
+    /// Counts one Zoho credit saved by a request with this outcome (hit, collapsed or a local
+    /// rejection); other outcomes spent a credit and count nothing.
+    pub fn record_outcome(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Hit => self.saved_hit.inc(),
+            Outcome::Collapsed => self.saved_collapsed.inc(),
+            Outcome::Rejected => self.saved_rejected.inc(),
+            Outcome::Miss | Outcome::Bypass | Outcome::Error => {}
+        }
+    }
+}
+
+/// Every metric of one gateway.
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<IntCounter>,
+    durations: Vec<Histogram>,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    token_refreshes: IntCounterVec,
+    token_expiry: IntGaugeVec,
+    credits_saved: IntCounterVec,
+    /// Entries currently in the cache (sampled on scrape).
+    pub cache_entries: IntGauge,
+    /// Weighted bytes currently in the cache (sampled on scrape).
+    pub cache_bytes: IntGauge,
+    /// Coalesced waiters currently waiting on a flight.
+    pub coalesce_waiters: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric into a fresh registry.
+    ///
+    /// `cache_capacity_bytes` is exported as a constant gauge.
+    ///
+    /// # Errors
+    /// A [`prometheus::Error`] only on a programming error (duplicate names).
+    pub fn register(cache_capacity_bytes: u64) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests_vec = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_requests_total",
+                "Client requests by route template, cache outcome and status class.",
+            ),
+            &["route", "outcome", "status_class"],
+        )?;
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "zoho_gateway_request_duration_seconds",
+                "Client request duration, from headers read to response ready, by route and outcome.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "outcome"],
+        )?;
+        let mut requests = Vec::new();
+        let mut durations = Vec::new();
+        for route in RouteKind::ALL {
+            for outcome in Outcome::ALL {
+                for class in STATUS_CLASSES {
+                    requests.push(requests_vec.with_label_values(&[
+                        route.as_str(),
+                        outcome.as_str(),
+                        class,
+                    ]));
+                }
+                durations
+                    .push(durations_vec.with_label_values(&[route.as_str(), outcome.as_str()]));
+            }
+        }
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_upstream_requests_total",
+                "Requests sent to Zoho, by tenant, route and status class (`error` when no response).",
+            ),
+            &["tenant", "route", "status_class"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "zoho_gateway_upstream_duration_seconds",
+                "Duration of requests to Zoho, by tenant and route.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["tenant", "route"],
+        )?;
+        let token_refreshes = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_token_refreshes_total",
+                "Access-token refresh attempts by tenant and outcome.",
+            ),
+            &["tenant", "outcome"],
+        )?;
+        let token_expiry = IntGaugeVec::new(
+            Opts::new(
+                "zoho_gateway_token_expiry_timestamp_seconds",
+                "Unix time at which the tenant's current access token expires (0: none).",
+            ),
+            &["tenant"],
+        )?;
+        let credits_saved = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_credits_saved_total",
+                "Zoho API credits saved: requests answered without an upstream call, by tenant and reason.",
+            ),
+            &["tenant", "reason"],
+        )?;
+        let cache_entries = IntGauge::new("zoho_gateway_cache_entries", "Entries in the cache.")?;
+        let cache_bytes = IntGauge::new(
+            "zoho_gateway_cache_weighted_bytes",
+            "Weighted size of the cache entries (key + body + stored headers), bytes.",
+        )?;
+        let cache_capacity = IntGauge::new(
+            "zoho_gateway_cache_capacity_bytes",
+            "Configured bound on the cache's weighted size, bytes.",
+        )?;
+        cache_capacity.set(i64::try_from(cache_capacity_bytes).unwrap_or(i64::MAX));
+        let coalesce_waiters = IntGauge::new(
+            "zoho_gateway_coalesce_waiters",
+            "Requests currently waiting on another request's upstream call.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("zoho_gateway_build_info", "Build information; always 1."),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(requests_vec))?;
+        registry.register(Box::new(durations_vec))?;
+        registry.register(Box::new(upstream_requests.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(token_refreshes.clone()))?;
+        registry.register(Box::new(token_expiry.clone()))?;
+        registry.register(Box::new(credits_saved.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(cache_bytes.clone()))?;
+        registry.register(Box::new(cache_capacity))?;
+        registry.register(Box::new(coalesce_waiters.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            durations,
+            upstream_requests,
+            upstream_duration,
+            token_refreshes,
+            token_expiry,
+            credits_saved,
+            cache_entries,
+            cache_bytes,
+            coalesce_waiters,
+        })
+    }
+
+    /// Records one finished client request (called exactly once per request).
+    pub fn record_request(&self, route: RouteKind, outcome: Outcome, status: u16, took: Duration) {
+        let per_route = route.index() * Outcome::ALL.len() + outcome.index();
+        self.requests[per_route * STATUS_CLASSES.len() + status_index(status)].inc();
+        self.durations[per_route].observe(took.as_secs_f64());
+    }
+
+    /// Records one upstream request; `status` is `None` when no response arrived.
+    pub fn record_upstream(
+        &self,
+        tenant: &str,
+        route: RouteKind,
+        status: Option<u16>,
+        took: Duration,
+    ) {
+        let class = status.map_or("error", status_class);
+        self.upstream_requests
+            .with_label_values(&[tenant, route.as_str(), class])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[tenant, route.as_str()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a token refresh attempt (`outcome`: `success` or a [`crate::error::TokenFailure`] label).
+    pub fn record_token_refresh(&self, tenant: &str, outcome: &str) {
+        self.token_refreshes
+            .with_label_values(&[tenant, outcome])
+            .inc();
+    }
+
+    /// Sets the tenant's current token expiry as Unix seconds.
+    pub fn set_token_expiry(&self, tenant: &str, unix_secs: i64) {
+        self.token_expiry
+            .with_label_values(&[tenant])
+            .set(unix_secs);
+    }
+
+    /// Pre-resolved per-tenant handles, so the hot path does not hash labels.
+    pub fn tenant(&self, tenant: &str) -> TenantMetrics {
+        let saved = |o: Outcome| self.credits_saved.with_label_values(&[tenant, o.as_str()]);
+        TenantMetrics {
+            saved_hit: saved(Outcome::Hit),
+            saved_collapsed: saved(Outcome::Collapsed),
+            saved_rejected: saved(Outcome::Rejected),
+        }
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,365 @@
+//! OAuth access-token management, one [`TokenManager`] per tenant (API-NOTES §5).
+//!
+//! - **Grant**: `POST {accounts}/oauth/v2/token` with the refresh-token grant as a form body.
+//!   Success means the JSON has an `access_token`; anything else is a failure whatever the HTTP
+//!   status or the language of the message (Zoho answers errors with HTTP 200). Lifetime comes
+//!   from `expires_in_sec` when present (older form, where `expires_in` is milliseconds), else
+//!   from `expires_in` in seconds.
+//! - **Once per tenant**: one refresh in flight at a time (an async mutex plus a generation
+//!   check, so callers that queued behind a refresh reuse its token instead of refreshing again).
+//! - **Ahead of expiry**: [`TokenManager::run_refresh_ahead`] refreshes `refresh_margin` before
+//!   expiry in the background; requests never wait for a refresh while the current token is valid.
+//! - **Within Zoho's limits**: a local budget (default 10 grants per 600 s, Zoho's limit) and, on
+//!   Zoho's "Access Denied" throttle, a lockout (default 900 s) with no attempt at all.
+//! - **Secrets**: the token value lives in a [`Secret`]; nothing here logs it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::Full;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Secret, TenantConfig};
+use crate::error::{GatewayError, TokenFailure};
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// After a failed grant, further on-demand attempts wait this long (the same failure is returned
+/// meanwhile), so a burst of requests cannot spend the refresh budget.
+const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
+/// A live access token.
+#[derive(Debug)]
+pub struct AccessToken {
+    value: Secret,
+    /// When Zoho will stop accepting it.
+    pub expires_at: Instant,
+    /// Increases with every grant; identifies the token without exposing it.
+    pub generation: u64,
+}
+
+impl AccessToken {
+    /// The token value, for the `Authorization: Zoho-oauthtoken …` header only.
+    pub fn expose(&self) -> &str {
+        self.value.expose()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    current: Option<Arc<AccessToken>>,
+    generation: u64,
+    /// Instants of grant attempts inside the budget window.
+    attempts: VecDeque<Instant>,
+    /// No attempt before this instant; the failure to report meanwhile.
+    hold: Option<(Instant, TokenFailure)>,
+}
+
+/// Observable token state, for `/readyz` and the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenHealth {
+    /// A valid token is held.
+    Valid,
+    /// No valid token yet (never obtained, or expired) and no failure recorded.
+    Missing,
+    /// The last attempt failed; attempts are held back.
+    Failing(TokenFailure),
+}
+
+/// Access-token manager of one tenant.
+pub struct TokenManager {
+    tenant: Arc<TenantConfig>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("tenant", &self.tenant.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantResponse {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+    expires_in_sec: Option<u64>,
+    error: Option<String>,
+}
+
+impl TokenManager {
+    /// Creates the manager; no token is fetched until asked or until
+    /// [`TokenManager::run_refresh_ahead`] runs.
+    pub fn new(tenant: Arc<TenantConfig>, upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+        TokenManager {
+            tenant,
+            upstream,
+            metrics,
+            state: Mutex::new(State::default()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn valid_current(&self, now: Instant) -> Option<Arc<AccessToken>> {
+        let st = self.lock();
+        st.current.as_ref().filter(|t| t.expires_at > now).cloned()
+    }
+
+    /// Current health.
+    pub fn health(&self) -> TokenHealth {
+        let now = Instant::now();
+        let st = self.lock();
+        if st.current.as_ref().is_some_and(|t| t.expires_at > now) {
+            return TokenHealth::Valid;
+        }
+        match st.hold {
+            Some((until, why)) if until > now => TokenHealth::Failing(why),
+            _ => TokenHealth::Missing,
+        }
+    }
+
+    /// A valid access token: the current one if it has not expired, else a fresh grant (shared
+    /// with concurrent callers).
+    ///
+    /// # Errors
+    /// [`GatewayError::TokenUnavailable`] when no token can be obtained.
+    pub async fn token(&self) -> Result<Arc<AccessToken>, GatewayError> {
+        if let Some(t) = self.valid_current(Instant::now()) {
+            return Ok(t);
+        }
+        self.refresh(None).await
+    }
+
+    /// Zoho rejected `used` (401 `INVALID_TOKEN` / `AUTHENTICATION_FAILURE`): drop it and return a
+    /// new one. Concurrent callers reporting the same token share one refresh.
+    ///
+    /// # Errors
+    /// [`GatewayError::TokenUnavailable`] when no token can be obtained.
+    pub async fn replace_rejected(
+        &self,
+        used: &AccessToken,
+    ) -> Result<Arc<AccessToken>, GatewayError> {
+        self.refresh(Some(used.generation)).await
+    }
+
+    /// Refreshes unless another caller already replaced the token (`rejected` is the generation
+    /// known bad, `None` for "no valid token").
+    async fn refresh(&self, rejected: Option<u64>) -> Result<Arc<AccessToken>, GatewayError> {
+        let wait = self.tenant.token_timeout * 2;
+        let _guard = tokio::time::timeout(wait, self.refresh_lock.lock())
+            .await
+            .map_err(|_| GatewayError::TokenUnavailable(TokenFailure::Unreachable))?;
+        let now = Instant::now();
+        {
+            let mut st = self.lock();
+            if let Some(t) = st.current.as_ref().filter(|t| t.expires_at > now) {
+                if rejected != Some(t.generation) {
+                    return Ok(t.clone());
+                }
+                st.current = None;
+            }
+            if let Some((until, why)) = st.hold {
+                if until > now {
+                    return Err(GatewayError::TokenUnavailable(why));
+                }
+                st.hold = None;
+            }
+            let window = self.tenant.refresh_window;
+            while st
+                .attempts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= window)
+            {
+                st.attempts.pop_front();
+            }
+            if st.attempts.len() >= self.tenant.refresh_budget as usize {
+                let until = st.attempts.front().map_or(now, |t| *t + window);
+                st.hold = Some((until, TokenFailure::BudgetExhausted));
+                drop(st);
+                self.metrics.record_token_refresh(
+                    &self.tenant.name,
+                    TokenFailure::BudgetExhausted.as_str(),
+                );
+                tracing::warn!(tenant = %self.tenant.name, "token refresh budget exhausted");
+                return Err(GatewayError::TokenUnavailable(
+                    TokenFailure::BudgetExhausted,
+                ));
+            }
+            st.attempts.push_back(now);
+        }
+        match self.grant().await {
+            Ok((value, lifetime)) => {
+                let now = Instant::now();
+                let token = {
+                    let mut st = self.lock();
+                    st.generation += 1;
+                    let token = Arc::new(AccessToken {
+                        value,
+                        expires_at: now + lifetime,
+                        generation: st.generation,
+                    });
+                    st.current = Some(token.clone());
+                    token
+                };
+                let unix = SystemTime::now()
+                    .checked_add(lifetime)
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                self.metrics
+                    .record_token_refresh(&self.tenant.name, "success");
+                self.metrics.set_token_expiry(&self.tenant.name, unix);
+                tracing::info!(tenant = %self.tenant.name, lifetime_s = lifetime.as_secs(), generation = token.generation, "access token refreshed");
+                self.changed.notify_waiters();
+                Ok(token)
+            }
+            Err(why) => {
+                let hold = match why {
+                    TokenFailure::Throttled => self.tenant.throttle_lockout,
+                    _ => FAILURE_HOLD,
+                };
+                self.lock().hold = Some((Instant::now() + hold, why));
+                self.metrics
+                    .record_token_refresh(&self.tenant.name, why.as_str());
+                tracing::warn!(tenant = %self.tenant.name, reason = why.as_str(), hold_s = hold.as_secs(), "access token refresh failed");
+                self.changed.notify_waiters();
+                Err(GatewayError::TokenUnavailable(why))
+            }
+        }
+    }
+
+    /// One refresh-token grant. Returns the token and its lifetime.
+    async fn grant(&self) -> Result<(Secret, Duration), TokenFailure> {
+        let t = &self.tenant;
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("client_id", &t.client_id)
+            .append_pair("client_secret", t.client_secret.expose())
+            .append_pair("refresh_token", t.refresh_token.expose())
+            .finish();
+        let req = Request::post(&t.token_url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|_| TokenFailure::Unreachable)?;
+        let resp = tokio::time::timeout(t.token_timeout, self.upstream.send(req))
+            .await
+            .map_err(|_| TokenFailure::Unreachable)?
+            .map_err(|_| TokenFailure::Unreachable)?;
+        let parsed: GrantResponse =
+            serde_json::from_slice(&resp.body).map_err(|_| TokenFailure::Unreachable)?;
+        classify_grant(parsed)
+    }
+
+    /// Background task: keeps a token ready, refreshing `refresh_margin` before expiry, until
+    /// `shutdown` is cancelled. After a failure it retries when the hold ends (at most every 5 s).
+    pub async fn run_refresh_ahead(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let now = Instant::now();
+            let (due, hold_until) = {
+                let st = self.lock();
+                let due = st.current.as_ref().map(|t| {
+                    t.expires_at
+                        .checked_sub(self.tenant.refresh_margin)
+                        .unwrap_or(now)
+                });
+                (due, st.hold.map(|(until, _)| until))
+            };
+            let wake = match (due, hold_until) {
+                (_, Some(until)) if until > now => until,
+                (Some(due), _) => due,
+                (None, _) => now,
+            };
+            if wake > now {
+                let notified = self.changed.notified();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = notified => continue,
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let generation = self.lock().current.as_ref().map(|t| t.generation);
+            // A failure is recorded in `hold`; the loop then waits for the hold to end.
+            let _ = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.refresh(generation) => r,
+            };
+        }
+    }
+}
+
+fn classify_grant(parsed: GrantResponse) -> Result<(Secret, Duration), TokenFailure> {
+    match parsed.access_token {
+        Some(token) if !token.is_empty() => {
+            let secs = parsed.expires_in_sec.or(parsed.expires_in).unwrap_or(3600);
+            Ok((Secret::new(token), Duration::from_secs(secs.max(1))))
+        }
+        _ => Err(match parsed.error.as_deref() {
+            Some(e) if e.starts_with("invalid_") || e.starts_with("unsupported_") => {
+                TokenFailure::Rejected
+            }
+            // "Access Denied" and anything unrecognised (it is localised): assume the throttle.
+            _ => TokenFailure::Throttled,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<(Secret, Duration), TokenFailure> {
+        classify_grant(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn grant_responses_are_classified_by_access_token_presence() {
+        let (tok, life) =
+            parse(r#"{"access_token":"1000.a.b","expires_in":3600,"token_type":"Bearer"}"#)
+                .unwrap();
+        assert_eq!(tok.expose(), "1000.a.b");
+        assert_eq!(life, Duration::from_secs(3600));
+        // Older form: expires_in in milliseconds beside expires_in_sec.
+        let (_, life) =
+            parse(r#"{"access_token":"x","expires_in":3600000,"expires_in_sec":3600}"#).unwrap();
+        assert_eq!(life, Duration::from_secs(3600));
+        assert_eq!(
+            parse(r#"{"error":"invalid_client"}"#).unwrap_err(),
+            TokenFailure::Rejected
+        );
+        assert_eq!(
+            parse(r#"{"error":"invalid_code"}"#).unwrap_err(),
+            TokenFailure::Rejected
+        );
+        assert_eq!(
+            parse(r#"{"error":"Access Denied","error_description":"You have made too many requests continuously."}"#)
+                .unwrap_err(),
+            TokenFailure::Throttled
+        );
+        assert_eq!(
+            parse(r#"{"error":"Zugriff verweigert"}"#).unwrap_err(),
+            TokenFailure::Throttled
+        );
+        assert_eq!(
+            parse(r#"{"access_token":""}"#).unwrap_err(),
+            TokenFailure::Throttled
+        );
+    }
+}

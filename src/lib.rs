@@ -1,2 +1,3 @@
 //! Zoho CRM caching gateway.
 #![forbid(unsafe_code)]
+pub mod simulator;

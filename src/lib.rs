@@ -1,3 +1,4 @@
 //! Zoho CRM caching gateway.
 #![forbid(unsafe_code)]
 pub mod canonical;
+pub mod simulator;

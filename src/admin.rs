@@ -1,13 +1,25 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready to
-//! serve: not draining, and a token obtained or a cached answer available).
+//! serve: not draining, and a token obtained or a cached answer available), and the admin API
+//! behind `Authorization: Bearer <admin.token>` (compared in constant time):
+//!
+//! - `GET /admin/cache` → `{"entries":…,"weighted_bytes":…,"capacity_bytes":…,"hits":…,"misses":…,"hit_ratio":…}`
+//! - `POST /admin/cache/purge[?tenant=NAME][&route=associated_users_count]` → drops all entries,
+//!   or one tenant's, or one route's; answers `{"purged":{"tenant":…,"route":…}}`.
+//!
+//! Without a configured `admin.token` the admin API answers 403; a wrong or missing token, 401.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use std::sync::atomic::Ordering;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
+use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::proxy::{Body, Gateway};
+use crate::route::RouteKind;
 use crate::token::TokenHealth;
 
 /// Handles one admin request.
@@ -35,8 +47,94 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
             };
             text(status, format!("{why}\n").into_bytes(), "text/plain")
         }
+        path if path.starts_with("/admin/") => admin_api(&gw, &req),
         _ => text(StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
     }
+}
+
+fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
+    let Some(expected) = gw.config().admin_token.as_ref() else {
+        return json(
+            StatusCode::FORBIDDEN,
+            json!({"error": "admin API disabled: set admin.token"}),
+        );
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok: bool = presented
+        .as_bytes()
+        .ct_eq(expected.expose().as_bytes())
+        .into();
+    if !ok {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong admin token"}),
+        );
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/admin/cache") => {
+            let hits = gw.tally().hits.load(Ordering::Relaxed);
+            let misses = gw.tally().misses.load(Ordering::Relaxed);
+            let ratio = if hits + misses == 0 {
+                0.0
+            } else {
+                hits as f64 / (hits + misses) as f64
+            };
+            json(
+                StatusCode::OK,
+                json!({
+                    "entries": gw.cache().entry_count(),
+                    "weighted_bytes": gw.cache().weighted_size(),
+                    "capacity_bytes": gw.config().cache_max_bytes,
+                    "hits": hits,
+                    "misses": misses,
+                    "hit_ratio": ratio,
+                }),
+            )
+        }
+        (&Method::POST, "/admin/cache/purge") => {
+            let mut tenant = None;
+            let mut route = None;
+            for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                match &*k {
+                    "tenant" => match gw.tenants().iter().position(|t| t.config.name == v) {
+                        Some(i) => tenant = Some(i),
+                        None => {
+                            return json(
+                                StatusCode::BAD_REQUEST,
+                                json!({"error": "unknown tenant"}),
+                            );
+                        }
+                    },
+                    "route" if v == "associated_users_count" => {
+                        route = Some(RouteKind::AssociatedUsersCount);
+                    }
+                    _ => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            json!({"error": "parameters: tenant=NAME, route=associated_users_count"}),
+                        );
+                    }
+                }
+            }
+            gw.invalidate(tenant, route);
+            let name = tenant.map(|i| gw.tenants()[i].config.name.clone());
+            tracing::info!(tenant = ?name, route = ?route.map(RouteKind::as_str), "cache purged by admin");
+            json(
+                StatusCode::OK,
+                json!({"purged": {"tenant": name, "route": route.map(RouteKind::as_str)}}),
+            )
+        }
+        _ => json(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    text(status, value.to_string().into_bytes(), "application/json")
 }
 
 /// Ready when not draining and every tenant has a valid token or the cache can answer.

@@ -5,9 +5,14 @@
 //!   ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
 //!   maintenance, which [`ResponseCache::run_maintenance`] also runs on a timer so the bound holds
 //!   under write bursts.
-//! - **Freshness** is judged by the gateway with `tokio::time::Instant` (so tests can pause time):
-//!   an entry is fresh while `now < stored_at + ttl`. moka's own per-entry expiry evicts it at the
-//!   same moment.
+//! - **Freshness** is judged by the gateway with its [`Clock`](crate::clock::Clock) (tokio's, so
+//!   tests can pause it): an entry is [`Freshness::Fresh`] while `now < stored_at + ttl`, then
+//!   [`Freshness::StaleWhileRevalidate`] for `stale_while_revalidate` (served at once while a
+//!   background refresh runs), then [`Freshness::StaleIfError`] until `stale_if_error` after
+//!   expiry (served only when the refresh fails), then [`Freshness::Expired`]. moka's own
+//!   per-entry expiry evicts it after the longer of the two stale windows.
+//! - **Invalidation** by tenant or route uses moka's invalidation closures: `get` stops returning
+//!   matching entries at once; memory is reclaimed during maintenance.
 //! - **Stored headers** are only those safe to replay to any client of the tenant
 //!   ([`STORED_HEADERS`]); Zoho's per-user `Set-Cookie` and `X-ACCESSTOKEN-RESET` never are.
 //! - The cache fails open: nothing here returns an error; a miss just means an upstream call.
@@ -22,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::canonical::CacheKey;
+use crate::route::RouteKind;
 use crate::upstream::UpstreamResponse;
 
 /// Fixed bytes charged per entry for the key, the `Arc`, moka's node and bookkeeping.
@@ -45,13 +51,49 @@ pub struct CachedResponse {
     pub upstream_age: u64,
     /// Freshness lifetime from `stored_at`.
     pub ttl: Duration,
+    /// How long after expiry the entry may be served while a background refresh runs.
+    pub stale_while_revalidate: Duration,
+    /// How long after expiry the entry may be served when the refresh fails.
+    pub stale_if_error: Duration,
     /// Tenant index (for per-tenant invalidation).
     pub tenant: usize,
+    /// Route (for per-route purge).
+    pub route: RouteKind,
+}
+
+/// Where an entry stands at some instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// Within its TTL: a hit.
+    Fresh,
+    /// Expired less than `stale_while_revalidate` ago: serve it and refresh in the background.
+    StaleWhileRevalidate,
+    /// Expired less than `stale_if_error` ago: serve it only if a refresh fails.
+    StaleIfError,
+    /// Past every window: unusable.
+    Expired,
+}
+
+/// Lifetimes applied to an entry when it is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Freshness lifetime.
+    pub ttl: Duration,
+    /// Stale-while-revalidate window after `ttl`.
+    pub stale_while_revalidate: Duration,
+    /// Stale-if-error window after `ttl`.
+    pub stale_if_error: Duration,
 }
 
 impl CachedResponse {
-    /// Keeps the replayable parts of `resp` with freshness lifetime `ttl`.
-    pub fn from_upstream(resp: UpstreamResponse, ttl: Duration, tenant: usize) -> Self {
+    /// Keeps the replayable parts of `resp`, received at `stored_at`, with `lifetimes`.
+    pub fn from_upstream(
+        resp: UpstreamResponse,
+        stored_at: Instant,
+        lifetimes: Lifetimes,
+        tenant: usize,
+        route: RouteKind,
+    ) -> Self {
         let headers = STORED_HEADERS
             .iter()
             .filter_map(|name| Some((name.clone(), resp.headers.get(name)?.clone())))
@@ -66,11 +108,41 @@ impl CachedResponse {
             status: resp.status,
             headers,
             body: resp.body,
-            stored_at: resp.received_at,
+            stored_at,
             upstream_age,
-            ttl,
+            ttl: lifetimes.ttl,
+            stale_while_revalidate: lifetimes.stale_while_revalidate,
+            stale_if_error: lifetimes.stale_if_error,
             tenant,
+            route,
         }
+    }
+
+    /// Where the entry stands at `now`.
+    pub fn freshness(&self, now: Instant) -> Freshness {
+        let expires = self.stored_at + self.ttl;
+        if now < expires {
+            return Freshness::Fresh;
+        }
+        let stale_for = now - expires;
+        if stale_for < self.stale_while_revalidate {
+            Freshness::StaleWhileRevalidate
+        } else if stale_for < self.stale_if_error {
+            Freshness::StaleIfError
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// Whether the entry may stand in for a failed refresh at `now`.
+    pub fn usable_if_error(&self, now: Instant) -> bool {
+        now < self.stored_at + self.ttl + self.stale_if_error
+    }
+
+    /// Seconds since expiry at `now` (0 while fresh).
+    pub fn staleness(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.stored_at + self.ttl)
+            .as_secs()
     }
 
     /// Weighted size in bytes (see the module doc).
@@ -112,7 +184,7 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
         value: &Arc<CachedResponse>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl + value.stale_while_revalidate.max(value.stale_if_error))
     }
 }
 
@@ -139,6 +211,7 @@ impl ResponseCache {
             .max_capacity(max_bytes)
             .weigher(|_k: &CacheKey, v: &Arc<CachedResponse>| v.weight())
             .expire_after(PerEntryTtl)
+            .support_invalidation_closures()
             .build();
         ResponseCache { inner, max_bytes }
     }
@@ -146,6 +219,27 @@ impl ResponseCache {
     /// The entry for `key` if present and fresh at `now`.
     pub async fn get_fresh(&self, key: &CacheKey, now: Instant) -> Option<Arc<CachedResponse>> {
         self.inner.get(key).await.filter(|e| e.is_fresh(now))
+    }
+
+    /// The entry for `key` in whatever state it is (see [`CachedResponse::freshness`]).
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        self.inner.get(key).await
+    }
+
+    /// Drops every entry.
+    pub fn invalidate_all(&self) {
+        self.inner.invalidate_all();
+    }
+
+    /// Drops the entries of one tenant (and, if given, one route).
+    pub fn invalidate_where(&self, tenant: Option<usize>, route: Option<RouteKind>) {
+        if tenant.is_none() && route.is_none() {
+            return self.invalidate_all();
+        }
+        // Only fails when invalidation closures are not enabled, which `new` always does.
+        let _ = self.inner.invalidate_entries_if(move |_k, v| {
+            tenant.is_none_or(|t| v.tenant == t) && route.is_none_or(|r| v.route == r)
+        });
     }
 
     /// Stores `entry` under `key`, replacing any previous one.
@@ -203,8 +297,14 @@ mod tests {
                 body: Bytes::copy_from_slice(body),
                 received_at: Instant::now(),
             },
-            ttl,
+            Instant::now(),
+            Lifetimes {
+                ttl,
+                stale_while_revalidate: Duration::from_secs(10),
+                stale_if_error: Duration::from_secs(100),
+            },
             0,
+            RouteKind::AssociatedUsersCount,
         ))
     }
 
@@ -231,6 +331,33 @@ mod tests {
         assert_eq!(e.remaining_ttl(now), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(cache.get_fresh(&key, Instant::now()).await.is_none());
+        let e = cache.get(&key).await.unwrap();
+        assert_eq!(e.freshness(Instant::now()), Freshness::StaleWhileRevalidate);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(e.freshness(Instant::now()), Freshness::StaleIfError);
+        assert_eq!(e.staleness(Instant::now()), 10);
+        assert!(e.usable_if_error(Instant::now()));
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert_eq!(e.freshness(Instant::now()), Freshness::Expired);
+        assert!(!e.usable_if_error(Instant::now()));
+    }
+
+    #[tokio::test]
+    async fn invalidation_by_tenant_is_immediate() {
+        let cache = ResponseCache::new(1 << 20);
+        let mine = CacheKey([1; 32]);
+        let theirs = CacheKey([2; 32]);
+        cache
+            .insert(mine, response(b"a", Duration::from_secs(60)))
+            .await;
+        let mut other = Arc::try_unwrap(response(b"b", Duration::from_secs(60))).unwrap();
+        other.tenant = 1;
+        cache.insert(theirs, Arc::new(other)).await;
+        cache.invalidate_where(Some(0), None);
+        assert!(cache.get(&mine).await.is_none());
+        assert!(cache.get(&theirs).await.is_some());
+        cache.invalidate_where(None, Some(RouteKind::AssociatedUsersCount));
+        assert!(cache.get(&theirs).await.is_none());
     }
 
     #[tokio::test]

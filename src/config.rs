@@ -150,6 +150,8 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     /// `[logging]`.
     pub logging: RawLogging,
+    /// `[admin]`.
+    pub admin: RawAdmin,
     /// `[routes.*]`: per-route policy.
     pub routes: RawRoutes,
     /// `[tenants.NAME]`: Zoho organisations/credentials, by name.
@@ -274,6 +276,38 @@ impl Default for RawLogging {
 pub struct RawRoutes {
     /// `[routes.associated_users_count]`.
     pub associated_users_count: RawCountRoute,
+    /// `[routes.passthrough]`.
+    pub passthrough: RawPassthrough,
+}
+
+/// `[routes.passthrough]`: other Zoho routes, forwarded uncached with the tenant's token.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPassthrough {
+    /// Allowed `"METHOD /path/pattern"` entries; `{name}` matches one path segment of
+    /// `[A-Za-z0-9_.-]` (never `.` or `..`). Everything not listed gets 404
+    /// `INVALID_URL_PATTERN` from the gateway. Default: empty (nothing passes through).
+    pub allow: Vec<String>,
+    /// Largest request body forwarded, bytes (larger: 413). Default: 1048576.
+    pub max_body_bytes: usize,
+}
+
+impl Default for RawPassthrough {
+    fn default() -> Self {
+        RawPassthrough {
+            allow: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[admin]`: the admin API on the admin listener.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Bearer token required by `/admin/*` (`Authorization: Bearer <token>`). Unset: the admin
+    /// API answers 403. `/metrics`, `/healthz` and `/readyz` need no token. Default: unset.
+    pub token: Option<SecretSource>,
 }
 
 /// `[routes.associated_users_count]`: policy of `GET /crm/{version}/settings/user_groups/actions/associated_users_count`.
@@ -286,6 +320,29 @@ pub struct RawCountRoute {
     /// Freshness lifetime of a cached 204 (no user groups / no match). Default: `15s`.
     #[serde(with = "humantime_serde")]
     pub no_content_ttl: Duration,
+    /// Each stored entry's TTL is shortened by a random 0..=this percent, so entries stored
+    /// together do not expire together. Default: `10`.
+    pub ttl_jitter_percent: u8,
+    /// After expiry, serve the stale entry at once for this long while one background refresh
+    /// runs (RFC 5861 `stale-while-revalidate`). Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    /// After expiry, serve the stale entry for this long when the refresh fails with 5xx, 429,
+    /// a timeout or a connection error (RFC 5861 `stale-if-error`). Default: `300s`.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// After an upstream failure for a key, no new upstream attempt for that key for this long
+    /// (stale or the same error is served meanwhile). Default: `5s`.
+    #[serde(with = "humantime_serde")]
+    pub error_hold: Duration,
+    /// Upper bound on a hold taken from Zoho's `Retry-After`. Default: `60s`.
+    #[serde(with = "humantime_serde")]
+    pub max_error_hold: Duration,
+    /// Honour a client's `Cache-Control: no-cache` (force a fresh, still coalesced, upstream
+    /// answer). Default: `true`.
+    pub honor_no_cache: bool,
+    /// Honour a client's `Cache-Control: no-store` (bypass the cache). Default: `true`.
+    pub honor_no_store: bool,
     /// API versions served. Default: `["v5", "v6", "v7", "v8"]`.
     pub versions: Vec<String>,
     /// `semantic` (member order and duplicates of and/or groups do not matter) or `strict`.
@@ -305,6 +362,13 @@ impl Default for RawCountRoute {
         RawCountRoute {
             ttl: Duration::from_secs(60),
             no_content_ttl: Duration::from_secs(15),
+            ttl_jitter_percent: 10,
+            stale_while_revalidate: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(300),
+            error_hold: Duration::from_secs(5),
+            max_error_hold: Duration::from_secs(60),
+            honor_no_cache: true,
+            honor_no_store: true,
             versions: ["v5", "v6", "v7", "v8"].map(String::from).to_vec(),
             filter_mode: rules.mode,
             allowed_fields: rules.allowed_fields,
@@ -501,19 +565,39 @@ pub struct GatewayConfig {
     pub logging: RawLogging,
     /// Count-route policy.
     pub count_route: CountRoutePolicy,
+    /// Pass-through allowlist.
+    pub passthrough: Vec<crate::route::AllowRule>,
+    /// Pass-through request body limit, bytes.
+    pub passthrough_max_body: usize,
+    /// Admin API token (`None`: admin API disabled).
+    pub admin_token: Option<Secret>,
     /// Tenants, in name order; [`ClientKey::tenant`] indexes this.
     pub tenants: Vec<TenantConfig>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
 }
 
-/// Validated policy of the count route.
+/// Validated policy of the count route (see [`RawCountRoute`] for meanings and defaults).
 #[derive(Clone, Debug)]
 pub struct CountRoutePolicy {
     /// Freshness lifetime of a 200.
     pub ttl: Duration,
     /// Freshness lifetime of a 204.
     pub no_content_ttl: Duration,
+    /// TTL jitter, percent (0..=50).
+    pub ttl_jitter_percent: u8,
+    /// Stale-while-revalidate window.
+    pub stale_while_revalidate: Duration,
+    /// Stale-if-error window.
+    pub stale_if_error: Duration,
+    /// Per-key hold after an upstream failure.
+    pub error_hold: Duration,
+    /// Cap on a `Retry-After` hold.
+    pub max_error_hold: Duration,
+    /// Honour client `no-cache`.
+    pub honor_no_cache: bool,
+    /// Honour client `no-store`.
+    pub honor_no_store: bool,
     /// Allowed API versions (`v7`, …).
     pub versions: Vec<String>,
     /// Canonicalisation rules.
@@ -646,9 +730,23 @@ impl RawConfig {
                 ));
             }
         }
+        if route.ttl_jitter_percent > 50 {
+            return Err(ConfigError::invalid(
+                "routes.associated_users_count.ttl_jitter_percent",
+                route.ttl_jitter_percent.to_string(),
+                "must be 0..=50",
+            ));
+        }
         let count_route = CountRoutePolicy {
             ttl: route.ttl,
             no_content_ttl: route.no_content_ttl,
+            ttl_jitter_percent: route.ttl_jitter_percent,
+            stale_while_revalidate: route.stale_while_revalidate,
+            stale_if_error: route.stale_if_error,
+            error_hold: route.error_hold,
+            max_error_hold: route.max_error_hold,
+            honor_no_cache: route.honor_no_cache,
+            honor_no_store: route.honor_no_store,
             versions: route.versions.clone(),
             rules: CanonicalRules {
                 mode: route.filter_mode,
@@ -656,6 +754,17 @@ impl RawConfig {
                 allowed_comparators: route.allowed_comparators.clone(),
                 limits: route.filter_limits.clone(),
             },
+        };
+
+        let mut passthrough = Vec::new();
+        for (i, rule) in self.routes.passthrough.allow.iter().enumerate() {
+            passthrough.push(crate::route::AllowRule::parse(rule).map_err(|problem| {
+                ConfigError::invalid(format!("routes.passthrough.allow[{i}]"), rule, problem)
+            })?);
+        }
+        let admin_token = match &self.admin.token {
+            Some(src) => Some(src.resolve("admin.token")?),
+            None => None,
         };
 
         let mut tenants = Vec::with_capacity(self.tenants.len());
@@ -726,6 +835,9 @@ impl RawConfig {
             upstream: self.upstream.clone(),
             logging: self.logging.clone(),
             count_route,
+            passthrough,
+            passthrough_max_body: self.routes.passthrough.max_body_bytes,
+            admin_token,
             tenants,
             clients,
         })

@@ -77,6 +77,12 @@ pub enum GatewayError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The request body exceeds the configured limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The client's request body could not be read.
+    #[error("request body could not be read")]
+    BadRequestBody,
     /// A coalesced waiter reached its deadline before the shared fetch finished.
     #[error("timed out waiting for the shared upstream fetch")]
     WaitTimeout,
@@ -105,6 +111,8 @@ impl GatewayError {
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequestBody => StatusCode::BAD_REQUEST,
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -124,6 +132,8 @@ impl GatewayError {
             GatewayError::InvalidData { .. } => "invalid_data",
             GatewayError::UnknownRoute => "unknown_route",
             GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::PayloadTooLarge => "payload_too_large",
+            GatewayError::BadRequestBody => "bad_request_body",
             GatewayError::WaitTimeout => "wait_timeout",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
@@ -140,7 +150,9 @@ impl GatewayError {
             | GatewayError::UnknownKey
             | GatewayError::InvalidData { .. }
             | GatewayError::UnknownRoute
-            | GatewayError::MethodNotAllowed => Blame::Client,
+            | GatewayError::MethodNotAllowed
+            | GatewayError::PayloadTooLarge
+            | GatewayError::BadRequestBody => Blame::Client,
             GatewayError::WaitTimeout
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamConnect(_)
@@ -165,6 +177,8 @@ impl GatewayError {
             GatewayError::InvalidData { .. } => "INVALID_DATA",
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            GatewayError::BadRequestBody => "INVALID_REQUEST",
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => "GATEWAY_TIMEOUT",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
             GatewayError::TokenUnavailable(_) => "SERVICE_UNAVAILABLE",

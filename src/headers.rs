@@ -24,8 +24,8 @@ pub struct CacheStatus<'a> {
     pub outcome: Outcome,
     /// The response was stored by this request's fetch (`stored`).
     pub stored: bool,
-    /// Remaining freshness, seconds (`ttl`), when there is a fresh stored entry.
-    pub ttl: Option<u64>,
+    /// Remaining freshness, seconds (`ttl`); negative for a stale entry (RFC 9211 §2.6).
+    pub ttl: Option<i64>,
     /// Reason for a bypass or error (`detail`), a token from a closed set.
     pub detail: Option<&'a str>,
 }
@@ -38,7 +38,7 @@ impl CacheStatus<'_> {
         let mut s = String::with_capacity(48);
         s.push_str(CACHE_NAME);
         match self.outcome {
-            Outcome::Hit => s.push_str("; hit"),
+            Outcome::Hit | Outcome::Stale => s.push_str("; hit"),
             Outcome::Miss | Outcome::Error => s.push_str("; fwd=miss"),
             Outcome::Collapsed => s.push_str("; fwd=miss; collapsed"),
             Outcome::Bypass => s.push_str("; fwd=bypass"),

@@ -1,4 +1,202 @@
-//! Zoho CRM caching gateway.
+//! # zoho-gateway
+//!
+//! A caching gateway for the Zoho CRM REST API. Internal services point their Zoho base URL at
+//! it; it answers repeated count queries from a cache, coalesces concurrent identical misses into
+//! one Zoho call, and manages the OAuth access tokens itself.
+//!
+//! ```text
+//!  client ──▶ server (listener, drain)
+//!               │
+//!               ▼
+//!             proxy::Gateway::handle ── route ── authenticate (client key → tenant)
+//!               │
+//!               ▼
+//!             canonical (query → canonical form → CacheKey) ── invalid → 400 INVALID_DATA, no upstream
+//!               │
+//!               ▼
+//!             cache (moka, bytes-bounded) ── fresh → hit (Cache-Status: hit, Age)
+//!               │ miss
+//!               ▼
+//!             coalesce (single-flight, task-owned fetch)
+//!               │
+//!               ▼
+//!             token (per-tenant refresh-token grant) ──▶ upstream (pooled hyper client) ──▶ Zoho
+//! ```
+//!
+//! [`App::spawn`] starts one gateway (proxy and admin listeners) from a validated
+//! [`config::GatewayConfig`]; tests, benches and the `demo` command all start it that way.
+//! [`simulator`] is the bundled Zoho CRM simulator.
 #![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cache;
 pub mod canonical;
+pub mod clock;
+pub mod coalesce;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod headers;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod server;
 pub mod simulator;
+pub mod telemetry;
+pub mod token;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::server::ListenerSettings;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Metric registration failed (a bug).
+    #[error("metrics registration failed")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Entry point of the library: starts gateways.
+#[derive(Debug)]
+pub struct App;
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl App {
+    /// Binds the proxy and admin listeners (port 0 picks a free port), starts the token
+    /// refreshers and the cache maintenance, and serves until [`Running::shutdown`].
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] when a listener cannot bind.
+    pub async fn spawn(config: GatewayConfig) -> Result<Running, StartError> {
+        Self::spawn_with_clock(config, Clock::tokio()).await
+    }
+
+    /// [`App::spawn`] with a given clock for freshness decisions (tests use
+    /// [`Clock::manual`]).
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] when a listener cannot bind.
+    pub async fn spawn_with_clock(
+        config: GatewayConfig,
+        clock: Clock,
+    ) -> Result<Running, StartError> {
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::register(config.cache_max_bytes)?);
+        let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock));
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let proxy_listener = bind(config.listen).await?;
+        let admin_listener = bind(config.admin_listen).await?;
+        let proxy_addr = proxy_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let shutdown = CancellationToken::new();
+        let settings = ListenerSettings {
+            header_read_timeout: config.header_read_timeout,
+            drain_timeout: config.drain_timeout,
+        };
+        let mut tasks = Vec::new();
+        let gw = gateway.clone();
+        tasks.push(tokio::spawn(server::serve(
+            proxy_listener,
+            move |req, _peer| gw.clone().handle(req),
+            settings,
+            shutdown.clone(),
+        )));
+        let gw = gateway.clone();
+        tasks.push(tokio::spawn(server::serve(
+            admin_listener,
+            move |req, _peer| admin::handle(gw.clone(), req),
+            settings,
+            shutdown.clone(),
+        )));
+        for t in gateway.tenants() {
+            tasks.push(tokio::spawn(
+                t.tokens.clone().run_refresh_ahead(shutdown.child_token()),
+            ));
+        }
+        tasks.push(tokio::spawn(
+            gateway
+                .cache()
+                .clone()
+                .run_maintenance(Duration::from_secs(1), shutdown.child_token()),
+        ));
+        tracing::info!(%proxy_addr, %admin_addr, tenants = gateway.tenants().len(), "gateway listening");
+        Ok(Running {
+            proxy_addr,
+            admin_addr,
+            gateway,
+            shutdown,
+            tasks,
+        })
+    }
+}
+
+impl Running {
+    /// Address of the proxy listener.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy_addr
+    }
+
+    /// Address of the admin listener.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The shared gateway state (metrics, cache, tenants).
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Drains: `/readyz` turns 503, listeners stop accepting, in-flight requests finish within
+    /// the drain deadline, background tasks stop. Returns when all of that is done.
+    pub async fn shutdown(self) {
+        self.gateway.set_draining();
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

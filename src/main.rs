@@ -1,1 +1,156 @@
-fn main() {}
+//! `zoho-gateway` binary: parses the command line, loads config, starts telemetry, runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use zoho_gateway::config::RawConfig;
+use zoho_gateway::simulator::{SimConfig, Simulator};
+use zoho_gateway::{App, demo, telemetry};
+
+#[derive(Parser)]
+#[command(version, about = "Caching gateway for the Zoho CRM REST API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway from a config file (plus ZOHO_GATEWAY_* environment overrides).
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, default_value = "config/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Run the bundled Zoho CRM simulator alone.
+    Simulate {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8100")]
+        listen: std::net::SocketAddr,
+    },
+    /// Run the simulator and the gateway wired together, with the embedded demo config.
+    Demo,
+    /// Load and validate a config; print the effective config with secrets redacted.
+    CheckConfig {
+        /// Config file (TOML).
+        #[arg(long, default_value = "config/gateway.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(command: Command) -> Result<(), BoxError> {
+    match command {
+        Command::Serve { config } => {
+            let raw = RawConfig::load(&config)?;
+            telemetry::init(&raw.logging);
+            let running = App::spawn(raw.validate()?).await?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            running.shutdown().await;
+        }
+        Command::Simulate { listen } => {
+            telemetry::init(&Default::default());
+            let sim = Simulator::spawn(SimConfig {
+                listen,
+                ..SimConfig::default()
+            })
+            .await?;
+            let (id, secret, refresh) = SimConfig::demo_credentials();
+            println!(
+                "Zoho CRM simulator on {}\n  client_id      {id}\n  client_secret  {secret}\n  refresh_token  {refresh}\n  token endpoint {}/oauth/v2/token\n  stats          {}/__simulator/stats",
+                sim.base_url(),
+                sim.base_url(),
+                sim.base_url()
+            );
+            shutdown_signal().await;
+            sim.shutdown().await;
+        }
+        Command::Demo => {
+            let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG)?;
+            telemetry::init(&raw.logging);
+            let demo = demo::start(raw).await?;
+            println!("{}", demo.banner());
+            shutdown_signal().await;
+            demo.shutdown().await;
+        }
+        Command::CheckConfig { config } => {
+            let raw = RawConfig::load(&config)?;
+            let validated = raw.validate()?;
+            println!("# {}: valid", config.display());
+            println!("{}", toml_redacted(&raw)?);
+            println!(
+                "# {} tenant(s), {} client key(s)",
+                validated.tenants.len(),
+                validated.clients.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The effective config as JSON with every secret replaced by `[redacted]` (or its env/file source).
+fn toml_redacted(raw: &RawConfig) -> Result<String, BoxError> {
+    let mut value = serde_json::to_value(raw)?;
+    if let Some(tenants) = value.get_mut("tenants").and_then(|t| t.as_object_mut()) {
+        for (name, t) in tenants.iter_mut() {
+            let src = &raw.tenants[name];
+            t["client_secret"] = src.client_secret.describe().into();
+            t["refresh_token"] = src.refresh_token.describe().into();
+        }
+    }
+    if let Some(clients) = value.get_mut("clients").and_then(|c| c.as_object_mut()) {
+        for (name, c) in clients.iter_mut() {
+            if let Some(key) = &raw.clients[name].key {
+                c["key"] = key.describe().into();
+            }
+        }
+    }
+    Ok(serde_json::to_string_pretty(&value)?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

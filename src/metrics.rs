@@ -25,6 +25,8 @@ pub enum Outcome {
     Miss,
     /// Joined another request's in-flight upstream call.
     Collapsed,
+    /// Served a stale entry (stale-while-revalidate or stale-if-error).
+    Stale,
     /// Forwarded without using the cache (not canonicalisable, or not a cached route).
     Bypass,
     /// Answered locally with an error (bad input, unknown key or route); no upstream call.
@@ -35,10 +37,11 @@ pub enum Outcome {
 
 impl Outcome {
     /// All variants, in label order.
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Hit,
         Outcome::Miss,
         Outcome::Collapsed,
+        Outcome::Stale,
         Outcome::Bypass,
         Outcome::Rejected,
         Outcome::Error,
@@ -50,6 +53,7 @@ impl Outcome {
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
             Outcome::Collapsed => "collapsed",
+            Outcome::Stale => "stale",
             Outcome::Bypass => "bypass",
             Outcome::Rejected => "rejected",
             Outcome::Error => "error",
@@ -95,6 +99,7 @@ const DURATION_BUCKETS: &[f64] = &[
 pub struct TenantMetrics {
     saved_hit: IntCounter,
     saved_collapsed: IntCounter,
+    saved_stale: IntCounter,
     saved_rejected: IntCounter,
 }
 
@@ -105,6 +110,7 @@ impl TenantMetrics {
         match outcome {
             Outcome::Hit => self.saved_hit.inc(),
             Outcome::Collapsed => self.saved_collapsed.inc(),
+            Outcome::Stale => self.saved_stale.inc(),
             Outcome::Rejected => self.saved_rejected.inc(),
             Outcome::Miss | Outcome::Bypass | Outcome::Error => {}
         }
@@ -121,6 +127,7 @@ pub struct Metrics {
     token_refreshes: IntCounterVec,
     token_expiry: IntGaugeVec,
     credits_saved: IntCounterVec,
+    stale_served: IntCounterVec,
     /// Entries currently in the cache (sampled on scrape).
     pub cache_entries: IntGauge,
     /// Weighted bytes currently in the cache (sampled on scrape).
@@ -210,6 +217,13 @@ impl Metrics {
             ),
             &["tenant", "reason"],
         )?;
+        let stale_served = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_stale_served_total",
+                "Stale cache entries served, by reason (stale-while-revalidate, stale-if-error).",
+            ),
+            &["reason"],
+        )?;
         let cache_entries = IntGauge::new("zoho_gateway_cache_entries", "Entries in the cache.")?;
         let cache_bytes = IntGauge::new(
             "zoho_gateway_cache_weighted_bytes",
@@ -239,6 +253,7 @@ impl Metrics {
         registry.register(Box::new(token_refreshes.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(credits_saved.clone()))?;
+        registry.register(Box::new(stale_served.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(cache_capacity))?;
@@ -253,6 +268,7 @@ impl Metrics {
             token_refreshes,
             token_expiry,
             credits_saved,
+            stale_served,
             cache_entries,
             cache_bytes,
             coalesce_waiters,
@@ -303,8 +319,14 @@ impl Metrics {
         TenantMetrics {
             saved_hit: saved(Outcome::Hit),
             saved_collapsed: saved(Outcome::Collapsed),
+            saved_stale: saved(Outcome::Stale),
             saved_rejected: saved(Outcome::Rejected),
         }
+    }
+
+    /// Counts one stale entry served (`reason`: `stale-while-revalidate` or `stale-if-error`).
+    pub fn record_stale_served(&self, reason: &'static str) {
+        self.stale_served.with_label_values(&[reason]).inc();
     }
 
     /// Renders the Prometheus text exposition format.

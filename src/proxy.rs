@@ -1,26 +1,38 @@
 //! The request path. [`Gateway::handle`] is the only place where errors become responses and
-//! where a request is measured and logged (once, at the end); [`Gateway::handle_inner`] is the
-//! happy path as named steps that may return early:
+//! where a request is measured and logged (once, at the end); the inner functions are the happy
+//! path as named steps that may return early:
 //!
 //! ```text
-//! route ─▶ method ─▶ authenticate ─▶ canonicalise ─┬─ invalid ───────▶ 400 INVALID_DATA (local)
-//!                                                  ├─ uncacheable ───▶ forward as-is (bypass)
-//!                                                  └─ key ─▶ cache ─┬─ fresh ─▶ hit
-//!                                                                   └─ miss ──▶ single-flight ─▶ fetch ─▶ store
+//! normal path? ─▶ route ─┬─ count route ─▶ method ─▶ authenticate ─▶ canonicalise ─┬─ invalid ─▶ 400 INVALID_DATA (local)
+//!                        │                                                          ├─ uncacheable / no-store ─▶ forward (bypass)
+//!                        │                                                          └─ key ─▶ lookup ─┬─ fresh ─▶ hit
+//!                        │                                                                            ├─ stale-while-revalidate ─▶ stale + background refresh
+//!                        │                                                                            ├─ key on hold ─▶ stale-if-error, or the held failure
+//!                        │                                                                            └─ miss / no-cache ─▶ single-flight ─▶ fetch ─▶ store
+//!                        ├─ allowlisted ─▶ authenticate ─▶ forward (bypass); a successful user-group write drops the tenant's entries
+//!                        └─ else ─▶ 404 INVALID_URL_PATTERN (local)
 //! ```
+//!
+//! Single-flight semantics at the call site (see [`crate::coalesce`]): one upstream call per key
+//! among concurrent misses; the fetch task re-checks the cache, calls Zoho (with one token
+//! refresh + retry on 401 `INVALID_TOKEN`), stores a cacheable answer or puts the key on hold
+//! after a failure, and hands the one result to every waiter; each waiter has the
+//! `cache.coalesce_timeout` deadline (then 504) while the fetch goes on.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
 
-use crate::cache::{CachedResponse, ResponseCache};
+use crate::cache::{CachedResponse, Freshness, Lifetimes, ResponseCache};
 use crate::canonical::{self, CacheKey, Canonical, KeyScope};
+use crate::clock::Clock;
 use crate::coalesce::{FlightError, Role, SingleFlight};
-use crate::config::{ClientKey, GatewayConfig, TenantConfig, key_digest};
+use crate::config::{ClientKey, CountRoutePolicy, GatewayConfig, TenantConfig, key_digest};
 use crate::error::{GATEWAY_ERROR_HEADER, GatewayError};
 use crate::headers::{self, CacheStatus};
 use crate::metrics::{Metrics, Outcome, TenantMetrics};
@@ -41,6 +53,14 @@ struct Fetched {
     stored: bool,
 }
 
+/// A key on hold after an upstream failure: until `until`, no new upstream attempt; the
+/// failure is answered again (or a stale entry served).
+#[derive(Debug)]
+struct Hold {
+    until: Instant,
+    failure: FetchResult,
+}
+
 /// Runtime state of one tenant.
 #[derive(Debug)]
 pub struct Tenant {
@@ -49,6 +69,18 @@ pub struct Tenant {
     /// Its token manager.
     pub tokens: Arc<TokenManager>,
     metrics: TenantMetrics,
+    /// Bumped by every invalidation of this tenant's entries; a fetch that started under an
+    /// older generation does not store its answer (it may predate the write).
+    generation: AtomicU64,
+}
+
+/// Hit/miss tallies for `GET /admin/cache`.
+#[derive(Debug, Default)]
+pub struct CacheTally {
+    /// Requests answered from the cache (fresh or stale).
+    pub hits: AtomicU64,
+    /// Requests that needed an upstream answer (led or joined a flight).
+    pub misses: AtomicU64,
 }
 
 /// Shared state of one running gateway.
@@ -57,9 +89,12 @@ pub struct Gateway {
     config: Arc<GatewayConfig>,
     tenants: Vec<Tenant>,
     cache: ResponseCache,
+    holds: moka::sync::Cache<CacheKey, Arc<Hold>>,
     flights: Arc<SingleFlight<CacheKey, FetchResult>>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    clock: Clock,
+    tally: CacheTally,
     draining: AtomicBool,
 }
 
@@ -70,9 +105,16 @@ struct RequestCtx {
     tenant: Option<usize>,
 }
 
+/// Client cache directives that apply (RFC 9111 §5.2.1), after route policy.
+#[derive(Clone, Copy, Debug, Default)]
+struct Directives {
+    no_cache: bool,
+    no_store: bool,
+}
+
 impl Gateway {
     /// Builds the gateway state (no I/O).
-    pub fn new(config: Arc<GatewayConfig>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<GatewayConfig>, metrics: Arc<Metrics>, clock: Clock) -> Self {
         let upstream = Upstream::new(&config.upstream);
         let tenants = config
             .tenants
@@ -87,18 +129,36 @@ impl Gateway {
                     )),
                     metrics: metrics.tenant(&t.name),
                     config: t,
+                    generation: AtomicU64::new(0),
                 }
             })
             .collect();
+        let holds = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(
+                config
+                    .count_route
+                    .max_error_hold
+                    .max(Duration::from_secs(1)),
+            )
+            .build();
         Gateway {
             cache: ResponseCache::new(config.cache_max_bytes),
+            holds,
             flights: Arc::new(SingleFlight::new()),
             config,
             tenants,
             upstream,
             metrics,
+            clock,
+            tally: CacheTally::default(),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
     }
 
     /// The tenants, in config order.
@@ -109,6 +169,11 @@ impl Gateway {
     /// The response cache.
     pub fn cache(&self) -> &ResponseCache {
         &self.cache
+    }
+
+    /// Hit/miss tallies.
+    pub fn tally(&self) -> &CacheTally {
+        &self.tally
     }
 
     /// The metrics.
@@ -126,24 +191,49 @@ impl Gateway {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Drops cached entries of one tenant and/or route (`None`: all), and makes fetches already
+    /// in flight for those tenants not store their answers.
+    pub fn invalidate(&self, tenant: Option<usize>, route: Option<RouteKind>) {
+        match tenant {
+            Some(t) => {
+                self.tenants[t].generation.fetch_add(1, Ordering::SeqCst);
+            }
+            None => {
+                for t in &self.tenants {
+                    t.generation.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        self.cache.invalidate_where(tenant, route);
+        self.holds.invalidate_all();
+    }
+
     /// Handles one client request; never fails (errors become Zoho-shaped responses).
-    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let started = Instant::now();
         let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
         let mut ctx = RequestCtx {
             route: RouteKind::Unmatched,
             outcome: Outcome::Rejected,
             tenant: None,
         };
         let timeout = self.config.request_timeout;
-        let result = match tokio::time::timeout(timeout, self.handle_inner(&req, &mut ctx)).await {
+        let result = match tokio::time::timeout(timeout, self.handle_inner(req, &mut ctx)).await {
             Ok(r) => r,
             Err(_) => Err(GatewayError::UpstreamTimeout),
         };
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
-                if ctx.outcome != Outcome::Rejected {
+                if ctx.outcome != Outcome::Rejected
+                    || !matches!(err.blame(), crate::error::Blame::Client)
+                {
                     ctx.outcome = Outcome::Error;
                 }
                 error_response(&err, ctx.outcome)
@@ -155,6 +245,11 @@ impl Gateway {
         let took = started.elapsed();
         self.metrics
             .record_request(ctx.route, ctx.outcome, status, took);
+        match ctx.outcome {
+            Outcome::Hit | Outcome::Stale => self.tally.hits.fetch_add(1, Ordering::Relaxed),
+            Outcome::Miss | Outcome::Collapsed => self.tally.misses.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let tenant = ctx.tenant.map(|i| &self.tenants[i]);
         if let Some(t) = tenant {
             t.metrics.record_outcome(ctx.outcome);
@@ -162,7 +257,7 @@ impl Gateway {
         tracing::info!(
             target: "zoho_gateway::access",
             request_id = request_id.to_str().unwrap_or(""),
-            method = %req.method(),
+            method = %method,
             route = ctx.route.as_str(),
             status,
             outcome = ctx.outcome.as_str(),
@@ -174,20 +269,54 @@ impl Gateway {
 
     async fn handle_inner<B>(
         self: &Arc<Self>,
+        req: Request<B>,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path();
+        if !route::is_normal_path(path) {
+            return Err(GatewayError::UnknownRoute);
+        }
+        if let Some(m) = route::match_path(path, &self.config.count_route.versions) {
+            ctx.route = m.kind;
+            if req.method() != Method::GET {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            let client = self.authenticate(req.headers())?;
+            ctx.tenant = Some(client.tenant);
+            return self.count_route(&req, m.version, client.tenant, ctx).await;
+        }
+        if self
+            .config
+            .passthrough
+            .iter()
+            .any(|r| r.matches(req.method(), path))
+        {
+            ctx.route = RouteKind::Passthrough;
+            let client = self.authenticate(req.headers())?;
+            ctx.tenant = Some(client.tenant);
+            ctx.outcome = Outcome::Bypass;
+            return self.passthrough(req, client.tenant).await;
+        }
+        Err(GatewayError::UnknownRoute)
+    }
+
+    /// `GET /crm/{version}/settings/user_groups/actions/associated_users_count`.
+    async fn count_route<B>(
+        self: &Arc<Self>,
         req: &Request<B>,
+        version: &str,
+        tenant_idx: usize,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         let policy = &self.config.count_route;
-        let matched = route::match_path(req.uri().path(), &policy.versions)
-            .ok_or(GatewayError::UnknownRoute)?;
-        ctx.route = matched.kind;
-        if req.method() != Method::GET {
-            return Err(GatewayError::MethodNotAllowed);
-        }
-        let client = self.authenticate(req.headers())?;
-        ctx.tenant = Some(client.tenant);
-        let tenant = &self.tenants[client.tenant];
+        let tenant = &self.tenants[tenant_idx];
         let raw_query = req.uri().query().unwrap_or("");
+        let directives = client_directives(req.headers(), policy);
 
         let query = match canonical::canonicalize(raw_query, &policy.rules) {
             Canonical::Invalid(bad) => {
@@ -198,17 +327,15 @@ impl Gateway {
             }
             Canonical::Uncacheable(reason) => {
                 ctx.outcome = Outcome::Bypass;
-                let resp = self
-                    .forward(client.tenant, req.uri().path(), raw_query)
-                    .await?;
-                let entry = CachedResponse::from_upstream(resp, policy.ttl, client.tenant);
-                let status = CacheStatus {
-                    outcome: Outcome::Bypass,
-                    stored: false,
-                    ttl: None,
-                    detail: Some(reason.as_str()),
-                };
-                return Ok(entry_response(&entry, status, None));
+                return self
+                    .bypass(tenant_idx, req.uri().path(), raw_query, reason.as_str())
+                    .await;
+            }
+            Canonical::Key(_) if directives.no_store => {
+                ctx.outcome = Outcome::Bypass;
+                return self
+                    .bypass(tenant_idx, req.uri().path(), raw_query, "no-store")
+                    .await;
             }
             Canonical::Key(query) => query,
         };
@@ -217,31 +344,64 @@ impl Gateway {
                 tenant: &tenant.config.name,
                 credential: None,
                 method: "GET",
-                version: matched.version,
-                route: matched.kind.as_str(),
+                version,
+                route: RouteKind::AssociatedUsersCount.as_str(),
             },
             &query,
         );
 
-        let now = Instant::now();
-        if let Some(entry) = self.cache.get_fresh(&key, now).await {
-            ctx.outcome = Outcome::Hit;
-            let status = CacheStatus {
-                outcome: Outcome::Hit,
-                stored: false,
-                ttl: Some(entry.remaining_ttl(now)),
-                detail: None,
+        // Lookup: fresh → hit; just expired → serve stale and refresh in the background.
+        let now = self.clock.now();
+        let cached = self.cache.get(&key).await;
+        if let Some(entry) = cached.as_ref().filter(|_| !directives.no_cache) {
+            match entry.freshness(now) {
+                Freshness::Fresh => {
+                    ctx.outcome = Outcome::Hit;
+                    return Ok(hit_response(entry, now, Outcome::Hit, None));
+                }
+                Freshness::StaleWhileRevalidate => {
+                    ctx.outcome = Outcome::Stale;
+                    self.metrics.record_stale_served("stale-while-revalidate");
+                    self.revalidate_in_background(key, tenant_idx, req, raw_query);
+                    return Ok(hit_response(
+                        entry,
+                        now,
+                        Outcome::Stale,
+                        Some("stale-while-revalidate"),
+                    ));
+                }
+                Freshness::StaleIfError | Freshness::Expired => {}
+            }
+        }
+        let stale = cached.filter(|e| e.usable_if_error(now));
+
+        // A key on hold after a failure makes no upstream attempt.
+        if let Some(hold) = self.holds.get(&key).filter(|h| h.until > now) {
+            if let Some(entry) = &stale {
+                ctx.outcome = Outcome::Stale;
+                self.metrics.record_stale_served("stale-if-error");
+                return Ok(hit_response(
+                    entry,
+                    now,
+                    Outcome::Stale,
+                    Some("stale-if-error"),
+                ));
+            }
+            ctx.outcome = Outcome::Error;
+            let retry_after = hold.until.saturating_duration_since(now).as_secs().max(1);
+            let mut resp = match &hold.failure {
+                Ok(f) => fetched_response(f, Outcome::Error, Some("upstream-hold"), now),
+                Err(e) => error_response(e, Outcome::Error),
             };
-            return Ok(entry_response(&entry, status, Some(entry.age(now))));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return Ok(resp);
         }
 
+        // Miss (or client no-cache): one upstream call per key among concurrent requests.
         ctx.outcome = Outcome::Miss;
-        let fetch = {
-            let gw = Arc::clone(self);
-            let tenant_idx = client.tenant;
-            let path_and_query = upstream_path(req.uri().path(), raw_query);
-            move || gw.fetch_and_store(key, tenant_idx, path_and_query)
-        };
+        let recheck = !directives.no_cache;
+        let fetch = self.fetcher(key, tenant_idx, req.uri().path(), raw_query, recheck);
         self.metrics.coalesce_waiters.inc();
         let flight = self
             .flights
@@ -256,76 +416,243 @@ impl Gateway {
         if role == Role::Follower {
             ctx.outcome = Outcome::Collapsed;
         }
-        let fetched = fetched?;
-        let now = Instant::now();
-        let status = CacheStatus {
-            outcome: ctx.outcome,
-            stored: fetched.stored && role == Role::Leader,
-            ttl: fetched.stored.then(|| fetched.entry.remaining_ttl(now)),
-            detail: None,
+        let failed = match &fetched {
+            Ok(f) => is_failure(f.entry.status),
+            Err(_) => true,
         };
-        Ok(entry_response(&fetched.entry, status, None))
+        if failed && let Some(entry) = &stale {
+            ctx.outcome = Outcome::Stale;
+            self.metrics.record_stale_served("stale-if-error");
+            let now = self.clock.now();
+            return Ok(hit_response(
+                entry,
+                now,
+                Outcome::Stale,
+                Some("stale-if-error"),
+            ));
+        }
+        let fetched = fetched?;
+        Ok(fetched_response(
+            &fetched,
+            ctx.outcome,
+            None,
+            self.clock.now(),
+        ))
+    }
+
+    /// The fetch a flight runs for `key` (called only by the flight's leader). `recheck`: first
+    /// look for a fresh entry stored since the caller's lookup (off for client `no-cache`).
+    fn fetcher<'a>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        tenant: usize,
+        path: &'a str,
+        raw_query: &'a str,
+        recheck: bool,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = FetchResult> + Send>> + 'a
+    {
+        let gw = Arc::clone(self);
+        move || Box::pin(gw.fetch_and_store(key, tenant, upstream_path(path, raw_query), recheck))
+    }
+
+    /// Starts one background refresh for `key` unless a flight for it is already running.
+    fn revalidate_in_background<B>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        tenant: usize,
+        req: &Request<B>,
+        raw_query: &str,
+    ) {
+        if self.flights.waiters(&key) > 0 {
+            return;
+        }
+        let flights = self.flights.clone();
+        let fetch = self.fetcher(key, tenant, req.uri().path(), raw_query, false)();
+        let deadline = self.config.coalesce_timeout;
+        tokio::spawn(async move {
+            let _ = flights.run(key, deadline, move || fetch).await;
+        });
     }
 
     /// The flight's fetch: re-check the cache (closes the race with a flight that just ended),
-    /// call upstream, store a cacheable answer.
+    /// call upstream, store a cacheable answer, or put the key on hold after a failure.
     async fn fetch_and_store(
         self: Arc<Self>,
         key: CacheKey,
         tenant: usize,
         path_and_query: String,
+        recheck: bool,
     ) -> FetchResult {
-        if let Some(entry) = self.cache.get_fresh(&key, Instant::now()).await {
+        if recheck && let Some(entry) = self.cache.get_fresh(&key, self.clock.now()).await {
             return Ok(Fetched {
                 entry,
-                stored: true,
+                stored: false,
             });
         }
-        let resp = self.call_upstream(tenant, &path_and_query).await?;
+        let generation = self.tenants[tenant].generation.load(Ordering::SeqCst);
         let policy = &self.config.count_route;
+        let result = self
+            .call_upstream(tenant, Method::GET, &path_and_query, None)
+            .await;
+        let now = self.clock.now();
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.hold(key, now, policy.error_hold, Err(e.clone()));
+                return Err(e);
+            }
+        };
         let ttl = match resp.status {
             StatusCode::OK => Some(policy.ttl),
             StatusCode::NO_CONTENT => Some(policy.no_content_ttl).filter(|t| !t.is_zero()),
             _ => None,
         };
+        let hold_for = is_failure(resp.status).then(|| {
+            retry_after(&resp.headers).map_or(policy.error_hold, |d| d.min(policy.max_error_hold))
+        });
+        let lifetimes = Lifetimes {
+            ttl: ttl.map_or(Duration::ZERO, |t| jitter(t, policy.ttl_jitter_percent)),
+            stale_while_revalidate: policy.stale_while_revalidate,
+            stale_if_error: policy.stale_if_error,
+        };
         let entry = Arc::new(CachedResponse::from_upstream(
             resp,
-            ttl.unwrap_or_default(),
+            now,
+            lifetimes,
             tenant,
+            RouteKind::AssociatedUsersCount,
         ));
-        if ttl.is_some() {
-            self.cache.insert(key, entry.clone()).await;
-        }
-        Ok(Fetched {
+        let fetched = Fetched {
             entry,
-            stored: ttl.is_some(),
-        })
+            stored: ttl.is_some()
+                && self.tenants[tenant].generation.load(Ordering::SeqCst) == generation,
+        };
+        if fetched.stored {
+            self.cache.insert(key, fetched.entry.clone()).await;
+        }
+        if let Some(hold_for) = hold_for {
+            self.hold(key, now, hold_for, Ok(fetched.clone()));
+        }
+        Ok(fetched)
     }
 
-    /// Forwards an uncacheable request (no single-flight: its meaning is not known for sure).
-    async fn forward(
+    fn hold(&self, key: CacheKey, now: Instant, for_: Duration, failure: FetchResult) {
+        if !for_.is_zero() {
+            self.holds.insert(
+                key,
+                Arc::new(Hold {
+                    until: now + for_,
+                    failure,
+                }),
+            );
+        }
+    }
+
+    /// Forwards a count request the gateway will not cache (no single-flight: its meaning is
+    /// not known for sure, or the client said `no-store`).
+    async fn bypass(
         &self,
         tenant: usize,
         path: &str,
         raw_query: &str,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        self.call_upstream(tenant, &upstream_path(path, raw_query))
+        detail: &str,
+    ) -> Result<Response<Body>, GatewayError> {
+        let resp = self
+            .call_upstream(tenant, Method::GET, &upstream_path(path, raw_query), None)
+            .await?;
+        let mut out = Response::new(Full::new(resp.body));
+        *out.status_mut() = resp.status;
+        let h = out.headers_mut();
+        for name in crate::cache::STORED_HEADERS {
+            if let Some(v) = resp.headers.get(name) {
+                h.insert(name.clone(), v.clone());
+            }
+        }
+        h.insert(
+            &headers::CACHE_STATUS,
+            CacheStatus {
+                outcome: Outcome::Bypass,
+                stored: false,
+                ttl: None,
+                detail: Some(detail),
+            }
+            .value(),
+        );
+        Ok(out)
+    }
+
+    /// An allowlisted route: forwarded with the tenant's token, never cached. A successful
+    /// user-group write drops the tenant's cached user-group answers.
+    async fn passthrough<B>(
+        &self,
+        req: Request<B>,
+        tenant: usize,
+    ) -> Result<Response<Body>, GatewayError>
+    where
+        B: http_body::Body + Send,
+        B::Data: Send,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (parts, body) = req.into_parts();
+        let body = Limited::new(body, self.config.passthrough_max_body)
+            .collect()
             .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    GatewayError::PayloadTooLarge
+                } else {
+                    GatewayError::BadRequestBody
+                }
+            })?
+            .to_bytes();
+        let path = parts.uri.path();
+        let path_and_query = upstream_path(path, parts.uri.query().unwrap_or(""));
+        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
+        let body =
+            (!body.is_empty() || parts.method != Method::GET).then_some((body, content_type));
+        let resp = self
+            .call_upstream(tenant, parts.method.clone(), &path_and_query, body)
+            .await?;
+        if resp.status.is_success() && route::invalidates_user_groups(&parts.method, path) {
+            self.invalidate(Some(tenant), None);
+            tracing::info!(tenant = %self.tenants[tenant].config.name, "user-group write: tenant's cached entries dropped");
+        }
+        let mut out = Response::new(Full::new(resp.body));
+        *out.status_mut() = resp.status;
+        copy_end_to_end_headers(&resp.headers, out.headers_mut());
+        out.headers_mut().insert(
+            &headers::CACHE_STATUS,
+            CacheStatus {
+                outcome: Outcome::Bypass,
+                stored: false,
+                ttl: None,
+                detail: Some("passthrough"),
+            }
+            .value(),
+        );
+        Ok(out)
     }
 
     /// One logical upstream call with the tenant's token; on 401 `INVALID_TOKEN` /
-    /// `AUTHENTICATION_FAILURE` the token is replaced once and the call retried once.
+    /// `AUTHENTICATION_FAILURE` the token is replaced once and the call retried once
+    /// (`OAUTH_SCOPE_MISMATCH` is not retried).
     async fn call_upstream(
         &self,
         tenant: usize,
+        method: Method,
         path_and_query: &str,
+        body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
         let t = &self.tenants[tenant];
         let token = t.tokens.token().await?;
-        let resp = self.send_once(t, &token, path_and_query).await?;
+        let resp = self
+            .send_once(t, &token, method.clone(), path_and_query, body.clone())
+            .await?;
         if resp.status == StatusCode::UNAUTHORIZED && is_token_rejection(&resp.body) {
             let token = t.tokens.replace_rejected(&token).await?;
-            return self.send_once(t, &token, path_and_query).await;
+            return self
+                .send_once(t, &token, method, path_and_query, body)
+                .await;
         }
         Ok(resp)
     }
@@ -334,25 +661,46 @@ impl Gateway {
         &self,
         t: &Tenant,
         token: &AccessToken,
+        method: Method,
         path_and_query: &str,
+        body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
         let mut auth = HeaderValue::try_from(format!("Zoho-oauthtoken {}", token.expose()))
             .map_err(|_| GatewayError::Internal)?;
         auth.set_sensitive(true);
-        let req = Request::get(format!("{}{}", t.config.api_base, path_and_query))
+        let route = if method == Method::GET
+            && path_and_query.contains("/actions/associated_users_count")
+        {
+            RouteKind::AssociatedUsersCount
+        } else {
+            RouteKind::Passthrough
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", t.config.api_base, path_and_query))
             .header(header::AUTHORIZATION, auth)
             .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("zoho-gateway/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(Bytes::new()))
+            );
+        let body = match body {
+            Some((bytes, content_type)) => {
+                if let Some(ct) = content_type {
+                    req = req.header(header::CONTENT_TYPE, ct);
+                }
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(body))
             .map_err(|_| GatewayError::Internal)?;
         let started = Instant::now();
         let result = self.upstream.send(req).await;
         self.metrics.record_upstream(
             &t.config.name,
-            RouteKind::AssociatedUsersCount,
+            route,
             result.as_ref().ok().map(|r| r.status.as_u16()),
             started.elapsed(),
         );
@@ -360,7 +708,7 @@ impl Gateway {
     }
 
     /// Finds the client key in `Authorization: Zoho-oauthtoken <key>` or `X-Gateway-Key`.
-    fn authenticate(&self, h: &http::HeaderMap) -> Result<&ClientKey, GatewayError> {
+    fn authenticate(&self, h: &HeaderMap) -> Result<&ClientKey, GatewayError> {
         let presented = if let Some(v) = h.get(header::AUTHORIZATION) {
             let v = v.as_bytes();
             let scheme = b"zoho-oauthtoken ";
@@ -374,12 +722,95 @@ impl Gateway {
         } else {
             return Err(GatewayError::MissingKey);
         };
-        // Keys are looked up by SHA-256 digest: the table holds no plain keys, and timing of the
-        // lookup reveals nothing about a configured key's bytes.
+        // Keys are looked up by SHA-256 digest: the table holds no plain keys, and the timing of
+        // the lookup depends only on the digest, which reveals nothing about a configured key.
         self.config
             .clients
             .get(&key_digest(presented.trim_ascii()))
             .ok_or(GatewayError::UnknownKey)
+    }
+}
+
+/// Whether an upstream status is a failure that stale-if-error and the hold cover.
+fn is_failure(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// `Retry-After` in delta-seconds (RFC 9110 §10.2.3); HTTP-date forms are ignored.
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = h
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// `ttl` shortened by a random 0..=`percent`% (so entries stored together expire apart).
+fn jitter(ttl: Duration, percent: u8) -> Duration {
+    if percent == 0 {
+        return ttl;
+    }
+    let max_cut = ttl.as_millis() as u64 * u64::from(percent) / 100;
+    ttl - Duration::from_millis(rand::random_range(0..=max_cut))
+}
+
+/// The client's `Cache-Control` directives that the route honours. `Pragma: no-cache` counts
+/// only without `Cache-Control` (RFC 9111 §5.4).
+fn client_directives(h: &HeaderMap, policy: &CountRoutePolicy) -> Directives {
+    let mut d = Directives::default();
+    let mut seen_cache_control = false;
+    for v in h.get_all(header::CACHE_CONTROL) {
+        seen_cache_control = true;
+        for token in v.to_str().unwrap_or("").split(',') {
+            let name = token.split('=').next().unwrap_or("").trim();
+            if name.eq_ignore_ascii_case("no-cache") {
+                d.no_cache = true;
+            } else if name.eq_ignore_ascii_case("no-store") {
+                d.no_store = true;
+            }
+        }
+    }
+    if !seen_cache_control
+        && h.get(header::PRAGMA)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"no-cache"))
+    {
+        d.no_cache = true;
+    }
+    d.no_cache &= policy.honor_no_cache;
+    d.no_store &= policy.honor_no_store;
+    d
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus Zoho's per-user headers that never leave the
+/// gateway (`Set-Cookie`, `X-ACCESSTOKEN-RESET`).
+fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    let mut hop: Vec<&str> = Vec::new();
+    for v in from.get_all(header::CONNECTION) {
+        hop.extend(v.to_str().unwrap_or("").split(',').map(str::trim));
+    }
+    for (name, value) in from {
+        let n = name.as_str();
+        let dropped = matches!(
+            n,
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "set-cookie"
+                | "x-accesstoken-reset"
+                | "content-length"
+        ) || hop.iter().any(|h| h.eq_ignore_ascii_case(n));
+        if !dropped {
+            to.append(name.clone(), value.clone());
+        }
     }
 }
 
@@ -407,20 +838,55 @@ fn is_token_rejection(body: &[u8]) -> bool {
     )
 }
 
-/// Builds a client response from a stored (or just fetched) answer.
-fn entry_response(
+/// A response from a stored entry served from cache (`hit` or `stale`), with `Age`.
+fn hit_response(
     entry: &CachedResponse,
-    status: CacheStatus<'_>,
-    age: Option<u64>,
+    now: Instant,
+    outcome: Outcome,
+    detail: Option<&str>,
 ) -> Response<Body> {
+    let ttl = match outcome {
+        Outcome::Stale => -(entry.staleness(now) as i64),
+        _ => entry.remaining_ttl(now) as i64,
+    };
+    let mut resp = entry_response(
+        entry,
+        CacheStatus {
+            outcome,
+            stored: false,
+            ttl: Some(ttl),
+            detail,
+        },
+    );
+    resp.headers_mut()
+        .insert(header::AGE, HeaderValue::from(entry.age(now)));
+    resp
+}
+
+/// A response from a flight's result.
+fn fetched_response(
+    f: &Fetched,
+    outcome: Outcome,
+    detail: Option<&str>,
+    now: Instant,
+) -> Response<Body> {
+    entry_response(
+        &f.entry,
+        CacheStatus {
+            outcome,
+            stored: f.stored && outcome == Outcome::Miss,
+            ttl: f.stored.then(|| f.entry.remaining_ttl(now) as i64),
+            detail,
+        },
+    )
+}
+
+fn entry_response(entry: &CachedResponse, status: CacheStatus<'_>) -> Response<Body> {
     let mut resp = Response::new(Full::new(entry.body.clone()));
     *resp.status_mut() = entry.status;
     let h = resp.headers_mut();
     for (name, value) in &entry.headers {
         h.append(name.clone(), value.clone());
-    }
-    if let Some(age) = age {
-        h.insert(header::AGE, HeaderValue::from(age));
     }
     h.insert(&headers::CACHE_STATUS, status.value());
     resp
@@ -450,4 +916,85 @@ fn error_response(err: &GatewayError, outcome: Outcome) -> Response<Body> {
         h.insert(header::ALLOW, HeaderValue::from_static("GET"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CountRoutePolicy {
+        crate::config::RawConfig::default()
+            .validate()
+            .unwrap()
+            .count_route
+    }
+
+    #[test]
+    fn client_directives_follow_rfc_9111() {
+        let p = policy();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=0, No-Cache"),
+        );
+        let d = client_directives(&h, &p);
+        assert!(d.no_cache && !d.no_store);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        assert!(client_directives(&h, &p).no_store);
+        let mut h = HeaderMap::new();
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        assert!(client_directives(&h, &p).no_cache);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        assert!(!client_directives(&h, &p).no_cache);
+        let mut off = p.clone();
+        off.honor_no_cache = false;
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        assert!(!client_directives(&h, &off).no_cache);
+    }
+
+    #[test]
+    fn jitter_stays_within_percent() {
+        let ttl = Duration::from_secs(60);
+        for _ in 0..1000 {
+            let j = jitter(ttl, 10);
+            assert!(j <= ttl && j >= Duration::from_secs(54), "{j:?}");
+        }
+        assert_eq!(jitter(ttl, 0), ttl);
+    }
+
+    #[test]
+    fn hop_by_hop_and_per_user_headers_are_stripped() {
+        let mut from = HeaderMap::new();
+        from.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        from.insert("x-private", HeaderValue::from_static("1"));
+        from.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        from.insert(header::SET_COOKIE, HeaderValue::from_static("crmcsr=1"));
+        from.insert("x-accesstoken-reset", HeaderValue::from_static("t"));
+        from.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let mut to = HeaderMap::new();
+        copy_end_to_end_headers(&from, &mut to);
+        let names: Vec<_> = to.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+    }
+
+    #[test]
+    fn retry_after_delta_seconds_only() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
 }

@@ -9,13 +9,19 @@
 pub enum RouteKind {
     /// `GET /crm/{version}/settings/user_groups/actions/associated_users_count`.
     AssociatedUsersCount,
+    /// A route on the `[routes.passthrough]` allowlist (forwarded, never cached).
+    Passthrough,
     /// No configured route matched.
     Unmatched,
 }
 
 impl RouteKind {
     /// All variants, in label order.
-    pub const ALL: [RouteKind; 2] = [RouteKind::AssociatedUsersCount, RouteKind::Unmatched];
+    pub const ALL: [RouteKind; 3] = [
+        RouteKind::AssociatedUsersCount,
+        RouteKind::Passthrough,
+        RouteKind::Unmatched,
+    ];
 
     /// The route template (metric label, log field, cache-key component).
     pub fn as_str(self) -> &'static str {
@@ -23,6 +29,7 @@ impl RouteKind {
             RouteKind::AssociatedUsersCount => {
                 "/crm/{version}/settings/user_groups/actions/associated_users_count"
             }
+            RouteKind::Passthrough => "passthrough",
             RouteKind::Unmatched => "unmatched",
         }
     }
@@ -40,6 +47,115 @@ pub struct Matched<'a> {
     pub kind: RouteKind,
     /// The `{version}` segment, e.g. `v7`.
     pub version: &'a str,
+}
+
+/// Whether a path is in normal form: starts with `/`, no empty, `.` or `..` segment, no
+/// backslash, and no percent-encoded `.`, `/` or `\\` (`%2e`, `%2f`, `%5c`, any case).
+/// Requests whose path is not are refused before routing, so traversal spellings never reach
+/// a route or an upstream.
+pub fn is_normal_path(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\\') {
+        return false;
+    }
+    let lower_has = |needle: &[u8]| {
+        path.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    if lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c") {
+        return false;
+    }
+    path == "/"
+        || path[1..]
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// One `[routes.passthrough] allow` entry: a method and a path pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowRule {
+    /// HTTP method.
+    pub method: http::Method,
+    segments: Vec<Segment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param,
+}
+
+impl AllowRule {
+    /// Parses `"METHOD /path/{param}/literal"`.
+    ///
+    /// # Errors
+    /// A short description of what is wrong.
+    pub fn parse(rule: &str) -> Result<Self, String> {
+        let (method, path) = rule
+            .trim()
+            .split_once(' ')
+            .ok_or("expected \"METHOD /path\"")?;
+        let method: http::Method = method
+            .parse()
+            .map_err(|_| format!("bad method {method:?}"))?;
+        if method == http::Method::CONNECT {
+            return Err("CONNECT is never allowed".into());
+        }
+        let path = path.trim();
+        if !path.starts_with("/crm/") || !is_normal_path(path) {
+            return Err("path must start with /crm/ and be in normal form".into());
+        }
+        let segments = path[1..]
+            .split('/')
+            .map(|seg| {
+                if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
+                    Segment::Param
+                } else {
+                    Segment::Literal(seg.to_owned())
+                }
+            })
+            .collect();
+        Ok(AllowRule { method, segments })
+    }
+
+    /// Whether `method` and `path` (normal form) match this rule.
+    pub fn matches(&self, method: &http::Method, path: &str) -> bool {
+        if method != self.method {
+            return false;
+        }
+        let mut parts = path[1..].split('/');
+        for seg in &self.segments {
+            let Some(part) = parts.next() else {
+                return false;
+            };
+            let ok = match seg {
+                Segment::Literal(l) => l == part,
+                Segment::Param => part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+/// Whether a successful request with this method and path changes user groups, so the tenant's
+/// cached user-group answers must be dropped: `POST`/`PUT`/`PATCH`/`DELETE` under
+/// `/crm/{version}/settings/user_groups`.
+pub fn invalidates_user_groups(method: &http::Method, path: &str) -> bool {
+    let write = matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+    );
+    write
+        && path.strip_prefix("/crm/").is_some_and(|rest| {
+            rest.split_once('/').is_some_and(|(_, tail)| {
+                tail == "settings/user_groups" || tail.starts_with("settings/user_groups/")
+            })
+        })
 }
 
 const COUNT_SUFFIX: &str = "/settings/user_groups/actions/associated_users_count";
@@ -83,5 +199,53 @@ mod tests {
         ] {
             assert_eq!(match_path(bad, &versions), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn traversal_spellings_are_not_normal() {
+        for bad in [
+            "/crm/v7/../v7/x",
+            "/crm/v7/./x",
+            "/crm//v7",
+            "/crm/v7/%2e%2e/x",
+            "/crm/v7/%2E%2e/x",
+            "/crm/v7%2fsettings",
+            "/crm/v7/a\\b",
+            "crm/v7",
+            "/crm/v7/",
+        ] {
+            assert!(!is_normal_path(bad), "{bad}");
+        }
+        assert!(is_normal_path("/crm/v7/settings/user_groups"));
+        assert!(is_normal_path("/"));
+    }
+
+    #[test]
+    fn allow_rules_match_methods_and_segments() {
+        let r = AllowRule::parse("PUT /crm/{version}/settings/user_groups/{id}").unwrap();
+        assert!(r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/123"));
+        assert!(!r.matches(&http::Method::GET, "/crm/v7/settings/user_groups/123"));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups"));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/1/x"));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/a%20b"));
+        assert!(AllowRule::parse("CONNECT /crm/x").is_err());
+        assert!(AllowRule::parse("GET /other").is_err());
+        assert!(AllowRule::parse("GET").is_err());
+        assert!(invalidates_user_groups(
+            &http::Method::DELETE,
+            "/crm/v7/settings/user_groups/1"
+        ));
+        assert!(invalidates_user_groups(
+            &http::Method::POST,
+            "/crm/v7/settings/user_groups"
+        ));
+        assert!(!invalidates_user_groups(
+            &http::Method::GET,
+            "/crm/v7/settings/user_groups"
+        ));
+        assert!(!invalidates_user_groups(
+            &http::Method::POST,
+            "/crm/v7/settings/user_groupsx"
+        ));
     }
 }

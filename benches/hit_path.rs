@@ -1,0 +1,113 @@
+#![allow(missing_docs)] // criterion macros generate undocumented items
+//! The cache-hit path end to end over loopback, against a baseline measured in the same run: a
+//! bare hyper server (the gateway's own `server::serve`) writing the same bytes from memory.
+//!
+//! `cargo bench --bench hit_path`. Quote the ratio `gateway_hit / baseline_static`, not the
+//! absolute times: the machines are shared and noisy.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+use zoho_gateway::config::RawConfig;
+use zoho_gateway::server::{ListenerSettings, serve};
+use zoho_gateway::simulator::{SimConfig, Simulator};
+use zoho_gateway::{App, demo};
+
+fn bench_hit_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+
+    let (gateway_url, baseline_url, _guards) = rt.block_on(async {
+        let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+        let (id, secret, refresh) = SimConfig::demo_credentials();
+        let url = sim.base_url();
+        let toml = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            admin_listen = "127.0.0.1:0"
+            [tenants.bench]
+            api_base = "{url}"
+            accounts_url = "{url}"
+            client_id = "{id}"
+            client_secret = "{secret}"
+            refresh_token = "{refresh}"
+            [clients.bench]
+            tenant = "bench"
+            key = "bench-key"
+            [routes.associated_users_count]
+            ttl = "1h"
+            "#
+        );
+        let cfg = RawConfig::from_toml_str(&toml).unwrap().validate().unwrap();
+        let gw = App::spawn(cfg).await.unwrap();
+        let gateway_url = format!(
+            "http://{}/crm/v7/settings/user_groups/actions/associated_users_count?filters={}",
+            gw.proxy_addr(),
+            demo::SEED_FILTERS
+        );
+        // Prime the cache and keep the body for the baseline.
+        let body = get(&client, &gateway_url).await;
+        assert!(body.len() > 50, "primed body: {body:?}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let settings = ListenerSettings {
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(1),
+        };
+        let handler = move |_req: Request<hyper::body::Incoming>, _peer| {
+            let body = body.clone();
+            async move {
+                let mut resp = Response::new(Full::new(body));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json;charset=utf-8"),
+                );
+                resp
+            }
+        };
+        tokio::spawn(serve(listener, handler, settings, stop.clone()));
+        (
+            gateway_url,
+            format!("http://{addr}/static"),
+            (sim, gw, stop),
+        )
+    });
+
+    let mut group = c.benchmark_group("hit_path");
+    group.bench_function("baseline_static", |b| {
+        b.to_async(&rt).iter(|| get(&client, &baseline_url))
+    });
+    group.bench_function("gateway_hit", |b| {
+        b.to_async(&rt).iter(|| get(&client, &gateway_url))
+    });
+    group.finish();
+}
+
+async fn get(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    url: &str,
+) -> Bytes {
+    let req = Request::get(url)
+        .header("authorization", "Zoho-oauthtoken bench-key")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert!(resp.status().is_success());
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+criterion_group!(benches, bench_hit_path);
+criterion_main!(benches);

@@ -1,0 +1,384 @@
+//! Cache and single-flight behaviour end to end, proven by counting the simulator's calls.
+//! Freshness runs on the gateway's manual clock (see `zoho_gateway::clock`): the tests move it.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::*;
+use zoho_gateway::simulator::{SimConfig, SimRoute};
+
+const NO_JITTER: &str = r#"
+[routes.associated_users_count]
+ttl_jitter_percent = 0
+"#;
+
+fn filters(json: &str) -> String {
+    form_urlencoded::byte_serialize(json.as_bytes()).collect()
+}
+
+fn name_equals(value: &str) -> String {
+    format!(
+        "{COUNT}?filters={}",
+        filters(&format!(
+            r#"{{"field":{{"api_name":"name"}},"comparator":"equal","value":"{value}"}}"#
+        ))
+    )
+}
+
+fn calls(h: &Harness) -> u64 {
+    h.sim().calls(SimRoute::AssociatedUsersCount)
+}
+
+/// Waits (bounded) for a condition on the simulator that has no event to await.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn thousand_concurrent_identical_misses_make_one_upstream_call() {
+    let h = Arc::new(Harness::start_with(SimConfig::default(), NO_JITTER).await);
+    h.sim().set_latency(Duration::from_millis(500));
+    let url = name_equals("Tier1");
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (h, url) = (h.clone(), url.clone());
+        tasks.push(tokio::spawn(async move { h.get(&url).await }));
+    }
+    let mut bodies = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.insert(r.body);
+    }
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(calls(&h), 1);
+}
+
+#[tokio::test]
+async fn first_client_disconnecting_cancels_nothing() {
+    let h = Arc::new(Harness::start().await);
+    h.sim().set_latency(Duration::from_millis(400));
+    let url = name_equals("Tier2");
+    let first = {
+        let (h, url) = (h.clone(), url.clone());
+        tokio::spawn(async move { h.get(&url).await })
+    };
+    wait_until("the upstream call", || h.sim().in_flight() == 1).await;
+    first.abort();
+    let r = h.get(&url).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.cache_status().contains("collapsed") || r.cache_status().contains("; hit"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(calls(&h), 1);
+}
+
+#[tokio::test]
+async fn a_failed_fetch_is_shared_not_cached_and_held_briefly() {
+    let h = Arc::new(Harness::start_with(SimConfig::default(), NO_JITTER).await);
+    h.sim().set_latency(Duration::from_millis(300));
+    h.sim().fail_next(1, 500);
+    let url = name_equals("Tier1");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (h, url) = (h.clone(), url.clone());
+        tasks.push(tokio::spawn(async move { h.get(&url).await }));
+    }
+    let mut bodies = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 500);
+        bodies.insert(r.body);
+    }
+    assert_eq!(bodies.len(), 1, "every waiter gets the one error");
+    assert_eq!(calls(&h), 1);
+    let body: serde_json::Value = serde_json::from_slice(bodies.iter().next().unwrap()).unwrap();
+    assert_eq!(body["code"], "INTERNAL_SERVER_ERROR");
+
+    // On hold: no new upstream attempt, the failure again with Retry-After.
+    let held = h.get(&url).await;
+    assert_eq!(held.status, 500);
+    assert!(held.header("retry-after").is_some());
+    assert!(
+        held.cache_status().contains("upstream-hold"),
+        "{}",
+        held.cache_status()
+    );
+    assert_eq!(calls(&h), 1);
+
+    // After the hold, exactly one new call, and nothing was cached from the failure.
+    h.advance(Duration::from_secs(6));
+    h.sim().set_latency(Duration::ZERO);
+    let ok = h.get(&url).await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.cache_status().contains("fwd=miss"));
+    assert_eq!(calls(&h), 2);
+}
+
+#[tokio::test]
+async fn ttl_then_stale_while_revalidate_then_stale_if_error() {
+    let h = Harness::start_with(SimConfig::default(), NO_JITTER).await;
+    let url = name_equals("Tier1");
+    let first = h.get(&url).await;
+    assert_eq!(first.status, 200);
+    assert!(
+        first.cache_status().contains("ttl=60"),
+        "{}",
+        first.cache_status()
+    );
+
+    h.advance(Duration::from_secs(59));
+    let hit = h.get(&url).await;
+    assert!(
+        hit.cache_status().contains("; hit; ttl=1"),
+        "{}",
+        hit.cache_status()
+    );
+    assert_eq!(hit.header("age"), Some("59"));
+    assert_eq!(calls(&h), 1);
+
+    // Just expired: served stale at once, one background refresh.
+    h.advance(Duration::from_secs(5));
+    let stale = h.get(&url).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.body, first.body);
+    assert!(
+        stale
+            .cache_status()
+            .contains("detail=stale-while-revalidate"),
+        "{}",
+        stale.cache_status()
+    );
+    assert!(
+        stale.cache_status().contains("ttl=-4"),
+        "{}",
+        stale.cache_status()
+    );
+    wait_until("the background refresh", || calls(&h) == 2).await;
+    // The refreshed entry is fresh again (stored at the clock's current time).
+    let mut refreshed = h.get(&url).await;
+    while !refreshed.cache_status().contains("; hit; ttl=60") {
+        // The refresh's store lands right after its upstream call returns.
+        tokio::task::yield_now().await;
+        refreshed = h.get(&url).await;
+        assert_eq!(calls(&h), 2);
+    }
+    assert_eq!(refreshed.header("age"), Some("0"));
+
+    // Past the stale-while-revalidate window but within stale-if-error: a failed refresh
+    // serves the stale entry, and the key is held (no second attempt).
+    h.advance(Duration::from_secs(60 + 31));
+    h.sim().fail_next(1, 503);
+    let sie = h.get(&url).await;
+    assert_eq!(sie.status, 200);
+    assert!(
+        sie.cache_status().contains("detail=stale-if-error"),
+        "{}",
+        sie.cache_status()
+    );
+    assert_eq!(calls(&h), 3);
+    let again = h.get(&url).await;
+    assert!(again.cache_status().contains("detail=stale-if-error"));
+    assert_eq!(calls(&h), 3);
+
+    // Past every window: a plain miss.
+    h.advance(Duration::from_secs(400));
+    let miss = h.get(&url).await;
+    assert!(
+        miss.cache_status().contains("fwd=miss; stored"),
+        "{}",
+        miss.cache_status()
+    );
+    assert_eq!(calls(&h), 4);
+}
+
+#[tokio::test]
+async fn no_content_has_its_own_ttl_and_errors_are_never_cached() {
+    let h = Harness::start_with(SimConfig::default(), NO_JITTER).await;
+    let nothing = name_equals("NoSuchGroupAnywhere");
+    let r = h.get(&nothing).await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert!(
+        r.cache_status().contains("stored; ttl=15"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(h.get(&nothing).await.status, 204);
+    assert_eq!(calls(&h), 1);
+    h.advance(Duration::from_secs(16 + 30));
+    assert!(h.get(&nothing).await.cache_status().contains("fwd=miss"));
+    assert_eq!(calls(&h), 2);
+
+    // 429 with Retry-After: relayed, not cached, the key held for Retry-After.
+    let url = name_equals("Tier2");
+    h.sim().fail_next_with_retry_after(1, 429, 20);
+    let limited = h.get(&url).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.json()["code"], "TOO_MANY_REQUESTS");
+    assert!(!limited.cache_status().contains("stored"));
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.get(&url).await.status, 429);
+    assert_eq!(calls(&h), 3);
+    h.advance(Duration::from_secs(11));
+    assert_eq!(h.get(&url).await.status, 200);
+    assert_eq!(calls(&h), 4);
+}
+
+#[tokio::test]
+async fn client_no_cache_and_no_store() {
+    let h = Harness::start().await;
+    let url = name_equals("Tier1");
+    h.get(&url).await;
+    let forced = h.get_with(&url, &[("cache-control", "no-cache")]).await;
+    assert!(
+        forced.cache_status().contains("fwd=miss; stored"),
+        "{}",
+        forced.cache_status()
+    );
+    assert_eq!(calls(&h), 2);
+    let bypass = h.get_with(&url, &[("cache-control", "no-store")]).await;
+    assert!(
+        bypass
+            .cache_status()
+            .contains("fwd=bypass; detail=no-store")
+    );
+    assert_eq!(calls(&h), 3);
+    assert!(h.get(&url).await.cache_status().contains("; hit"));
+    assert_eq!(calls(&h), 3);
+}
+
+const WRITES: &str = r#"
+[routes.passthrough]
+allow = [
+  "GET /crm/{version}/settings/user_groups",
+  "POST /crm/{version}/settings/user_groups",
+  "PUT /crm/{version}/settings/user_groups/{id}",
+  "DELETE /crm/{version}/settings/user_groups/{id}",
+]
+[admin]
+token = "admin-test-token"
+"#;
+
+#[tokio::test]
+async fn a_write_invalidates_its_tenant_only() {
+    let h = Harness::start_with(SimConfig::default(), WRITES).await;
+    let url = format!("{COUNT}?filters={SEED_CURL}");
+    let a = h.get(&url).await;
+    let b_key = [("x-gateway-key", KEY_B)];
+    let b = h.client.get(&h.url(&url), &b_key).await;
+    assert_eq!(
+        a.json()["associated_users_count"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(calls(&h), 2);
+
+    let tier2 = a.json()["associated_users_count"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["user_group"]["name"] == "Tier2")
+        .unwrap()["user_group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = h
+        .client
+        .send(
+            "DELETE",
+            &h.url(&format!("/crm/v7/settings/user_groups/{tier2}")),
+            &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
+            Bytes::new(),
+        )
+        .await;
+    assert!(
+        deleted.status.is_success(),
+        "{:?} {:?}",
+        deleted.status,
+        deleted.body
+    );
+    assert_eq!(deleted.header("set-cookie"), None);
+
+    // Tenant A: fresh answer without Tier2. Tenant B: still its cached answer.
+    let a2 = h.get(&url).await;
+    assert!(
+        a2.cache_status().contains("fwd=miss"),
+        "{}",
+        a2.cache_status()
+    );
+    assert_eq!(
+        a2.json()["associated_users_count"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let b2 = h.client.get(&h.url(&url), &b_key).await;
+    assert!(b2.cache_status().contains("; hit"));
+    assert_eq!(b2.body, b.body);
+    assert_eq!(calls(&h), 3);
+}
+
+#[tokio::test]
+async fn admin_purge_needs_the_token() {
+    let h = Harness::start_with(SimConfig::default(), WRITES).await;
+    let url = name_equals("Tier1");
+    h.get(&url).await;
+    let admin = |path: &str| format!("http://{}{path}", h.gw.admin_addr());
+    let denied = h
+        .client
+        .send("POST", &admin("/admin/cache/purge"), &[], Bytes::new())
+        .await;
+    assert_eq!(denied.status, 401);
+    let wrong = h
+        .client
+        .send(
+            "POST",
+            &admin("/admin/cache/purge"),
+            &[("authorization", "Bearer nope")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(h.get(&url).await.cache_status().contains("; hit"));
+
+    let auth = [("authorization", "Bearer admin-test-token")];
+    let stats = h.client.get(&admin("/admin/cache"), &auth).await;
+    assert_eq!(stats.status, 200);
+    assert_eq!(stats.json()["hits"], 1);
+    assert_eq!(stats.json()["misses"], 1);
+    let purged = h
+        .client
+        .send(
+            "POST",
+            &admin("/admin/cache/purge?tenant=a"),
+            &auth,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(purged.status, 200, "{:?}", purged.body);
+    assert!(h.get(&url).await.cache_status().contains("fwd=miss"));
+    assert_eq!(calls(&h), 2);
+    let bad = h
+        .client
+        .send(
+            "POST",
+            &admin("/admin/cache/purge?tenant=zzz"),
+            &auth,
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+}

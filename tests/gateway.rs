@@ -1,0 +1,305 @@
+//! End-to-end: the gateway in front of the bundled simulator, proven by counting the
+//! simulator's upstream calls.
+
+mod support;
+
+use std::sync::Arc;
+
+use support::*;
+use zoho_gateway::simulator::SimRoute;
+
+fn seed(filters: &str) -> String {
+    format!("{COUNT}?filters={filters}")
+}
+
+#[tokio::test]
+async fn seed_sample_is_served_then_hit_from_cache() {
+    let h = Harness::start().await;
+    let first = h.get(&seed(SEED_CURL)).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let body = first.json();
+    let names: Vec<&str> = body["associated_users_count"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["user_group"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        names.contains(&"Tier1") && names.contains(&"Tier2"),
+        "{names:?}"
+    );
+    assert!(
+        first.cache_status().contains("fwd=miss"),
+        "{}",
+        first.cache_status()
+    );
+    assert!(first.cache_status().contains("stored"));
+    assert_eq!(first.header("age"), None);
+
+    let second = h.get(&seed(SEED_CURL)).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, first.body);
+    assert!(
+        second.cache_status().contains("; hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert!(second.header("age").is_some());
+    // Zoho's per-user cookie and token header are never replayed from the cache.
+    assert_eq!(second.header("set-cookie"), None);
+    assert_eq!(second.header("x-accesstoken-reset"), None);
+
+    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(
+        h.sim().query_calls(
+            SimRoute::AssociatedUsersCount,
+            &format!("filters={SEED_CURL}")
+        ),
+        1
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn sdk_spellings_share_one_cache_entry() {
+    let h = Harness::start().await;
+    let a = h.get(&seed(SEED_CURL)).await;
+    let b = h.get(&seed(SEED_PYTHON)).await;
+    let c = h.get(&seed(SEED_NODE)).await;
+    // Explicit defaults mean the same as omitting them.
+    let d = h
+        .get(&format!(
+            "{COUNT}?page=1&per_page=200&filters={SEED_PYTHON}"
+        ))
+        .await;
+    for r in [&b, &c, &d] {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, a.body);
+        assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+    }
+    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn different_questions_never_share_an_entry() {
+    let h = Harness::start().await;
+    let tier1 = "%7B%22field%22%3A%7B%22api_name%22%3A%22name%22%7D%2C%22comparator%22%3A%22equal%22%2C%22value%22%3A%22Tier1%22%7D";
+    let tier1_lower = "%7B%22field%22%3A%7B%22api_name%22%3A%22name%22%7D%2C%22comparator%22%3A%22equal%22%2C%22value%22%3A%22tier1%22%7D";
+    let starts = "%7B%22field%22%3A%7B%22api_name%22%3A%22name%22%7D%2C%22comparator%22%3A%22starts_with%22%2C%22value%22%3A%22Tier1%22%7D";
+    let queries = [
+        seed(tier1),
+        seed(tier1_lower),
+        seed(starts),
+        format!("{COUNT}?filters={tier1}&per_page=100"),
+        format!("{COUNT}?per_page=5&page=2"),
+        format!("{COUNT}?per_page=5"),
+    ];
+    let mut bodies = Vec::new();
+    for q in &queries {
+        let r = h.get(q).await;
+        assert!(
+            r.cache_status().contains("fwd=miss"),
+            "{q}: {}",
+            r.cache_status()
+        );
+        bodies.push(r.body);
+    }
+    assert_eq!(
+        h.sim().calls(SimRoute::AssociatedUsersCount),
+        queries.len() as u64
+    );
+    // And each is answered as Zoho answers it: compare with the simulator directly.
+    let direct = TestClient::new();
+    let (id, secret, refresh) = zoho_gateway::simulator::SimConfig::demo_credentials();
+    let token = fetch_token(&h, &id, &secret, &refresh).await;
+    for (q, via_gateway) in queries.iter().zip(&bodies) {
+        let r = direct
+            .get(
+                &format!("{}{q}", h.sim.base_url()),
+                &[("authorization", &format!("Zoho-oauthtoken {token}"))],
+            )
+            .await;
+        assert_eq!(&r.body, via_gateway, "{q}");
+    }
+    h.shutdown().await;
+}
+
+async fn fetch_token(h: &Harness, id: &str, secret: &str, refresh: &str) -> String {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let form = format!(
+        "grant_type=refresh_token&client_id={id}&client_secret={secret}&refresh_token={refresh}"
+    );
+    let req = http::Request::post(format!("{}/oauth/v2/token", h.sim.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(bytes::Bytes::from(form)))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    v["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn fifty_concurrent_identical_misses_make_one_upstream_call() {
+    let h = Arc::new(Harness::start().await);
+    // Hold Zoho's answer long enough that the requests overlap the one upstream call.
+    h.sim().set_latency(std::time::Duration::from_millis(300));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move { h.get(&seed(SEED_CURL)).await }));
+    }
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    let mut bodies = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200);
+        bodies.insert(r.body.clone());
+        let cs = r.cache_status();
+        let kind = if cs.contains("collapsed") {
+            "collapsed"
+        } else if cs.contains("; hit") {
+            "hit"
+        } else {
+            "miss"
+        };
+        *outcomes.entry(kind.to_owned()).or_default() += 1;
+    }
+    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(outcomes.get("miss"), Some(&1), "{outcomes:?}");
+    let h = Arc::try_unwrap(h).ok().unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_key_are_refused_locally() {
+    let h = Harness::start().await;
+    let none = h.client.get(&h.url(&seed(SEED_CURL)), &[]).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.json()["code"], "AUTHENTICATION_FAILURE");
+    assert_eq!(none.header("x-zoho-gateway-error"), Some("missing_key"));
+
+    let wrong = h
+        .client
+        .get(
+            &h.url(&seed(SEED_CURL)),
+            &[("authorization", "Zoho-oauthtoken not-a-configured-key")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json()["code"], "INVALID_TOKEN");
+    assert_eq!(wrong.json()["status"], "error");
+    assert_eq!(wrong.header("x-zoho-gateway-error"), Some("unknown_key"));
+
+    let bearer = h
+        .client
+        .get(
+            &h.url(&seed(SEED_CURL)),
+            &[("authorization", &format!("Bearer {KEY}"))],
+        )
+        .await;
+    assert_eq!(bearer.status, 401);
+
+    assert_eq!(h.sim().total_api_calls(), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn x_gateway_key_header_works_and_tenants_are_isolated() {
+    let h = Harness::start().await;
+    let a = h.get(&seed(SEED_CURL)).await;
+    assert_eq!(a.status, 200);
+    let b = h
+        .client
+        .get(&h.url(&seed(SEED_CURL)), &[("x-gateway-key", KEY_B)])
+        .await;
+    assert_eq!(b.status, 200);
+    // Tenant B's first request is its own miss, not tenant A's entry.
+    assert!(
+        b.cache_status().contains("fwd=miss"),
+        "{}",
+        b.cache_status()
+    );
+    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_answered_locally() {
+    let h = Harness::start().await;
+    for path in [
+        "/crm/v7/settings/user_groups",
+        "/crm/v7/Leads",
+        "/crm/v4/settings/user_groups/actions/associated_users_count",
+        "/crm/v7/settings/user_groups/actions/../actions/associated_users_count",
+        "/",
+    ] {
+        let r = h.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["code"], "INVALID_URL_PATTERN", "{path}");
+    }
+    assert_eq!(h.sim().total_api_calls(), 0);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_filters_are_rejected_without_an_upstream_call() {
+    let h = Harness::start().await;
+    for q in [
+        "filters=%7Bnot-json",
+        "filters=%7B%22field%22%3A%7B%22api_name%22%3A%22email%22%7D%2C%22comparator%22%3A%22equal%22%2C%22value%22%3A%22x%22%7D",
+        "per_page=0",
+        "per_page=201",
+        "page=0",
+        "page=abc",
+        "filters=%zz",
+    ] {
+        let r = h.get(&format!("{COUNT}?{q}")).await;
+        assert_eq!(r.status, 400, "{q}");
+        assert_eq!(r.json()["code"], "INVALID_DATA", "{q}");
+        assert_eq!(
+            r.header("x-zoho-gateway-error"),
+            Some("invalid_data"),
+            "{q}"
+        );
+    }
+    assert_eq!(h.sim().total_api_calls(), 0);
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("zoho_gateway_credits_saved_total{reason=\"rejected\",tenant=\"a\"} 7"),
+        "{metrics}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_count_hits_and_misses() {
+    let h = Harness::start().await;
+    for _ in 0..3 {
+        h.get(&seed(SEED_CURL)).await;
+    }
+    let m = h.metrics().await;
+    let route = "/crm/{version}/settings/user_groups/actions/associated_users_count";
+    assert!(
+        m.contains(&format!(
+            "zoho_gateway_requests_total{{outcome=\"hit\",route=\"{route}\",status_class=\"2xx\"}} 2"
+        )),
+        "{m}"
+    );
+    assert!(m.contains(&format!(
+        "zoho_gateway_requests_total{{outcome=\"miss\",route=\"{route}\",status_class=\"2xx\"}} 1"
+    )));
+    assert!(m.contains("zoho_gateway_upstream_requests_total{route=\"/crm/{version}/settings/user_groups/actions/associated_users_count\",status_class=\"2xx\",tenant=\"a\"} 1"), "{m}");
+    assert!(m.contains("zoho_gateway_request_duration_seconds_bucket"));
+    let health = h
+        .client
+        .get(&format!("http://{}/healthz", h.gw.admin_addr()), &[])
+        .await;
+    assert_eq!(health.status, 200);
+    h.shutdown().await;
+}

@@ -1,0 +1,218 @@
+//! Shared test harness: the simulator and a gateway on 127.0.0.1:0, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use zoho_gateway::clock::{Clock, ManualClock};
+use zoho_gateway::config::RawConfig;
+use zoho_gateway::simulator::{RunningSimulator, SimConfig, SimHandle, Simulator};
+use zoho_gateway::{App, Running};
+
+/// The demo client key used by every harness gateway.
+pub const KEY: &str = "test-client-key";
+/// A second tenant's key.
+pub const KEY_B: &str = "test-client-key-b";
+/// The count route path for v7.
+pub const COUNT: &str = "/crm/v7/settings/user_groups/actions/associated_users_count";
+
+/// A simulator and a gateway pointed at it.
+pub struct Harness {
+    pub sim: RunningSimulator,
+    pub gw: Running,
+    pub client: TestClient,
+    /// The gateway's freshness clock, moved only by the test.
+    pub clock: Arc<ManualClock>,
+}
+
+impl Harness {
+    /// Starts both with default settings.
+    pub async fn start() -> Self {
+        Self::start_with(SimConfig::default(), "").await
+    }
+
+    /// Starts both; `extra_toml` is appended to the gateway config.
+    pub async fn start_with(sim_config: SimConfig, extra_toml: &str) -> Self {
+        let sim = Simulator::spawn(sim_config)
+            .await
+            .expect("simulator starts");
+        let (clock, handle) = Clock::manual();
+        let gw = App::spawn_with_clock(gateway_config(&sim.base_url(), extra_toml), clock)
+            .await
+            .expect("gateway starts");
+        Harness {
+            sim,
+            gw,
+            client: TestClient::new(),
+            clock: handle,
+        }
+    }
+
+    /// Moves the gateway's freshness clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// GET through the gateway with the tenant-A key and extra headers.
+    pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Resp {
+        let auth = format!("Zoho-oauthtoken {KEY}");
+        let mut all = vec![("authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        self.client.get(&self.url(path_and_query), &all).await
+    }
+
+    pub fn sim(&self) -> SimHandle {
+        self.sim.handle()
+    }
+
+    /// `http://127.0.0.1:PORT{path_and_query}` on the gateway.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.gw.proxy_addr(), path_and_query)
+    }
+
+    /// GET through the gateway with the tenant-A key.
+    pub async fn get(&self, path_and_query: &str) -> Resp {
+        self.client
+            .get(
+                &self.url(path_and_query),
+                &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
+            )
+            .await
+    }
+
+    /// Scrapes the admin `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .client
+            .get(&format!("http://{}/metrics", self.gw.admin_addr()), &[])
+            .await;
+        String::from_utf8(r.body.to_vec()).unwrap()
+    }
+
+    pub async fn shutdown(self) {
+        self.gw.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+/// The gateway config used by the tests: two tenants on the simulator (both using the
+/// simulator's demo credentials), one key each, ports chosen by the OS.
+pub fn gateway_config(sim_url: &str, extra_toml: &str) -> zoho_gateway::config::GatewayConfig {
+    let (id, secret, refresh) = SimConfig::demo_credentials();
+    let text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        admin_listen = "127.0.0.1:0"
+        [logging]
+        filter = "warn"
+        [tenants.a]
+        api_base = "{sim_url}"
+        accounts_url = "{sim_url}"
+        client_id = "{id}"
+        client_secret = "{secret}"
+        refresh_token = "{refresh}"
+        [tenants.b]
+        api_base = "{sim_url}"
+        accounts_url = "{sim_url}"
+        client_id = "{id}"
+        client_secret = "{secret}"
+        refresh_token = "{refresh}"
+        [clients.a]
+        tenant = "a"
+        key = "{KEY}"
+        [clients.b]
+        tenant = "b"
+        key = "{KEY_B}"
+        {extra_toml}
+        "#
+    );
+    RawConfig::from_toml_str(&text)
+        .expect("test config parses")
+        .validate()
+        .expect("test config validates")
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    pub fn cache_status(&self) -> &str {
+        self.header("cache-status").unwrap_or("")
+    }
+}
+
+/// A plain HTTP/1.1 client for loopback tests, every call bounded by a 10 s deadline.
+#[derive(Clone)]
+pub struct TestClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        TestClient {
+            inner: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(64)
+                .build_http(),
+        }
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send("GET", url, headers, Bytes::new()).await
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).unwrap();
+        let call = async {
+            let resp = self.inner.request(req).await.expect("request succeeds");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .expect("response within 10 s")
+    }
+}
+
+/// The seed's sample `filters` as Zoho's curl sample spells it (`%20` for spaces).
+pub const SEED_CURL: &str = zoho_gateway::demo::SEED_FILTERS;
+
+/// The same filter as the Python SDK sends it: `json.dumps` separators, form encoding (`+`).
+pub const SEED_PYTHON: &str = "%7B%22group_operator%22%3A+%22or%22%2C+%22group%22%3A+%5B%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier1%22%7D%2C+%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier2%22%7D%5D%7D";
+
+/// The same filter as the Node SDK sends it: compact JSON through `encodeURI` (raw `:` and `,`),
+/// with a trailing `&`.
+pub const SEED_NODE: &str = "%7B%22group_operator%22:%22or%22,%22group%22:%5B%7B%22field%22:%7B%22api_name%22:%22name%22%7D,%22comparator%22:%22equal%22,%22value%22:%22Tier1%22%7D,%7B%22field%22:%7B%22api_name%22:%22name%22%7D,%22comparator%22:%22equal%22,%22value%22:%22Tier2%22%7D%5D%7D&";

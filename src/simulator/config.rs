@@ -1,5 +1,5 @@
 //! Simulator settings: OAuth clients, limits and the choices made for
-//! behaviour API-NOTES.md marks [unverified].
+//! behaviour API-NOTES.md marks \[unverified\].
 //!
 //! Deserializes with serde; durations use humantime (`"3600s"`, `"10m"`).
 //! Every field has a default, so `{}` is a valid config.
@@ -30,7 +30,7 @@ pub struct SimConfig {
     /// Registered OAuth clients. Default: one demo client with one refresh
     /// token, see [`SimConfig::demo_credentials`].
     pub clients: Vec<SimClient>,
-    /// Lifetime of a granted access token. Default: `3600s` [doc].
+    /// Lifetime of a granted access token. Default: `3600s` \[doc\].
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
     /// Answer token grants in the older form: `expires_in` in milliseconds plus
@@ -38,7 +38,7 @@ pub struct SimConfig {
     pub legacy_expires_in: bool,
     /// Successful grants allowed per refresh token within
     /// [`SimConfig::token_rate_window`]; the next one is denied with
-    /// `{"error":"Access Denied",..}` and starts the lockout. Default: `10` [doc].
+    /// `{"error":"Access Denied",..}` and starts the lockout. Default: `10` \[doc\].
     pub token_rate_limit: u32,
     /// Sliding window for [`SimConfig::token_rate_limit`]. Default: `600s`.
     #[serde(with = "humantime_serde")]
@@ -52,26 +52,26 @@ pub struct SimConfig {
     /// answering `400`).
     pub token_throttle_status: u16,
     /// Live (unexpired, unrevoked) access tokens per refresh token; a further
-    /// grant silently invalidates the oldest. Default: `15` [doc].
+    /// grant silently invalidates the oldest. Default: `15` \[doc\].
     pub max_live_tokens: usize,
     /// API requests in flight at once per token owner (refresh token); above
     /// it the request gets 429 `TOO_MANY_REQUESTS`. Default: `10` (Zoho
     /// Standard edition).
     pub concurrency_limit: usize,
     /// `Retry-After` seconds sent with the concurrency 429. Default: `None`
-    /// (no header). **Choice**: whether Zoho sends it is [unverified].
+    /// (no header). **Choice**: whether Zoho sends it is \[unverified\].
     pub concurrency_retry_after: Option<u32>,
     /// What a list endpoint answers when nothing is left to return.
-    /// Default: [`NoMatch::NoContent`]. **Choice** ([unverified] for "no match").
+    /// Default: [`NoMatch::NoContent`]. **Choice** (\[unverified\] for "no match").
     pub no_match: NoMatch,
     /// Whether filter comparisons are case-sensitive. Default: `true`.
-    /// **Choice** ([unverified]).
+    /// **Choice** (\[unverified\]).
     pub equal_case_sensitive: bool,
     /// Which value wins when a query parameter is repeated.
-    /// Default: [`DuplicateParams::First`]. **Choice** ([unverified]).
+    /// Default: [`DuplicateParams::First`]. **Choice** (\[unverified\]).
     pub duplicate_params: DuplicateParams,
     /// Maximum number of criteria in one `filters` expression; more gives
-    /// 400 `INVALID_DATA`. Default: `None` (unlimited). **Choice** ([unverified]).
+    /// 400 `INVALID_DATA`. Default: `None` (unlimited). **Choice** (\[unverified\]).
     pub max_filter_criteria: Option<usize>,
     /// Largest request body accepted (API writes and the token endpoint);
     /// larger gives 413. Default: 1 MiB.

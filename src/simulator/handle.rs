@@ -186,6 +186,16 @@ pub struct SimHandle {
     pub(crate) state: Arc<State>,
 }
 
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.state.base_url)
+            .field("total_api_calls", &self.total_api_calls())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A snapshot of every counter (the body of `GET /__simulator/stats`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimStats {

@@ -1096,3 +1096,22 @@ async fn spawn_errors() {
     ));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn serves_h2c_with_the_same_headers() {
+    let (sim, c) = start(config()).await;
+    let token = c.token().await;
+    let h2 = TestClient {
+        client: Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http(),
+        base: sim.base_url(),
+    };
+    let r = h2.get(&format!("{COUNT}?{SEED_QUERY}"), &token).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(names(&r.json()), ["Tier1", "Tier2"]);
+    for h in ["date", "set-cookie", "cache-control", "x-accesstoken-reset"] {
+        assert!(r.header(h).is_some(), "{h}");
+    }
+    sim.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //!
 //! Deserializes with serde; durations use humantime (`"3600s"`, `"10m"`).
 //! Every field has a default, so `{}` is a valid config.
+//! `config/simulator.toml` lists every key with its default.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,13 +12,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The demo client's `client_id` (Zoho client ids are `1000.` plus 30 characters).
-const DEMO_CLIENT_ID: &str = "1000.SIMDEMOCLIENT000000000000000000";
+/// The demo client's `client_id`. These three values also appear in the
+/// gateway's `config/demo.toml`; change them together.
+const DEMO_CLIENT_ID: &str = "1000.DEMOCLIENT0000000000000000000000";
 /// The demo client's secret.
-const DEMO_CLIENT_SECRET: &str = "5f1c0e2a9b7d4c3e8f6a1b2c3d4e5f6a7b8c9d0e1f";
+const DEMO_CLIENT_SECRET: &str = "demo-client-secret";
 /// The demo client's refresh token (scope `ZohoCRM.settings.user_groups.ALL`).
-const DEMO_REFRESH_TOKEN: &str =
-    "1000.0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210";
+const DEMO_REFRESH_TOKEN: &str = "1000.demo.refresh-token";
 
 /// All simulator settings.
 ///
@@ -301,6 +302,28 @@ mod tests {
         let rt = &cfg.clients[0].refresh_tokens[0];
         assert!(rt.user_active);
         assert_eq!(rt.scopes, vec!["ZohoCRM.settings.user_groups.ALL"]);
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../../config/simulator.toml");
+        use figment::providers::{Format, Toml};
+        let cfg: SimConfig = figment::Figment::from(Toml::string(text))
+            .extract()
+            .unwrap();
+        let d = SimConfig::default();
+        assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.token_ttl, d.token_ttl);
+        assert_eq!(cfg.token_rate_window, d.token_rate_window);
+        assert_eq!(cfg.token_throttle_lockout, d.token_throttle_lockout);
+        assert_eq!(cfg.max_body_bytes, d.max_body_bytes);
+        assert_eq!(cfg.no_match, d.no_match);
+        assert_eq!(cfg.duplicate_params, d.duplicate_params);
+        let (id, secret, refresh) = SimConfig::demo_credentials();
+        assert_eq!(cfg.clients[0].client_id, id);
+        assert_eq!(cfg.clients[0].client_secret, secret);
+        assert_eq!(cfg.clients[0].refresh_tokens[0].token, refresh);
+        assert_eq!(cfg.clients[0].refresh_tokens.len(), 2);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -120,9 +121,12 @@ pub enum DatasetError {
 }
 
 impl Dataset {
-    /// The bundled default data set (`src/simulator/dataset.json`).
+    /// The bundled default data set (`src/simulator/dataset.json`), parsed
+    /// once per process and cloned.
     pub fn bundled() -> Dataset {
-        Dataset::from_json(BUNDLED_JSON).expect("bundled data set is valid")
+        static BUNDLED: LazyLock<Dataset> =
+            LazyLock::new(|| Dataset::from_json(BUNDLED_JSON).expect("bundled data set is valid"));
+        BUNDLED.clone()
     }
 
     /// Parses and validates a data set.

@@ -137,6 +137,7 @@ impl Simulator {
             owners: Mutex::new(Default::default()),
             cancel: cancel.clone(),
             flight_changed: Default::default(),
+            credits: Default::default(),
             config,
         });
         let task = tokio::spawn(server::serve(listener, state.clone()));

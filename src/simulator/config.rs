@@ -59,6 +59,14 @@ pub struct SimConfig {
     /// it the request gets 429 `TOO_MANY_REQUESTS`. Default: `10` (Zoho
     /// Standard edition).
     pub concurrency_limit: usize,
+    /// API credits per rolling 24 hours for the whole organisation (API-NOTES.md
+    /// §6: Free 5,000/day …). Each API call made with a valid token costs 1
+    /// credit, charged on arrival (before faults and the handler; calls
+    /// rejected by the concurrency or credit limit cost nothing). When used
+    /// up: 429 `TOO_MANY_REQUESTS`. Once half is used, responses carry
+    /// `X-API-CREDITS-REMAINING` (**choice**, \[unverified\]). Default: `None`
+    /// (unlimited, no header).
+    pub api_credit_limit: Option<u64>,
     /// `Retry-After` seconds sent with the concurrency 429. Default: `None`
     /// (no header). **Choice**: whether Zoho sends it is \[unverified\].
     pub concurrency_retry_after: Option<u32>,
@@ -95,6 +103,7 @@ impl Default for SimConfig {
             token_throttle_status: 200,
             max_live_tokens: 15,
             concurrency_limit: 10,
+            api_credit_limit: None,
             concurrency_retry_after: None,
             no_match: NoMatch::NoContent,
             equal_case_sensitive: true,
@@ -132,6 +141,7 @@ impl fmt::Debug for SimConfig {
             .field("token_throttle_status", &self.token_throttle_status)
             .field("max_live_tokens", &self.max_live_tokens)
             .field("concurrency_limit", &self.concurrency_limit)
+            .field("api_credit_limit", &self.api_credit_limit)
             .field("concurrency_retry_after", &self.concurrency_retry_after)
             .field("no_match", &self.no_match)
             .field("equal_case_sensitive", &self.equal_case_sensitive)

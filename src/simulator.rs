@@ -4,7 +4,7 @@
 //!
 //! It is "Zoho" for tests, benches and the `demo`/`simulate` CLI: faithful to
 //! `shared/zoho/API-NOTES.md`, with every behaviour the notes mark
-//! [unverified] chosen, documented where it is implemented, and configurable
+//! \[unverified\] chosen, documented where it is implemented, and configurable
 //! in [`SimConfig`] where the gateway's correctness depends on it.
 //!
 //! ```text
@@ -87,6 +87,7 @@ pub enum SimError {
 }
 
 /// Starts simulators.
+#[derive(Debug)]
 pub struct Simulator;
 
 impl Simulator {
@@ -136,6 +137,7 @@ impl Simulator {
             owners: Mutex::new(Default::default()),
             cancel: cancel.clone(),
             flight_changed: Default::default(),
+            credits: Default::default(),
             config,
         });
         let task = tokio::spawn(server::serve(listener, state.clone()));
@@ -150,6 +152,7 @@ impl Simulator {
 
 /// A simulator serving in the background. Dropping it stops the server
 /// without waiting; [`RunningSimulator::shutdown`] waits.
+#[derive(Debug)]
 pub struct RunningSimulator {
     addr: SocketAddr,
     handle: SimHandle,

@@ -6,6 +6,8 @@
 //! 2. Look up the presented token; if valid, take one of its owner's
 //!    `concurrency_limit` slots (none free → 429 `TOO_MANY_REQUESTS` after
 //!    the fault and latency steps).
+//!    The call is charged one API credit here (`api_credit_limit`; used up →
+//!    429 `TOO_MANY_REQUESTS` after the fault and latency steps).
 //! 3. Injected faults ([`super::SimHandle::reset_next`], `hang_next`, `fail_next`).
 //! 4. Injected latency (the request keeps its slot meanwhile).
 //! 5. Route: unknown path → 404 `INVALID_URL_PATTERN`; wrong method → 400
@@ -58,10 +60,12 @@ use tokio::time::Instant;
 use super::config::NoMatch;
 use super::dataset::{is_zoho_id, zoho_time};
 use super::filters::{self, Filter};
-use super::handle::{Fault, State};
+use super::handle::{Credit, Fault, State};
 use super::oauth::AccessGrant;
 use super::params::Params;
-use super::response::{ApiError, ErrorCode, Reply, SimResponse, api_response, envelope_value};
+use super::response::{
+    ApiError, ErrorCode, Reply, ResponseMeta, SimResponse, api_response, envelope_value,
+};
 use super::route::{ApiTarget, Operation, Target};
 use super::server::{BodyError, Dropped, read_body};
 use super::store::{GroupPatch, GroupRec, WriteError};
@@ -119,6 +123,7 @@ pub(crate) async fn handle(
         },
         None => (None, false),
     };
+    let credit = (grant.is_some() && !over_limit).then(|| state.charge_credit());
     let (fault, latency) = {
         let mut faults = state.faults.lock().expect("fault lock");
         (faults.take(), faults.latency)
@@ -143,6 +148,7 @@ pub(crate) async fn handle(
             retry_after,
         }) => Err(injected(status, retry_after)),
         _ if over_limit => Err(too_many_requests(&state)),
+        _ if credit == Some(Credit::Exhausted) => Err(credits_exhausted(&state)),
         _ => serve(&state, target, auth, grant, req).await,
     };
     drop(slot);
@@ -153,7 +159,21 @@ pub(crate) async fn handle(
             (Reply::from(e), retry_after)
         }
     };
-    Ok(api_response(reply, token_expiry, retry_after))
+    let credits_remaining = match (credit, state.config.api_credit_limit) {
+        (Some(Credit::Charged { remaining: Some(r) }), Some(limit)) if (limit - r) * 2 >= limit => {
+            Some(r)
+        }
+        (Some(Credit::Exhausted), _) => Some(0),
+        _ => None,
+    };
+    Ok(api_response(
+        reply,
+        ResponseMeta {
+            token_expiry,
+            retry_after,
+            credits_remaining,
+        },
+    ))
 }
 
 fn injected(status: u16, retry_after: Option<u32>) -> ApiError {
@@ -161,6 +181,12 @@ fn injected(status: u16, retry_after: Option<u32>) -> ApiError {
     let mut e = ApiError::new(status, ErrorCode::for_status(status));
     e.retry_after = retry_after;
     e
+}
+
+fn credits_exhausted(state: &State) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests)
+        .with_message("the API credit limit for the last 24 hours is used up")
+        .with_details(json!({"api_credit_limit": state.config.api_credit_limit}))
 }
 
 fn too_many_requests(state: &State) -> ApiError {

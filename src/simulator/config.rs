@@ -1,8 +1,9 @@
 //! Simulator settings: OAuth clients, limits and the choices made for
-//! behaviour API-NOTES.md marks [unverified].
+//! behaviour API-NOTES.md marks \[unverified\].
 //!
 //! Deserializes with serde; durations use humantime (`"3600s"`, `"10m"`).
 //! Every field has a default, so `{}` is a valid config.
+//! `config/simulator.toml` lists every key with its default.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,13 +12,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The demo client's `client_id` (Zoho client ids are `1000.` plus 30 characters).
-const DEMO_CLIENT_ID: &str = "1000.SIMDEMOCLIENT000000000000000000";
+/// The demo client's `client_id`. These three values also appear in the
+/// gateway's `config/demo.toml`; change them together.
+const DEMO_CLIENT_ID: &str = "1000.DEMOCLIENT0000000000000000000000";
 /// The demo client's secret.
-const DEMO_CLIENT_SECRET: &str = "5f1c0e2a9b7d4c3e8f6a1b2c3d4e5f6a7b8c9d0e1f";
+const DEMO_CLIENT_SECRET: &str = "demo-client-secret";
 /// The demo client's refresh token (scope `ZohoCRM.settings.user_groups.ALL`).
-const DEMO_REFRESH_TOKEN: &str =
-    "1000.0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210";
+const DEMO_REFRESH_TOKEN: &str = "1000.demo.refresh-token";
 
 /// All simulator settings.
 ///
@@ -30,7 +31,7 @@ pub struct SimConfig {
     /// Registered OAuth clients. Default: one demo client with one refresh
     /// token, see [`SimConfig::demo_credentials`].
     pub clients: Vec<SimClient>,
-    /// Lifetime of a granted access token. Default: `3600s` [doc].
+    /// Lifetime of a granted access token. Default: `3600s` \[doc\].
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
     /// Answer token grants in the older form: `expires_in` in milliseconds plus
@@ -38,7 +39,7 @@ pub struct SimConfig {
     pub legacy_expires_in: bool,
     /// Successful grants allowed per refresh token within
     /// [`SimConfig::token_rate_window`]; the next one is denied with
-    /// `{"error":"Access Denied",..}` and starts the lockout. Default: `10` [doc].
+    /// `{"error":"Access Denied",..}` and starts the lockout. Default: `10` \[doc\].
     pub token_rate_limit: u32,
     /// Sliding window for [`SimConfig::token_rate_limit`]. Default: `600s`.
     #[serde(with = "humantime_serde")]
@@ -52,26 +53,34 @@ pub struct SimConfig {
     /// answering `400`).
     pub token_throttle_status: u16,
     /// Live (unexpired, unrevoked) access tokens per refresh token; a further
-    /// grant silently invalidates the oldest. Default: `15` [doc].
+    /// grant silently invalidates the oldest. Default: `15` \[doc\].
     pub max_live_tokens: usize,
     /// API requests in flight at once per token owner (refresh token); above
     /// it the request gets 429 `TOO_MANY_REQUESTS`. Default: `10` (Zoho
     /// Standard edition).
     pub concurrency_limit: usize,
+    /// API credits per rolling 24 hours for the whole organisation (API-NOTES.md
+    /// §6: Free 5,000/day …). Each API call made with a valid token costs 1
+    /// credit, charged on arrival (before faults and the handler; calls
+    /// rejected by the concurrency or credit limit cost nothing). When used
+    /// up: 429 `TOO_MANY_REQUESTS`. Once half is used, responses carry
+    /// `X-API-CREDITS-REMAINING` (**choice**, \[unverified\]). Default: `None`
+    /// (unlimited, no header).
+    pub api_credit_limit: Option<u64>,
     /// `Retry-After` seconds sent with the concurrency 429. Default: `None`
-    /// (no header). **Choice**: whether Zoho sends it is [unverified].
+    /// (no header). **Choice**: whether Zoho sends it is \[unverified\].
     pub concurrency_retry_after: Option<u32>,
     /// What a list endpoint answers when nothing is left to return.
-    /// Default: [`NoMatch::NoContent`]. **Choice** ([unverified] for "no match").
+    /// Default: [`NoMatch::NoContent`]. **Choice** (\[unverified\] for "no match").
     pub no_match: NoMatch,
     /// Whether filter comparisons are case-sensitive. Default: `true`.
-    /// **Choice** ([unverified]).
+    /// **Choice** (\[unverified\]).
     pub equal_case_sensitive: bool,
     /// Which value wins when a query parameter is repeated.
-    /// Default: [`DuplicateParams::First`]. **Choice** ([unverified]).
+    /// Default: [`DuplicateParams::First`]. **Choice** (\[unverified\]).
     pub duplicate_params: DuplicateParams,
     /// Maximum number of criteria in one `filters` expression; more gives
-    /// 400 `INVALID_DATA`. Default: `None` (unlimited). **Choice** ([unverified]).
+    /// 400 `INVALID_DATA`. Default: `None` (unlimited). **Choice** (\[unverified\]).
     pub max_filter_criteria: Option<usize>,
     /// Largest request body accepted (API writes and the token endpoint);
     /// larger gives 413. Default: 1 MiB.
@@ -94,6 +103,7 @@ impl Default for SimConfig {
             token_throttle_status: 200,
             max_live_tokens: 15,
             concurrency_limit: 10,
+            api_credit_limit: None,
             concurrency_retry_after: None,
             no_match: NoMatch::NoContent,
             equal_case_sensitive: true,
@@ -131,6 +141,7 @@ impl fmt::Debug for SimConfig {
             .field("token_throttle_status", &self.token_throttle_status)
             .field("max_live_tokens", &self.max_live_tokens)
             .field("concurrency_limit", &self.concurrency_limit)
+            .field("api_credit_limit", &self.api_credit_limit)
             .field("concurrency_retry_after", &self.concurrency_retry_after)
             .field("no_match", &self.no_match)
             .field("equal_case_sensitive", &self.equal_case_sensitive)
@@ -301,6 +312,28 @@ mod tests {
         let rt = &cfg.clients[0].refresh_tokens[0];
         assert!(rt.user_active);
         assert_eq!(rt.scopes, vec!["ZohoCRM.settings.user_groups.ALL"]);
+    }
+
+    #[test]
+    fn example_file_parses_and_matches_defaults() {
+        let text = include_str!("../../config/simulator.toml");
+        use figment::providers::{Format, Toml};
+        let cfg: SimConfig = figment::Figment::from(Toml::string(text))
+            .extract()
+            .unwrap();
+        let d = SimConfig::default();
+        assert_eq!(cfg.listen, d.listen);
+        assert_eq!(cfg.token_ttl, d.token_ttl);
+        assert_eq!(cfg.token_rate_window, d.token_rate_window);
+        assert_eq!(cfg.token_throttle_lockout, d.token_throttle_lockout);
+        assert_eq!(cfg.max_body_bytes, d.max_body_bytes);
+        assert_eq!(cfg.no_match, d.no_match);
+        assert_eq!(cfg.duplicate_params, d.duplicate_params);
+        let (id, secret, refresh) = SimConfig::demo_credentials();
+        assert_eq!(cfg.clients[0].client_id, id);
+        assert_eq!(cfg.clients[0].client_secret, secret);
+        assert_eq!(cfg.clients[0].refresh_tokens[0].token, refresh);
+        assert_eq!(cfg.clients[0].refresh_tokens.len(), 2);
     }
 
     #[test]

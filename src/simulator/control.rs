@@ -6,7 +6,7 @@
 //! | `GET /__simulator/stats` | — | 200 [`super::SimStats`] as JSON |
 //! | `POST /__simulator/reset` | [`SimHandle::reset_counters`] | 200 `{"status":"ok"}` |
 //! | `POST /__simulator/faults` | body below | 200 `{"status":"ok"}` |
-//! | `POST /__simulator/revoke` | [`SimHandle::revoke_access_tokens`] | 200 `{"status":"ok"}` |
+//! | `POST /__simulator/revoke` | [`SimHandle::revoke_access_tokens`]; with body `{"refresh_token":".."}` [`SimHandle::revoke_refresh_token`] instead | 200 `{"status":"ok"}`; 404 for an unknown or already revoked refresh token |
 //!
 //! Faults body (every key optional): `{"latency_ms":250,
 //! "fail_next":{"count":2,"status":500,"retry_after":5}, "reset_next":1,
@@ -45,6 +45,12 @@ struct FailNext {
     retry_after: Option<u32>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    refresh_token: String,
+}
+
 fn ok() -> SimResponse {
     plain_json(StatusCode::OK, &json!({"status": "ok"}))
 }
@@ -66,8 +72,19 @@ pub(crate) async fn handle(handle: SimHandle, rest: &str, req: Request<Incoming>
             ok()
         }
         ("revoke", Method::POST) => {
-            handle.revoke_access_tokens();
-            ok()
+            let limit = handle.state.config.max_body_bytes;
+            let Ok(body) = read_body(req.into_body(), limit).await else {
+                return error(StatusCode::BAD_REQUEST, "unreadable body");
+            };
+            if body.iter().all(u8::is_ascii_whitespace) {
+                handle.revoke_access_tokens();
+                return ok();
+            }
+            match serde_json::from_slice::<RevokeBody>(&body) {
+                Ok(r) if handle.revoke_refresh_token(&r.refresh_token) => ok(),
+                Ok(_) => error(StatusCode::NOT_FOUND, "unknown or revoked refresh token"),
+                Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
         }
         ("faults", Method::POST) => {
             let limit = handle.state.config.max_body_bytes;

@@ -24,6 +24,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -120,9 +121,12 @@ pub enum DatasetError {
 }
 
 impl Dataset {
-    /// The bundled default data set (`src/simulator/dataset.json`).
+    /// The bundled default data set (`src/simulator/dataset.json`), parsed
+    /// once per process and cloned.
     pub fn bundled() -> Dataset {
-        Dataset::from_json(BUNDLED_JSON).expect("bundled data set is valid")
+        static BUNDLED: LazyLock<Dataset> =
+            LazyLock::new(|| Dataset::from_json(BUNDLED_JSON).expect("bundled data set is valid"));
+        BUNDLED.clone()
     }
 
     /// Parses and validates a data set.
@@ -181,6 +185,16 @@ impl Dataset {
             }
         }
         Ok(())
+    }
+
+    /// Writes [`Dataset::to_json`] to `path` (what the CLI's dataset
+    /// generator uses).
+    ///
+    /// # Errors
+    ///
+    /// The I/O error from writing the file.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.to_json())
     }
 
     /// Writes the data set as JSON with one group or user per line (the
@@ -455,9 +469,20 @@ mod tests {
     #[test]
     #[ignore = "writes src/simulator/dataset.json"]
     fn regenerate_bundled() {
-        let json = generate_dataset(BUNDLED_GROUPS, BUNDLED_USERS, BUNDLED_SEED).to_json();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/simulator/dataset.json");
-        std::fs::write(path, json).unwrap();
+        generate_dataset(BUNDLED_GROUPS, BUNDLED_USERS, BUNDLED_SEED)
+            .save(&path)
+            .unwrap();
+    }
+
+    #[test]
+    fn saved_file_loads_back() {
+        let ds = generate_dataset(30, 60, 3);
+        let path = std::env::temp_dir().join(format!("sim-dataset-{}.json", std::process::id()));
+        ds.save(&path).unwrap();
+        let loaded = Dataset::load(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(loaded.unwrap(), ds);
     }
 
     #[test]

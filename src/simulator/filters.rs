@@ -17,11 +17,11 @@
 //!   schema allows.
 //! - `comparator` is `equal` or `starts_with` (exact, case-sensitive).
 //! - `group_operator` is matched case-insensitively (`or`, `OR`, `Or` …) because
-//!   Zoho's docs send lowercase and its SDKs uppercase to the same endpoint [doc, sdk].
+//!   Zoho's docs send lowercase and its SDKs uppercase to the same endpoint \[doc, sdk\].
 //! - Groups nest to any depth (bounded by `serde_json`'s recursion limit of 128)
-//!   and nested groups are evaluated. **Choice** ([unverified] in API-NOTES.md §7).
+//!   and nested groups are evaluated. **Choice** (\[unverified\] in API-NOTES.md §7).
 //!
-//! # Choices for [unverified] behaviour
+//! # Choices for \[unverified\] behaviour
 //!
 //! - A non-string `value` (number, `null`, array …) is rejected with
 //!   [`FilterError::ValueNotString`] (400 `INVALID_DATA` at the HTTP level).
@@ -33,9 +33,10 @@
 //!   `starts_with ""` matches everything.
 //! - Case sensitivity of `equal` (and, by the same switch, `starts_with`) is a
 //!   caller-supplied flag (`SimConfig::equal_case_sensitive`, default `true`).
-//!   Case-insensitive comparison uses full Unicode lowercasing
-//!   ([`str::to_lowercase`]); no Unicode normalisation is applied, so NFC and NFD
-//!   spellings of the same text never compare equal.
+//!   Case-insensitive comparison lowercases character by character
+//!   ([`char::to_lowercase`], full Unicode mappings, no final-sigma context
+//!   rule); no Unicode normalisation is applied, so NFC and NFD spellings of
+//!   the same text never compare equal.
 
 use serde_json::{Map, Value};
 
@@ -238,7 +239,7 @@ impl FilterError {
 /// # Errors
 ///
 /// Any [`FilterError`]; see the module doc for the grammar and the choices made
-/// for [unverified] cases.
+/// for \[unverified\] cases.
 pub fn parse(json: &str) -> Result<Filter, FilterError> {
     let value: Value =
         serde_json::from_str(json).map_err(|e| FilterError::InvalidJson(e.to_string()))?;
@@ -349,8 +350,8 @@ impl Filter {
     /// Whether a user group with this `name` and `description` matches.
     ///
     /// `equal_case_sensitive` selects byte-exact comparison (`true`) or
-    /// comparison after Unicode lowercasing (`false`); it applies to both
-    /// comparators.
+    /// comparison after per-character Unicode lowercasing (`false`); it
+    /// applies to both comparators.
     pub fn matches(&self, name: &str, description: &str, equal_case_sensitive: bool) -> bool {
         match self {
             Filter::Criterion(c) => {
@@ -392,10 +393,18 @@ impl Comparator {
                 Comparator::StartsWith => field.starts_with(value),
             }
         } else {
-            let (field, value) = (field.to_lowercase(), value.to_lowercase());
-            match self {
-                Comparator::Equal => field == value,
-                Comparator::StartsWith => field.starts_with(&value),
+            // Per-character lowercasing (no final-sigma context rule), so a
+            // case-sensitive match always implies a case-insensitive one.
+            let mut field = field.chars().flat_map(char::to_lowercase);
+            let mut value = value.chars().flat_map(char::to_lowercase);
+            loop {
+                match (field.next(), value.next()) {
+                    (_, None) => {
+                        return self == Comparator::StartsWith || field.next().is_none();
+                    }
+                    (Some(f), Some(v)) if f == v => {}
+                    _ => return false,
+                }
             }
         }
     }
@@ -459,6 +468,11 @@ mod tests {
         assert!(f.matches("Über Team", "", false));
         let f = parse(&crit("name", "starts_with", "Üb")).unwrap();
         assert!(f.matches("Über Team", "", true));
+        // Per-character folding: no final-sigma surprise.
+        let f = parse(&crit("name", "starts_with", "ΑΣ")).unwrap();
+        assert!(f.matches("ΑΣΑ", "", true));
+        assert!(f.matches("ασα", "", false));
+        assert!(!f.matches("ασα", "", true));
         // NFD "U + combining diaeresis" is a different string.
         assert!(!f.matches("U\u{308}ber Team", "", true));
     }
@@ -530,5 +544,128 @@ mod tests {
         let f = parse(r#"{"field":{"api_name":"name","id":"1"},"comparator":"equal","value":"A"}"#)
             .unwrap();
         assert!(f.matches("A", "", true));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        fn arb_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("Tier1".to_string()),
+                Just("tier".to_string()),
+                Just("Über".to_string()),
+                Just("ΑΣ".to_string()),
+                Just("ΑΣΑ".to_string()),
+                Just("İ".to_string()),
+                "[a-zA-Z+&=% ]{0,6}",
+            ]
+        }
+
+        fn arb_filter() -> impl Strategy<Value = Filter> {
+            let leaf = (any::<bool>(), any::<bool>(), arb_value()).prop_map(|(name, eq, value)| {
+                Filter::Criterion(Criterion {
+                    field: if name {
+                        Field::Name
+                    } else {
+                        Field::Description
+                    },
+                    comparator: if eq {
+                        Comparator::Equal
+                    } else {
+                        Comparator::StartsWith
+                    },
+                    value,
+                })
+            });
+            leaf.prop_recursive(4, 24, 4, |inner| {
+                (any::<bool>(), prop::collection::vec(inner, 1..4)).prop_map(|(and, filters)| {
+                    Filter::Group {
+                        operator: if and {
+                            GroupOperator::And
+                        } else {
+                            GroupOperator::Or
+                        },
+                        filters,
+                    }
+                })
+            })
+        }
+
+        /// Serializes a filter; `upper` sends operators upper-case, as the SDKs do.
+        fn to_json(f: &Filter, upper: bool) -> Value {
+            match f {
+                Filter::Criterion(c) => json!({
+                    "field": {"api_name": c.field.as_str()},
+                    "comparator": c.comparator.as_str(),
+                    "value": c.value,
+                }),
+                Filter::Group { operator, filters } => {
+                    let op = if upper {
+                        operator.as_str().to_uppercase()
+                    } else {
+                        operator.as_str().to_string()
+                    };
+                    json!({
+                        "group_operator": op,
+                        "group": filters.iter().map(|f| to_json(f, upper)).collect::<Vec<_>>(),
+                    })
+                }
+            }
+        }
+
+        /// Reference semantics, written independently of `Filter::matches`.
+        fn reference(f: &Value, name: &str, description: &str) -> bool {
+            if let Some(group) = f.get("group").and_then(Value::as_array) {
+                let results = group.iter().map(|m| reference(m, name, description));
+                let op = f["group_operator"].as_str().unwrap().to_lowercase();
+                return if op == "and" {
+                    results.fold(true, |a, b| a & b)
+                } else {
+                    results.fold(false, |a, b| a | b)
+                };
+            }
+            let field = if f["field"]["api_name"] == "name" {
+                name
+            } else {
+                description
+            };
+            let value = f["value"].as_str().unwrap();
+            if f["comparator"] == "equal" {
+                field == value
+            } else {
+                field.get(..value.len()) == Some(value)
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn round_trips_and_matches_reference(
+                f in arb_filter(),
+                upper in any::<bool>(),
+                name in arb_value(),
+                description in arb_value(),
+            ) {
+                let json = to_json(&f, upper);
+                let parsed = parse(&json.to_string()).unwrap();
+                prop_assert_eq!(&parsed, &f);
+                prop_assert_eq!(
+                    parsed.matches(&name, &description, true),
+                    reference(&json, &name, &description)
+                );
+                // Case-insensitive matching is implied by case-sensitive matching
+                // for monotone (negation-free) filters.
+                if parsed.matches(&name, &description, true) {
+                    prop_assert!(parsed.matches(&name, &description, false));
+                }
+            }
+
+            #[test]
+            fn parse_never_panics(s in "\\PC{0,64}") {
+                let _ = parse(&s);
+            }
+        }
     }
 }

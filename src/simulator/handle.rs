@@ -1,7 +1,7 @@
 //! Shared simulator state, request counters, fault injection, and the
 //! [`SimHandle`] tests and the CLI use to read and steer them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +33,20 @@ pub(crate) struct State {
     pub cancel: CancellationToken,
     /// Notified whenever the in-flight count changes.
     pub flight_changed: Notify,
+    /// Arrival times of API calls charged a credit within the last 24 h.
+    pub credits: Mutex<VecDeque<Instant>>,
+}
+
+/// Window of the API credit limit (API-NOTES.md §6: rolling 24 hours).
+pub(crate) const CREDIT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Result of charging one API credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credit {
+    /// Charged; `remaining` is set when a limit is configured.
+    Charged { remaining: Option<u64> },
+    /// The limit is used up; nothing was charged.
+    Exhausted,
 }
 
 /// Request counters. Routes are counted on arrival, before auth.
@@ -103,6 +117,27 @@ impl Drop for OwnerSlot {
 }
 
 impl State {
+    /// Charges one API credit against `api_credit_limit` (rolling 24 h).
+    pub(crate) fn charge_credit(&self) -> Credit {
+        let now = Instant::now();
+        let mut credits = self.credits.lock().expect("credit lock");
+        while credits
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= CREDIT_WINDOW)
+        {
+            credits.pop_front();
+        }
+        match self.config.api_credit_limit {
+            Some(limit) if credits.len() as u64 >= limit => Credit::Exhausted,
+            limit => {
+                credits.push_back(now);
+                Credit::Charged {
+                    remaining: limit.map(|l| l - credits.len() as u64),
+                }
+            }
+        }
+    }
+
     /// Marks one API request in flight until the guard drops.
     pub(crate) fn enter_flight(self: &Arc<State>) -> FlightGuard {
         let now = self.counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -186,6 +221,16 @@ pub struct SimHandle {
     pub(crate) state: Arc<State>,
 }
 
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("base_url", &self.state.base_url)
+            .field("total_api_calls", &self.total_api_calls())
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A snapshot of every counter (the body of `GET /__simulator/stats`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SimStats {
@@ -205,6 +250,8 @@ pub struct SimStats {
     pub live_tokens: usize,
     /// User groups in the data set now.
     pub dataset_groups: usize,
+    /// API credits charged within the last 24 hours.
+    pub credits_used: u64,
 }
 
 impl SimHandle {
@@ -266,9 +313,10 @@ impl SimHandle {
         self.state.counters.token_grants.load(Ordering::Relaxed)
     }
 
-    /// Zeroes every counter (not tokens, faults or data).
+    /// Zeroes every counter, including credits used (not tokens, faults or data).
     pub fn reset_counters(&self) {
         self.state.counters.reset();
+        self.state.credits.lock().expect("credit lock").clear();
     }
 
     /// Delay added before every API response (not the token endpoint).
@@ -321,6 +369,30 @@ impl SimHandle {
         self.state.token_down.store(down, Ordering::Relaxed);
     }
 
+    /// Revokes one configured refresh token: later grants with it answer
+    /// `invalid_code` and its access tokens get 401 `INVALID_TOKEN`. Returns
+    /// `false` when the token is unknown or already revoked.
+    pub fn revoke_refresh_token(&self, refresh_token: &str) -> bool {
+        self.state
+            .tokens
+            .lock()
+            .expect("token lock")
+            .revoke_refresh(&self.state.registry, refresh_token)
+    }
+
+    /// API credits charged within the last 24 hours (one per API call made
+    /// with a valid token; see `SimConfig::api_credit_limit`).
+    pub fn credits_used(&self) -> u64 {
+        let now = Instant::now();
+        self.state
+            .credits
+            .lock()
+            .expect("credit lock")
+            .iter()
+            .filter(|t| now.duration_since(**t) < CREDIT_WINDOW)
+            .count() as u64
+    }
+
     /// Invalidates every access token issued so far (later API calls with
     /// them get 401 `INVALID_TOKEN`). Refresh tokens keep working.
     pub fn revoke_access_tokens(&self) {
@@ -369,6 +441,7 @@ impl SimHandle {
             token_grants: self.token_grants(),
             live_tokens: self.live_tokens(),
             dataset_groups: self.dataset_groups(),
+            credits_used: self.credits_used(),
         }
     }
 }

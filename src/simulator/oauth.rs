@@ -11,7 +11,7 @@
 //! - Failures, HTTP 200 without `access_token`: `{"error":"unsupported_grant_type"}`
 //!   (any other or missing grant type), `{"error":"invalid_client"}` (missing or
 //!   unknown client id, wrong secret), `{"error":"invalid_code"}` (missing,
-//!   unknown or other client's refresh token), and the throttle
+//!   unknown, revoked or other client's refresh token), and the throttle
 //!   `{"error":"Access Denied","error_description":"You have made too many
 //!   requests continuously. Please try again after some time."}` with
 //!   `token_throttle_status`. Checks run in that order.
@@ -26,7 +26,7 @@
 //!
 //! All expiry and window arithmetic uses `tokio::time::Instant`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -115,15 +115,21 @@ struct OwnerTokens {
 pub(crate) struct TokenStore {
     owners: HashMap<Arc<str>, OwnerTokens>,
     access: HashMap<String, AccessGrant>,
+    /// Refresh tokens revoked at run time ([`super::SimHandle::revoke_refresh_token`]).
+    revoked: HashSet<Arc<str>>,
 }
 
 enum GrantOutcome {
     Granted(String),
     Throttled,
+    Revoked,
 }
 
 impl TokenStore {
     fn grant(&mut self, info: &RefreshInfo, cfg: &SimConfig, now: Instant) -> GrantOutcome {
+        if self.revoked.contains(&info.owner) {
+            return GrantOutcome::Revoked;
+        }
         let owner = self.owners.entry(info.owner.clone()).or_default();
         if owner.locked_until.is_some_and(|t| now < t) {
             return GrantOutcome::Throttled;
@@ -177,6 +183,19 @@ impl TokenStore {
             }
             None => None,
         }
+    }
+
+    /// Revokes one refresh token: later grants get `invalid_code` and its
+    /// access tokens stop working. Returns whether the token was live before.
+    pub(crate) fn revoke_refresh(&mut self, registry: &Registry, token: &str) -> bool {
+        let Some(info) = registry.refresh.get(token) else {
+            return false;
+        };
+        self.access.retain(|_, g| g.owner != info.owner);
+        if let Some(o) = self.owners.get_mut(&info.owner) {
+            o.live.clear();
+        }
+        self.revoked.insert(info.owner.clone())
     }
 
     /// Invalidates every access token (refresh tokens and throttles stay).
@@ -266,6 +285,7 @@ pub(crate) async fn token_endpoint(state: &State, req: Request<Incoming>) -> Sim
         .expect("token lock")
         .grant(info, cfg, Instant::now());
     match outcome {
+        GrantOutcome::Revoked => failure("invalid_code"),
         GrantOutcome::Throttled => plain_json(
             StatusCode::from_u16(cfg.token_throttle_status).unwrap_or(StatusCode::OK),
             &json!({

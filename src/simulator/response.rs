@@ -200,13 +200,19 @@ impl From<ApiError> for Reply {
     }
 }
 
-/// Builds the final API response with Zoho's headers. `token_expiry` is the
-/// expiry of the valid token presented, if any.
-pub(crate) fn api_response(
-    reply: Reply,
-    token_expiry: Option<Instant>,
-    retry_after: Option<u32>,
-) -> SimResponse {
+/// Per-request values that become response headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ResponseMeta {
+    /// Expiry of the valid token presented → `X-ACCESSTOKEN-RESET`.
+    pub token_expiry: Option<Instant>,
+    /// → `Retry-After` (seconds).
+    pub retry_after: Option<u32>,
+    /// → `X-API-CREDITS-REMAINING`.
+    pub credits_remaining: Option<u64>,
+}
+
+/// Builds the final API response with Zoho's headers.
+pub(crate) fn api_response(reply: Reply, meta: ResponseMeta) -> SimResponse {
     let mut builder = Response::builder()
         .status(reply.status)
         .header(
@@ -224,11 +230,14 @@ pub(crate) fn api_response(
     if reply.body.is_some() {
         builder = builder.header(header::CONTENT_TYPE, "application/json;charset=utf-8");
     }
-    if let Some(expiry) = token_expiry {
+    if let Some(expiry) = meta.token_expiry {
         builder = builder.header("x-accesstoken-reset", wall_clock(expiry));
     }
-    if let Some(secs) = retry_after {
+    if let Some(secs) = meta.retry_after {
         builder = builder.header(header::RETRY_AFTER, secs);
+    }
+    if let Some(n) = meta.credits_remaining {
+        builder = builder.header("x-api-credits-remaining", n);
     }
     builder
         .body(Full::new(Bytes::from(reply.body.unwrap_or_default())))

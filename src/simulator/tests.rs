@@ -1096,3 +1096,85 @@ async fn spawn_errors() {
     ));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn serves_h2c_with_the_same_headers() {
+    let (sim, c) = start(config()).await;
+    let token = c.token().await;
+    let h2 = TestClient {
+        client: Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http(),
+        base: sim.base_url(),
+    };
+    let r = h2.get(&format!("{COUNT}?{SEED_QUERY}"), &token).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(names(&r.json()), ["Tier1", "Tier2"]);
+    for h in ["date", "set-cookie", "cache-control", "x-accesstoken-reset"] {
+        assert!(r.header(h).is_some(), "{h}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn api_credit_limit_over_rolling_day() {
+    let mut cfg = config();
+    cfg.api_credit_limit = Some(4);
+    let (sim, c) = start(cfg).await;
+    let h = sim.handle();
+    let token = c.token().await;
+    // Calls without a valid token cost nothing.
+    c.send(Method::GET, COUNT, None, None).await;
+    let r = c.get(COUNT, &token).await;
+    assert!(
+        r.header("x-api-credits-remaining").is_none(),
+        "under half used"
+    );
+    for remaining in ["2", "1", "0"] {
+        let r = c.get(COUNT, &token).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-api-credits-remaining"), Some(remaining));
+    }
+    let r = c.get(COUNT, &token).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.code(), "TOO_MANY_REQUESTS");
+    assert_eq!(r.header("x-api-credits-remaining"), Some("0"));
+    assert_eq!(h.credits_used(), 4);
+    tokio::time::advance(Duration::from_secs(24 * 3600)).await;
+    assert_eq!(h.credits_used(), 0);
+    let token = c.token().await;
+    assert_eq!(c.get(COUNT, &token).await.status, StatusCode::OK);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token() {
+    let (sim, c) = start(config()).await;
+    let h = sim.handle();
+    let refresh = SimConfig::demo_credentials().2;
+    let token = c.token().await;
+    let other = c.token_for(OTHER_USER).await;
+    assert!(h.revoke_refresh_token(&refresh));
+    assert!(!h.revoke_refresh_token(&refresh), "already revoked");
+    assert!(!h.revoke_refresh_token("1000.unknown"));
+    assert_eq!(c.get(COUNT, &token).await.code(), "INVALID_TOKEN");
+    assert_eq!(
+        c.grant(&refresh).await.json(),
+        json!({"error":"invalid_code"})
+    );
+    assert_eq!(c.get(COUNT, &other).await.status, StatusCode::OK);
+
+    // The same over the control surface.
+    let r = c
+        .send(
+            Method::POST,
+            "/__simulator/revoke",
+            None,
+            Some(json!({ "refresh_token": OTHER_USER })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(c.get(COUNT, &other).await.code(), "INVALID_TOKEN");
+    assert_eq!(c.grant(OTHER_USER).await.json()["error"], "invalid_code");
+    sim.shutdown().await;
+}

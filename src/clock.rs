@@ -28,6 +28,7 @@ impl Clock {
         let m = Arc::new(ManualClock {
             base: Instant::now(),
             offset_nanos: AtomicU64::new(0),
+            moved: tokio::sync::Notify::new(),
         });
         (
             Clock {
@@ -45,6 +46,24 @@ impl Clock {
             Some(m) => m.now(),
         }
     }
+
+    /// Waits until this clock reads `deadline` or later: a tokio sleep, or for a manual clock,
+    /// until a test advances it far enough.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe.
+    pub async fn sleep_until(&self, deadline: Instant) {
+        match &self.manual {
+            None => tokio::time::sleep_until(deadline).await,
+            Some(m) => loop {
+                let moved = m.moved.notified();
+                if m.now() >= deadline {
+                    return;
+                }
+                moved.await;
+            },
+        }
+    }
 }
 
 /// A test clock: starts at the instant it was made and moves only by [`ManualClock::advance`].
@@ -52,6 +71,7 @@ impl Clock {
 pub struct ManualClock {
     base: Instant,
     offset_nanos: AtomicU64,
+    moved: tokio::sync::Notify,
 }
 
 impl ManualClock {
@@ -64,6 +84,7 @@ impl ManualClock {
     pub fn advance(&self, by: Duration) {
         let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
         self.offset_nanos.fetch_add(nanos, Ordering::SeqCst);
+        self.moved.notify_waiters();
     }
 }
 
@@ -78,5 +99,22 @@ mod tests {
         assert_eq!(clock.now(), t0);
         handle.advance(Duration::from_secs(61));
         assert_eq!(clock.now() - t0, Duration::from_secs(61));
+    }
+
+    #[tokio::test]
+    async fn manual_sleep_wakes_when_advanced_past_the_deadline() {
+        let (clock, handle) = Clock::manual();
+        let deadline = clock.now() + Duration::from_secs(10);
+        let c = clock.clone();
+        let sleeper = tokio::spawn(async move { c.sleep_until(deadline).await });
+        tokio::task::yield_now().await;
+        handle.advance(Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        handle.advance(Duration::from_secs(5));
+        tokio::time::timeout(Duration::from_secs(5), sleeper)
+            .await
+            .expect("woken")
+            .unwrap();
     }
 }

@@ -394,12 +394,15 @@ pub struct RawTenant {
     /// Explicit accounts URL; overrides the data centre's accounts host.
     #[serde(default)]
     pub accounts_url: Option<String>,
-    /// OAuth client id.
+    /// OAuth client id (not needed in pass-through mode).
+    #[serde(default)]
     pub client_id: String,
-    /// OAuth client secret.
-    pub client_secret: SecretSource,
-    /// Long-lived refresh token.
-    pub refresh_token: SecretSource,
+    /// OAuth client secret (not needed in pass-through mode).
+    #[serde(default)]
+    pub client_secret: Option<SecretSource>,
+    /// Long-lived refresh token (not needed in pass-through mode).
+    #[serde(default)]
+    pub refresh_token: Option<SecretSource>,
     /// Refresh this long before the access token expires. Default: `300s`.
     #[serde(default = "default_refresh_margin", with = "humantime_serde")]
     pub refresh_margin: Duration,
@@ -415,6 +418,24 @@ pub struct RawTenant {
     /// After Zoho's "Access Denied" throttle, no refresh is attempted for this long. Default: `900s`.
     #[serde(default = "default_throttle_lockout", with = "humantime_serde")]
     pub throttle_lockout: Duration,
+    /// File keeping the current access token and recent grant times across restarts (written
+    /// with mode 0600). Default: unset (no file; every start spends one grant).
+    #[serde(default)]
+    pub token_state_file: Option<PathBuf>,
+    /// Pass-through mode: clients send their own Zoho token in `Authorization:
+    /// Zoho-oauthtoken …` (and identify themselves with `X-Gateway-Key`); it is forwarded, and
+    /// cache entries are partitioned by HMAC-SHA256(`hmac_secret`, token). The gateway then
+    /// holds no Zoho credentials for this tenant. Default: unset (gateway-managed tokens).
+    #[serde(default)]
+    pub pass_through: Option<RawPassThroughTenant>,
+}
+
+/// `[tenants.NAME.pass_through]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassThroughTenant {
+    /// Key of the HMAC that partitions the cache by client token (at least 32 bytes).
+    pub hmac_secret: SecretSource,
 }
 
 fn default_refresh_margin() -> Duration {
@@ -445,6 +466,9 @@ pub struct RawClient {
     /// The plain key (literal, `{ env = … }` or `{ file = … }`); hashed at load.
     #[serde(default)]
     pub key: Option<SecretSource>,
+    /// Routes this key may use: `associated_users_count`, `passthrough`. Default: all.
+    #[serde(default)]
+    pub routes: Option<Vec<String>>,
 }
 
 /// Zoho data centres (API-NOTES §5).
@@ -629,6 +653,10 @@ pub struct TenantConfig {
     pub refresh_window: Duration,
     /// Lockout after Zoho's throttle.
     pub throttle_lockout: Duration,
+    /// Token state file.
+    pub token_state_file: Option<PathBuf>,
+    /// Pass-through mode: the HMAC key partitioning the cache by client token.
+    pub pass_through_hmac: Option<Secret>,
 }
 
 /// A validated client key.
@@ -638,6 +666,10 @@ pub struct ClientKey {
     pub name: String,
     /// Index into [`GatewayConfig::tenants`].
     pub tenant: usize,
+    /// Routes allowed (`None`: all).
+    pub routes: Option<Vec<crate::route::RouteKind>>,
+    /// SHA-256 of the key, for the constant-time confirmation after lookup.
+    pub digest: [u8; 32],
 }
 
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
@@ -806,12 +838,36 @@ impl RawConfig {
                     ));
                 }
             };
+            let routes = match &c.routes {
+                None => None,
+                Some(list) => {
+                    let mut kinds = Vec::new();
+                    for r in list {
+                        kinds.push(match r.as_str() {
+                            "associated_users_count" => {
+                                crate::route::RouteKind::AssociatedUsersCount
+                            }
+                            "passthrough" => crate::route::RouteKind::Passthrough,
+                            _ => {
+                                return Err(ConfigError::invalid(
+                                    format!("{prefix}.routes"),
+                                    r,
+                                    "expected associated_users_count or passthrough",
+                                ));
+                            }
+                        });
+                    }
+                    Some(kinds)
+                }
+            };
             if clients
                 .insert(
                     digest,
                     ClientKey {
                         name: name.clone(),
                         tenant,
+                        routes,
+                        digest,
                     },
                 )
                 .is_some()
@@ -897,13 +953,40 @@ fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigErro
         "accounts_url",
         t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
     )?;
-    if t.client_id.trim().is_empty() {
+    let pass_through_hmac = match &t.pass_through {
+        Some(p) => {
+            let key = format!("{prefix}.pass_through.hmac_secret");
+            let secret = p.hmac_secret.resolve(&key)?;
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "[redacted]",
+                    "must be at least 32 bytes",
+                ));
+            }
+            Some(secret)
+        }
+        None => None,
+    };
+    let managed = pass_through_hmac.is_none();
+    if managed && t.client_id.trim().is_empty() {
         return Err(ConfigError::invalid(
             format!("{prefix}.client_id"),
             "",
-            "must not be empty",
+            "must not be empty (or configure pass_through)",
         ));
     }
+    let secret = |key: &str, src: &Option<SecretSource>| -> Result<Secret, ConfigError> {
+        match (src, managed) {
+            (Some(src), _) => src.resolve(&format!("{prefix}.{key}")),
+            (None, false) => Ok(Secret::default()),
+            (None, true) => Err(ConfigError::invalid(
+                format!("{prefix}.{key}"),
+                "",
+                "missing (or configure pass_through)",
+            )),
+        }
+    };
     if t.refresh_budget == 0 {
         return Err(ConfigError::invalid(
             format!("{prefix}.refresh_budget"),
@@ -916,17 +999,15 @@ fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigErro
         api_base,
         token_url: format!("{accounts}/oauth/v2/token"),
         client_id: t.client_id.clone(),
-        client_secret: t
-            .client_secret
-            .resolve(&format!("{prefix}.client_secret"))?,
-        refresh_token: t
-            .refresh_token
-            .resolve(&format!("{prefix}.refresh_token"))?,
+        client_secret: secret("client_secret", &t.client_secret)?,
+        refresh_token: secret("refresh_token", &t.refresh_token)?,
         refresh_margin: t.refresh_margin,
         token_timeout: t.token_timeout,
         refresh_budget: t.refresh_budget,
         refresh_window: t.refresh_window,
         throttle_lockout: t.throttle_lockout,
+        token_state_file: t.token_state_file.clone(),
+        pass_through_hmac,
     })
 }
 

@@ -60,9 +60,15 @@ pub enum GatewayError {
     /// No gateway key in `Authorization: Zoho-oauthtoken …` or `X-Gateway-Key`.
     #[error("missing gateway key")]
     MissingKey,
-    /// A key was sent but is not configured (or not allowed on this route).
+    /// A key was sent but is not configured.
     #[error("unknown gateway key")]
     UnknownKey,
+    /// The key is valid but not allowed on this route.
+    #[error("this gateway key may not use this route")]
+    NoPermission,
+    /// A pass-through tenant's client sent no Zoho token in `Authorization: Zoho-oauthtoken …`.
+    #[error("missing Zoho token for a pass-through tenant")]
+    MissingZohoToken,
     /// The query is one Zoho is known to reject; answered locally.
     #[error("invalid {param}: {message}")]
     InvalidData {
@@ -107,7 +113,10 @@ impl GatewayError {
     /// HTTP status of the response.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::MissingKey | GatewayError::UnknownKey => StatusCode::UNAUTHORIZED,
+            GatewayError::MissingKey
+            | GatewayError::UnknownKey
+            | GatewayError::MissingZohoToken => StatusCode::UNAUTHORIZED,
+            GatewayError::NoPermission => StatusCode::FORBIDDEN,
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -129,6 +138,8 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "missing_key",
             GatewayError::UnknownKey => "unknown_key",
+            GatewayError::NoPermission => "no_permission",
+            GatewayError::MissingZohoToken => "missing_zoho_token",
             GatewayError::InvalidData { .. } => "invalid_data",
             GatewayError::UnknownRoute => "unknown_route",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -148,6 +159,8 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey
             | GatewayError::UnknownKey
+            | GatewayError::NoPermission
+            | GatewayError::MissingZohoToken
             | GatewayError::InvalidData { .. }
             | GatewayError::UnknownRoute
             | GatewayError::MethodNotAllowed
@@ -174,6 +187,8 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "AUTHENTICATION_FAILURE",
             GatewayError::UnknownKey => "INVALID_TOKEN",
+            GatewayError::NoPermission => "NO_PERMISSION",
+            GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
             GatewayError::InvalidData { .. } => "INVALID_DATA",
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",

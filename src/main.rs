@@ -120,8 +120,13 @@ fn toml_redacted(raw: &RawConfig) -> Result<String, BoxError> {
     if let Some(tenants) = value.get_mut("tenants").and_then(|t| t.as_object_mut()) {
         for (name, t) in tenants.iter_mut() {
             let src = &raw.tenants[name];
-            t["client_secret"] = src.client_secret.describe().into();
-            t["refresh_token"] = src.refresh_token.describe().into();
+            let describe =
+                |s: &Option<zoho_gateway::config::SecretSource>| s.as_ref().map(|s| s.describe());
+            t["client_secret"] = describe(&src.client_secret).into();
+            t["refresh_token"] = describe(&src.refresh_token).into();
+            if let Some(p) = &src.pass_through {
+                t["pass_through"]["hmac_secret"] = p.hmac_secret.describe().into();
+            }
         }
     }
     if let Some(clients) = value.get_mut("clients").and_then(|c| c.as_object_mut()) {

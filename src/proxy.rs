@@ -39,6 +39,9 @@ use crate::metrics::{Metrics, Outcome, TenantMetrics};
 use crate::route::{self, RouteKind};
 use crate::token::{AccessToken, TokenManager};
 use crate::upstream::{Upstream, UpstreamResponse};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 /// Response body type of the gateway.
 pub type Body = Full<Bytes>;
@@ -98,6 +101,23 @@ pub struct Gateway {
     draining: AtomicBool,
 }
 
+/// Whose Zoho token an upstream call uses.
+#[derive(Clone, Debug)]
+enum Credential {
+    /// The tenant's token, managed by the gateway.
+    Managed,
+    /// The client's own token (pass-through tenants), forwarded as received.
+    Client(HeaderValue),
+}
+
+/// A client authenticated for a route.
+struct Authenticated<'a> {
+    client: &'a ClientKey,
+    credential: Credential,
+    /// HMAC of the client's token, partitioning the cache (pass-through tenants).
+    partition: Option<[u8; 32]>,
+}
+
 /// Per-request facts gathered along the path, for the one measurement and log line.
 struct RequestCtx {
     route: RouteKind,
@@ -126,6 +146,7 @@ impl Gateway {
                         t.clone(),
                         upstream.clone(),
                         metrics.clone(),
+                        clock.clone(),
                     )),
                     metrics: metrics.tenant(&t.name),
                     config: t,
@@ -286,9 +307,9 @@ impl Gateway {
             if req.method() != Method::GET {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            let client = self.authenticate(req.headers())?;
-            ctx.tenant = Some(client.tenant);
-            return self.count_route(&req, m.version, client.tenant, ctx).await;
+            let auth = self.authenticate(req.headers(), m.kind)?;
+            ctx.tenant = Some(auth.client.tenant);
+            return self.count_route(&req, m.version, &auth, ctx).await;
         }
         if self
             .config
@@ -297,10 +318,11 @@ impl Gateway {
             .any(|r| r.matches(req.method(), path))
         {
             ctx.route = RouteKind::Passthrough;
-            let client = self.authenticate(req.headers())?;
-            ctx.tenant = Some(client.tenant);
+            let auth = self.authenticate(req.headers(), RouteKind::Passthrough)?;
+            ctx.tenant = Some(auth.client.tenant);
             ctx.outcome = Outcome::Bypass;
-            return self.passthrough(req, client.tenant).await;
+            let (tenant, credential) = (auth.client.tenant, auth.credential);
+            return self.passthrough(req, tenant, credential).await;
         }
         Err(GatewayError::UnknownRoute)
     }
@@ -310,9 +332,11 @@ impl Gateway {
         self: &Arc<Self>,
         req: &Request<B>,
         version: &str,
-        tenant_idx: usize,
+        auth: &Authenticated<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
+        let tenant_idx = auth.client.tenant;
+        let cred = &auth.credential;
         let policy = &self.config.count_route;
         let tenant = &self.tenants[tenant_idx];
         let raw_query = req.uri().query().unwrap_or("");
@@ -328,13 +352,19 @@ impl Gateway {
             Canonical::Uncacheable(reason) => {
                 ctx.outcome = Outcome::Bypass;
                 return self
-                    .bypass(tenant_idx, req.uri().path(), raw_query, reason.as_str())
+                    .bypass(
+                        tenant_idx,
+                        cred,
+                        req.uri().path(),
+                        raw_query,
+                        reason.as_str(),
+                    )
                     .await;
             }
             Canonical::Key(_) if directives.no_store => {
                 ctx.outcome = Outcome::Bypass;
                 return self
-                    .bypass(tenant_idx, req.uri().path(), raw_query, "no-store")
+                    .bypass(tenant_idx, cred, req.uri().path(), raw_query, "no-store")
                     .await;
             }
             Canonical::Key(query) => query,
@@ -342,7 +372,7 @@ impl Gateway {
         let key = canonical::cache_key(
             &KeyScope {
                 tenant: &tenant.config.name,
-                credential: None,
+                credential: auth.partition.as_ref(),
                 method: "GET",
                 version,
                 route: RouteKind::AssociatedUsersCount.as_str(),
@@ -362,7 +392,7 @@ impl Gateway {
                 Freshness::StaleWhileRevalidate => {
                     ctx.outcome = Outcome::Stale;
                     self.metrics.record_stale_served("stale-while-revalidate");
-                    self.revalidate_in_background(key, tenant_idx, req, raw_query);
+                    self.revalidate_in_background(key, tenant_idx, cred, req, raw_query);
                     return Ok(hit_response(
                         entry,
                         now,
@@ -401,7 +431,7 @@ impl Gateway {
         // Miss (or client no-cache): one upstream call per key among concurrent requests.
         ctx.outcome = Outcome::Miss;
         let recheck = !directives.no_cache;
-        let fetch = self.fetcher(key, tenant_idx, req.uri().path(), raw_query, recheck);
+        let fetch = self.fetcher(key, tenant_idx, cred, req.uri().path(), raw_query, recheck);
         self.metrics.coalesce_waiters.inc();
         let flight = self
             .flights
@@ -446,13 +476,18 @@ impl Gateway {
         self: &Arc<Self>,
         key: CacheKey,
         tenant: usize,
+        cred: &Credential,
         path: &'a str,
         raw_query: &'a str,
         recheck: bool,
     ) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = FetchResult> + Send>> + 'a
     {
         let gw = Arc::clone(self);
-        move || Box::pin(gw.fetch_and_store(key, tenant, upstream_path(path, raw_query), recheck))
+        let cred = cred.clone();
+        move || {
+            let path_and_query = upstream_path(path, raw_query);
+            Box::pin(gw.fetch_and_store(key, tenant, cred, path_and_query, recheck))
+        }
     }
 
     /// Starts one background refresh for `key` unless a flight for it is already running.
@@ -460,6 +495,7 @@ impl Gateway {
         self: &Arc<Self>,
         key: CacheKey,
         tenant: usize,
+        cred: &Credential,
         req: &Request<B>,
         raw_query: &str,
     ) {
@@ -467,7 +503,7 @@ impl Gateway {
             return;
         }
         let flights = self.flights.clone();
-        let fetch = self.fetcher(key, tenant, req.uri().path(), raw_query, false)();
+        let fetch = self.fetcher(key, tenant, cred, req.uri().path(), raw_query, false)();
         let deadline = self.config.coalesce_timeout;
         tokio::spawn(async move {
             let _ = flights.run(key, deadline, move || fetch).await;
@@ -480,6 +516,7 @@ impl Gateway {
         self: Arc<Self>,
         key: CacheKey,
         tenant: usize,
+        cred: Credential,
         path_and_query: String,
         recheck: bool,
     ) -> FetchResult {
@@ -492,7 +529,7 @@ impl Gateway {
         let generation = self.tenants[tenant].generation.load(Ordering::SeqCst);
         let policy = &self.config.count_route;
         let result = self
-            .call_upstream(tenant, Method::GET, &path_and_query, None)
+            .call_upstream(tenant, &cred, Method::GET, &path_and_query, None)
             .await;
         let now = self.clock.now();
         let resp = match result {
@@ -553,12 +590,19 @@ impl Gateway {
     async fn bypass(
         &self,
         tenant: usize,
+        cred: &Credential,
         path: &str,
         raw_query: &str,
         detail: &str,
     ) -> Result<Response<Body>, GatewayError> {
         let resp = self
-            .call_upstream(tenant, Method::GET, &upstream_path(path, raw_query), None)
+            .call_upstream(
+                tenant,
+                cred,
+                Method::GET,
+                &upstream_path(path, raw_query),
+                None,
+            )
             .await?;
         let mut out = Response::new(Full::new(resp.body));
         *out.status_mut() = resp.status;
@@ -587,6 +631,7 @@ impl Gateway {
         &self,
         req: Request<B>,
         tenant: usize,
+        cred: Credential,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: http_body::Body + Send,
@@ -611,7 +656,7 @@ impl Gateway {
         let body =
             (!body.is_empty() || parts.method != Method::GET).then_some((body, content_type));
         let resp = self
-            .call_upstream(tenant, parts.method.clone(), &path_and_query, body)
+            .call_upstream(tenant, &cred, parts.method.clone(), &path_and_query, body)
             .await?;
         if resp.status.is_success() && route::invalidates_user_groups(&parts.method, path) {
             self.invalidate(Some(tenant), None);
@@ -633,25 +678,39 @@ impl Gateway {
         Ok(out)
     }
 
-    /// One logical upstream call with the tenant's token; on 401 `INVALID_TOKEN` /
+    /// One logical upstream call. With the tenant's managed token: on 401 `INVALID_TOKEN` /
     /// `AUTHENTICATION_FAILURE` the token is replaced once and the call retried once
-    /// (`OAUTH_SCOPE_MISMATCH` is not retried).
+    /// (`OAUTH_SCOPE_MISMATCH` is not retried). With a client's own token: one call, as is.
     async fn call_upstream(
         &self,
         tenant: usize,
+        cred: &Credential,
         method: Method,
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
         let t = &self.tenants[tenant];
-        let token = t.tokens.token().await?;
+        let token = match cred {
+            Credential::Client(auth) => {
+                return self
+                    .send_once(t, auth.clone(), method, path_and_query, body)
+                    .await;
+            }
+            Credential::Managed => t.tokens.token().await?,
+        };
         let resp = self
-            .send_once(t, &token, method.clone(), path_and_query, body.clone())
+            .send_once(
+                t,
+                managed_auth(&token)?,
+                method.clone(),
+                path_and_query,
+                body.clone(),
+            )
             .await?;
         if resp.status == StatusCode::UNAUTHORIZED && is_token_rejection(&resp.body) {
             let token = t.tokens.replace_rejected(&token).await?;
             return self
-                .send_once(t, &token, method, path_and_query, body)
+                .send_once(t, managed_auth(&token)?, method, path_and_query, body)
                 .await;
         }
         Ok(resp)
@@ -660,14 +719,11 @@ impl Gateway {
     async fn send_once(
         &self,
         t: &Tenant,
-        token: &AccessToken,
+        auth: HeaderValue,
         method: Method,
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let mut auth = HeaderValue::try_from(format!("Zoho-oauthtoken {}", token.expose()))
-            .map_err(|_| GatewayError::Internal)?;
-        auth.set_sensitive(true);
         let route = if method == Method::GET
             && path_and_query.contains("/actions/associated_users_count")
         {
@@ -707,28 +763,76 @@ impl Gateway {
         result
     }
 
-    /// Finds the client key in `Authorization: Zoho-oauthtoken <key>` or `X-Gateway-Key`.
-    fn authenticate(&self, h: &HeaderMap) -> Result<&ClientKey, GatewayError> {
-        let presented = if let Some(v) = h.get(header::AUTHORIZATION) {
+    /// Identifies the client: its key from `X-Gateway-Key`, else from `Authorization:
+    /// Zoho-oauthtoken <key>`; checks the key may use `route`; for a pass-through tenant, takes
+    /// the client's own Zoho token from `Authorization` and its HMAC cache partition.
+    fn authenticate(
+        &self,
+        h: &HeaderMap,
+        route: RouteKind,
+    ) -> Result<Authenticated<'_>, GatewayError> {
+        let zoho_token = h.get(header::AUTHORIZATION).map(|v| {
             let v = v.as_bytes();
             let scheme = b"zoho-oauthtoken ";
-            if v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme) {
-                &v[scheme.len()..]
-            } else {
-                return Err(GatewayError::UnknownKey);
-            }
-        } else if let Some(v) = h.get(&headers::GATEWAY_KEY) {
-            v.as_bytes()
-        } else {
-            return Err(GatewayError::MissingKey);
+            (v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme))
+                .then(|| v[scheme.len()..].trim_ascii())
+                .filter(|t| !t.is_empty())
+        });
+        let from_header = h.get(&headers::GATEWAY_KEY).map(HeaderValue::as_bytes);
+        let presented = match (from_header, zoho_token) {
+            (Some(key), _) => key.trim_ascii(),
+            (None, Some(Some(key))) => key,
+            (None, Some(None)) => return Err(GatewayError::UnknownKey),
+            (None, None) => return Err(GatewayError::MissingKey),
         };
-        // Keys are looked up by SHA-256 digest: the table holds no plain keys, and the timing of
-        // the lookup depends only on the digest, which reveals nothing about a configured key.
-        self.config
+        // Keys are looked up by SHA-256 digest (the table holds no plain keys; the lookup's
+        // timing depends only on the digest) and confirmed with a constant-time comparison.
+        let digest = key_digest(presented);
+        let client = self
+            .config
             .clients
-            .get(&key_digest(presented.trim_ascii()))
-            .ok_or(GatewayError::UnknownKey)
+            .get(&digest)
+            .filter(|c| bool::from(c.digest.ct_eq(&digest)))
+            .ok_or(GatewayError::UnknownKey)?;
+        if client.routes.as_ref().is_some_and(|r| !r.contains(&route)) {
+            return Err(GatewayError::NoPermission);
+        }
+        let tenant = &self.tenants[client.tenant];
+        let Some(hmac_key) = tenant.config.pass_through_hmac.as_ref() else {
+            return Ok(Authenticated {
+                client,
+                credential: Credential::Managed,
+                partition: None,
+            });
+        };
+        // Pass-through: the key came from X-Gateway-Key, the Zoho token from Authorization.
+        let token = match (from_header, zoho_token) {
+            (Some(_), Some(Some(token))) => token,
+            _ => return Err(GatewayError::MissingZohoToken),
+        };
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key.expose().as_bytes())
+            .map_err(|_| GatewayError::Internal)?;
+        mac.update(token);
+        let partition: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut auth = h
+            .get(header::AUTHORIZATION)
+            .cloned()
+            .ok_or(GatewayError::MissingZohoToken)?;
+        auth.set_sensitive(true);
+        Ok(Authenticated {
+            client,
+            credential: Credential::Client(auth),
+            partition: Some(partition),
+        })
     }
+}
+
+/// `Authorization: Zoho-oauthtoken <token>` for a managed token, marked sensitive.
+fn managed_auth(token: &AccessToken) -> Result<HeaderValue, GatewayError> {
+    let mut auth = HeaderValue::try_from(format!("Zoho-oauthtoken {}", token.expose()))
+        .map_err(|_| GatewayError::Internal)?;
+    auth.set_sensitive(true);
+    Ok(auth)
 }
 
 /// Whether an upstream status is a failure that stale-if-error and the hold cover.

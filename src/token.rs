@@ -11,7 +11,12 @@
 //!   expiry in the background; requests never wait for a refresh while the current token is valid.
 //! - **Within Zoho's limits**: a local budget (default 10 grants per 600 s, Zoho's limit) and, on
 //!   Zoho's "Access Denied" throttle, a lockout (default 900 s) with no attempt at all.
+//! - **Restarts**: with `token_state_file`, the current token and the recent grant times are kept
+//!   in a file (mode 0600, written atomically) bound to the client id and refresh token; a
+//!   restart reuses a still-valid token instead of spending a grant, so restart loops cannot trip
+//!   Zoho's lockout.
 //! - **Secrets**: the token value lives in a [`Secret`]; nothing here logs it.
+//! - **Time**: expiry, budget and holds use the gateway's [`Clock`]; request deadlines use tokio's.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,6 +29,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Clock;
 use crate::config::{Secret, TenantConfig};
 use crate::error::{GatewayError, TokenFailure};
 use crate::metrics::Metrics;
@@ -76,6 +82,7 @@ pub struct TokenManager {
     tenant: Arc<TenantConfig>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    clock: Clock,
     state: Mutex<State>,
     refresh_lock: tokio::sync::Mutex<()>,
     changed: tokio::sync::Notify,
@@ -98,14 +105,42 @@ struct GrantResponse {
 }
 
 impl TokenManager {
-    /// Creates the manager; no token is fetched until asked or until
-    /// [`TokenManager::run_refresh_ahead`] runs.
-    pub fn new(tenant: Arc<TenantConfig>, upstream: Upstream, metrics: Arc<Metrics>) -> Self {
+    /// Creates the manager. With a `token_state_file`, a still-valid token and the recent grant
+    /// times are restored from it (an unreadable or foreign file is ignored, with a warning);
+    /// otherwise no token is fetched until asked or until [`TokenManager::run_refresh_ahead`] runs.
+    pub fn new(
+        tenant: Arc<TenantConfig>,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
+        let mut state = State::default();
+        if let Some(path) = &tenant.token_state_file {
+            match state_file::load(path, &tenant, &clock) {
+                Ok(Some(restored)) => {
+                    state.attempts = restored.attempts;
+                    if let Some((value, expires_at)) = restored.token {
+                        state.generation = 1;
+                        state.current = Some(Arc::new(AccessToken {
+                            value,
+                            expires_at,
+                            generation: 1,
+                        }));
+                        tracing::info!(tenant = %tenant.name, "reusing the access token from the state file");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.name, path = %path.display(), error = %e, "ignoring the token state file");
+                }
+            }
+        }
         TokenManager {
             tenant,
             upstream,
             metrics,
-            state: Mutex::new(State::default()),
+            clock,
+            state: Mutex::new(state),
             refresh_lock: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
         }
@@ -122,7 +157,7 @@ impl TokenManager {
 
     /// Current health.
     pub fn health(&self) -> TokenHealth {
-        let now = Instant::now();
+        let now = self.clock.now();
         let st = self.lock();
         if st.current.as_ref().is_some_and(|t| t.expires_at > now) {
             return TokenHealth::Valid;
@@ -139,7 +174,7 @@ impl TokenManager {
     /// # Errors
     /// [`GatewayError::TokenUnavailable`] when no token can be obtained.
     pub async fn token(&self) -> Result<Arc<AccessToken>, GatewayError> {
-        if let Some(t) = self.valid_current(Instant::now()) {
+        if let Some(t) = self.valid_current(self.clock.now()) {
             return Ok(t);
         }
         self.refresh(None).await
@@ -164,7 +199,7 @@ impl TokenManager {
         let _guard = tokio::time::timeout(wait, self.refresh_lock.lock())
             .await
             .map_err(|_| GatewayError::TokenUnavailable(TokenFailure::Unreachable))?;
-        let now = Instant::now();
+        let now = self.clock.now();
         {
             let mut st = self.lock();
             if let Some(t) = st.current.as_ref().filter(|t| t.expires_at > now) {
@@ -204,7 +239,7 @@ impl TokenManager {
         }
         match self.grant().await {
             Ok((value, lifetime)) => {
-                let now = Instant::now();
+                let now = self.clock.now();
                 let token = {
                     let mut st = self.lock();
                     st.generation += 1;
@@ -220,6 +255,7 @@ impl TokenManager {
                     .checked_add(lifetime)
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs() as i64);
+                self.save_state();
                 self.metrics
                     .record_token_refresh(&self.tenant.name, "success");
                 self.metrics.set_token_expiry(&self.tenant.name, unix);
@@ -232,7 +268,7 @@ impl TokenManager {
                     TokenFailure::Throttled => self.tenant.throttle_lockout,
                     _ => FAILURE_HOLD,
                 };
-                self.lock().hold = Some((Instant::now() + hold, why));
+                self.lock().hold = Some((self.clock.now() + hold, why));
                 self.metrics
                     .record_token_refresh(&self.tenant.name, why.as_str());
                 tracing::warn!(tenant = %self.tenant.name, reason = why.as_str(), hold_s = hold.as_secs(), "access token refresh failed");
@@ -269,7 +305,7 @@ impl TokenManager {
     /// `shutdown` is cancelled. After a failure it retries when the hold ends (at most every 5 s).
     pub async fn run_refresh_ahead(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let now = Instant::now();
+            let now = self.clock.now();
             let (due, hold_until) = {
                 let st = self.lock();
                 let due = st.current.as_ref().map(|t| {
@@ -288,7 +324,7 @@ impl TokenManager {
                 let notified = self.changed.notified();
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = self.clock.sleep_until(wake) => {}
                     _ = notified => continue,
                 }
             }
@@ -302,6 +338,134 @@ impl TokenManager {
                 r = self.refresh(generation) => r,
             };
         }
+    }
+}
+
+impl TokenManager {
+    /// Writes the state file, if configured. Failures are logged, never fatal.
+    fn save_state(&self) {
+        let Some(path) = &self.tenant.token_state_file else {
+            return;
+        };
+        let (token, attempts) = {
+            let st = self.lock();
+            (st.current.clone(), st.attempts.clone())
+        };
+        if let Err(e) =
+            state_file::save(path, &self.tenant, &self.clock, token.as_deref(), &attempts)
+        {
+            tracing::warn!(tenant = %self.tenant.name, path = %path.display(), error = %e, "cannot write the token state file");
+        }
+    }
+}
+
+/// The token state file: JSON `{"version":1,"credential":"<sha256 hex of client id and refresh
+/// token>","access_token":…,"expires_at_unix":…,"grants_unix":[…]}`, mode 0600.
+mod state_file {
+    use std::collections::VecDeque;
+    use std::path::Path;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Serialize};
+    use sha2::{Digest, Sha256};
+    use tokio::time::Instant;
+
+    use super::AccessToken;
+    use crate::clock::Clock;
+    use crate::config::{Secret, TenantConfig};
+
+    #[derive(Serialize, Deserialize)]
+    struct File {
+        version: u32,
+        credential: String,
+        access_token: Option<String>,
+        expires_at_unix: Option<u64>,
+        grants_unix: Vec<u64>,
+    }
+
+    pub(super) struct Restored {
+        pub token: Option<(Secret, Instant)>,
+        pub attempts: VecDeque<Instant>,
+    }
+
+    fn credential(t: &TenantConfig) -> String {
+        let mut h = Sha256::new();
+        h.update(t.client_id.as_bytes());
+        h.update([0]);
+        h.update(t.refresh_token.expose().as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    fn unix_now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    pub(super) fn load(
+        path: &Path,
+        t: &TenantConfig,
+        clock: &Clock,
+    ) -> std::io::Result<Option<Restored>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file: File = serde_json::from_str(&text)?;
+        if file.version != 1 || file.credential != credential(t) {
+            return Ok(None);
+        }
+        let (now_unix, now) = (unix_now(), clock.now());
+        let at = |unix: u64| now.checked_sub(Duration::from_secs(now_unix.saturating_sub(unix)));
+        let attempts = file
+            .grants_unix
+            .iter()
+            .filter(|&&g| now_unix.saturating_sub(g) < t.refresh_window.as_secs())
+            .filter_map(|&g| at(g))
+            .collect();
+        // Reuse only a token with more than the refresh margin left.
+        let token = match (file.access_token, file.expires_at_unix) {
+            (Some(v), Some(exp)) if exp > now_unix + t.refresh_margin.as_secs() => {
+                Some((Secret::new(v), now + Duration::from_secs(exp - now_unix)))
+            }
+            _ => None,
+        };
+        Ok(Some(Restored { token, attempts }))
+    }
+
+    pub(super) fn save(
+        path: &Path,
+        t: &TenantConfig,
+        clock: &Clock,
+        token: Option<&AccessToken>,
+        attempts: &VecDeque<Instant>,
+    ) -> std::io::Result<()> {
+        let (now_unix, now) = (unix_now(), clock.now());
+        let unix_of =
+            |i: Instant| now_unix.saturating_sub(now.saturating_duration_since(i).as_secs());
+        let file = File {
+            version: 1,
+            credential: credential(t),
+            access_token: token.map(|t| t.expose().to_owned()),
+            expires_at_unix: token
+                .map(|t| now_unix + t.expires_at.saturating_duration_since(now).as_secs()),
+            grants_unix: attempts.iter().map(|&i| unix_of(i)).collect(),
+        };
+        let json = serde_json::to_vec(&file)?;
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::io::Write;
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(&tmp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)
     }
 }
 

@@ -51,6 +51,6 @@ fn demo_config_carries_the_simulators_demo_credentials() {
         zoho_gateway::config::SecretSource::Literal(v) => v.clone(),
         _ => panic!("demo secrets are literal"),
     };
-    assert_eq!(literal(&t.client_secret), secret);
-    assert_eq!(literal(&t.refresh_token), refresh);
+    assert_eq!(literal(t.client_secret.as_ref().unwrap()), secret);
+    assert_eq!(literal(t.refresh_token.as_ref().unwrap()), refresh);
 }

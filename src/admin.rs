@@ -142,7 +142,9 @@ fn readiness(gw: &Gateway) -> (bool, String) {
     if gw.is_draining() {
         return (false, "draining".into());
     }
-    let cache_has_entries = gw.cache().entry_count() > 0;
+    // moka's entry count lags until maintenance runs; any stored answer counts.
+    let cache_has_entries =
+        gw.cache().entry_count() > 0 || gw.tally().stores.load(Ordering::Relaxed) > 0;
     let mut lines = Vec::new();
     let mut ready = true;
     for t in gw.tenants() {

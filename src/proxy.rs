@@ -84,6 +84,8 @@ pub struct CacheTally {
     pub hits: AtomicU64,
     /// Requests that needed an upstream answer (led or joined a flight).
     pub misses: AtomicU64,
+    /// Answers stored in the cache.
+    pub stores: AtomicU64,
 }
 
 /// Shared state of one running gateway.
@@ -566,6 +568,7 @@ impl Gateway {
         };
         if fetched.stored {
             self.cache.insert(key, fetched.entry.clone()).await;
+            self.tally.stores.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(hold_for) = hold_for {
             self.hold(key, now, hold_for, Ok(fetched.clone()));

@@ -155,6 +155,11 @@ impl TokenManager {
         st.current.as_ref().filter(|t| t.expires_at > now).cloned()
     }
 
+    /// Number of successful grants this manager has made (or restored from the state file).
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
     /// Current health.
     pub fn health(&self) -> TokenHealth {
         let now = self.clock.now();

@@ -32,18 +32,6 @@ fn calls(h: &Harness) -> u64 {
     h.sim().calls(SimRoute::AssociatedUsersCount)
 }
 
-/// Waits (bounded) for a condition on the simulator that has no event to await.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 #[tokio::test]
 async fn thousand_concurrent_identical_misses_make_one_upstream_call() {
     let h = Arc::new(Harness::start_with(SimConfig::default(), NO_JITTER).await);

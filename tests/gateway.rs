@@ -113,7 +113,7 @@ async fn different_questions_never_share_an_entry() {
     // And each is answered as Zoho answers it: compare with the simulator directly.
     let direct = TestClient::new();
     let (id, secret, refresh) = zoho_gateway::simulator::SimConfig::demo_credentials();
-    let token = fetch_token(&h, &id, &secret, &refresh).await;
+    let token = fetch_token(&h.sim.base_url(), &id, &secret, &refresh).await;
     for (q, via_gateway) in queries.iter().zip(&bodies) {
         let r = direct
             .get(
@@ -124,23 +124,6 @@ async fn different_questions_never_share_an_entry() {
         assert_eq!(&r.body, via_gateway, "{q}");
     }
     h.shutdown().await;
-}
-
-async fn fetch_token(h: &Harness, id: &str, secret: &str, refresh: &str) -> String {
-    use http_body_util::{BodyExt, Full};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<bytes::Bytes>>();
-    let form = format!(
-        "grant_type=refresh_token&client_id={id}&client_secret={secret}&refresh_token={refresh}"
-    );
-    let req = http::Request::post(format!("{}/oauth/v2/token", h.sim.base_url()))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(bytes::Bytes::from(form)))
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    v["access_token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]

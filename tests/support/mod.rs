@@ -130,8 +130,9 @@ pub fn gateway_config(sim_url: &str, extra_toml: &str) -> zoho_gateway::config::
         [clients.b]
         tenant = "b"
         key = "{KEY_B}"
-        {extra_toml}
-        "#
+        {extra}
+        "#,
+        extra = extra_toml.replace("{sim}", sim_url)
     );
     RawConfig::from_toml_str(&text)
         .expect("test config parses")
@@ -216,3 +217,34 @@ pub const SEED_PYTHON: &str = "%7B%22group_operator%22%3A+%22or%22%2C+%22group%2
 /// The same filter as the Node SDK sends it: compact JSON through `encodeURI` (raw `:` and `,`),
 /// with a trailing `&`.
 pub const SEED_NODE: &str = "%7B%22group_operator%22:%22or%22,%22group%22:%5B%7B%22field%22:%7B%22api_name%22:%22name%22%7D,%22comparator%22:%22equal%22,%22value%22:%22Tier1%22%7D,%7B%22field%22:%7B%22api_name%22:%22name%22%7D,%22comparator%22:%22equal%22,%22value%22:%22Tier2%22%7D%5D%7D&";
+
+/// A fresh access token straight from the simulator's token endpoint (refresh-token grant).
+pub async fn fetch_token(sim_url: &str, client_id: &str, secret: &str, refresh: &str) -> String {
+    let form = format!(
+        "grant_type=refresh_token&client_id={client_id}&client_secret={secret}&refresh_token={refresh}"
+    );
+    let r = TestClient::new()
+        .send(
+            "POST",
+            &format!("{sim_url}/oauth/v2/token"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from(form),
+        )
+        .await;
+    r.json()["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access_token: {:?}", r.body))
+        .to_owned()
+}
+
+/// Waits (bounded, 10 s) for a condition on the simulator that offers no event to await.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -66,6 +66,8 @@ fn bench_hit_path(c: &mut Criterion) {
         let settings = ListenerSettings {
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(1),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
         };
         let handler = move |_req: Request<hyper::body::Incoming>, _peer| {
             let body = body.clone();

@@ -53,7 +53,8 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
 }
 
 fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
-    let Some(expected) = gw.config().admin_token.as_ref() else {
+    let cfg = gw.config();
+    let Some(expected) = cfg.admin_token.as_ref() else {
         return json(
             StatusCode::FORBIDDEN,
             json!({"error": "admin API disabled: set admin.token"}),

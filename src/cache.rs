@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use moka::Expiry;
+use moka::notification::RemovalCause;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -205,14 +206,32 @@ impl std::fmt::Debug for ResponseCache {
 }
 
 impl ResponseCache {
-    /// A cache whose weighted size stays within `max_bytes` (after maintenance).
-    pub fn new(max_bytes: u64) -> Self {
-        let inner = moka::future::Cache::builder()
+    /// A cache whose weighted size stays within `max_bytes` (after maintenance). Evictions are
+    /// counted in `evictions` by cause (`expired`, `size`, `explicit`, `replaced`) when given.
+    pub fn new(max_bytes: u64, evictions: Option<prometheus::IntCounterVec>) -> Self {
+        let mut builder = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &CacheKey, v: &Arc<CachedResponse>| v.weight())
             .expire_after(PerEntryTtl)
-            .support_invalidation_closures()
-            .build();
+            .support_invalidation_closures();
+        if let Some(counter) = evictions {
+            let by_cause = [
+                counter.with_label_values(&["expired"]),
+                counter.with_label_values(&["size"]),
+                counter.with_label_values(&["explicit"]),
+                counter.with_label_values(&["replaced"]),
+            ];
+            builder = builder.eviction_listener(move |_k, _v, cause| {
+                let i = match cause {
+                    RemovalCause::Expired => 0,
+                    RemovalCause::Size => 1,
+                    RemovalCause::Explicit => 2,
+                    RemovalCause::Replaced => 3,
+                };
+                by_cause[i].inc();
+            });
+        }
+        let inner = builder.build();
         ResponseCache { inner, max_bytes }
     }
 
@@ -317,7 +336,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn freshness_age_and_ttl_follow_paused_time() {
-        let cache = ResponseCache::new(1 << 20);
+        let cache = ResponseCache::new(1 << 20, None);
         let key = CacheKey([7; 32]);
         cache
             .insert(key, response(b"{}", Duration::from_secs(60)))
@@ -344,7 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalidation_by_tenant_is_immediate() {
-        let cache = ResponseCache::new(1 << 20);
+        let cache = ResponseCache::new(1 << 20, None);
         let mine = CacheKey([1; 32]);
         let theirs = CacheKey([2; 32]);
         cache
@@ -363,7 +382,7 @@ mod tests {
     #[tokio::test]
     async fn weighted_size_stays_within_bound() {
         let max = 64 * 1024;
-        let cache = ResponseCache::new(max);
+        let cache = ResponseCache::new(max, None);
         let body = vec![b'x'; 1000];
         for i in 0..(10 * max / 1000) {
             let mut k = [0u8; 32];

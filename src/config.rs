@@ -177,6 +177,14 @@ pub struct RawServer {
     /// Deadline for a client to send its request headers. Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Open client connections accepted at once; further clients wait in the kernel backlog.
+    /// Default: `10000`.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers), bytes; larger: 431. At least 8192.
+    /// Default: `16384`.
+    pub max_header_bytes: usize,
+    /// Largest request target (path + query), bytes; longer: 414. Default: `8192`.
+    pub max_uri_bytes: usize,
 }
 
 impl Default for RawServer {
@@ -187,6 +195,9 @@ impl Default for RawServer {
             request_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
         }
     }
 }
@@ -227,6 +238,19 @@ pub struct RawUpstream {
     /// Idle pooled connections are closed after this. Default: `50s`.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// Retries of a GET answered 429 / 5xx or failing to connect, inside the one flight, with
+    /// jittered exponential backoff. Default: `2`.
+    pub max_retries: u32,
+    /// First backoff delay (doubled per retry, full jitter). Default: `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Largest backoff delay. Default: `5s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// A `Retry-After` longer than this is not waited for: the answer goes back (and the key is
+    /// held). Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
 }
 
 impl Default for RawUpstream {
@@ -236,6 +260,10 @@ impl Default for RawUpstream {
             timeout: Duration::from_secs(30),
             max_body_bytes: 8 * 1024 * 1024,
             pool_idle_timeout: Duration::from_secs(50),
+            max_retries: 2,
+            retry_base_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(10),
         }
     }
 }
@@ -418,6 +446,25 @@ pub struct RawTenant {
     /// After Zoho's "Access Denied" throttle, no refresh is attempted for this long. Default: `900s`.
     #[serde(default = "default_throttle_lockout", with = "humantime_serde")]
     pub throttle_lockout: Duration,
+    /// Zoho CRM edition, for the upstream concurrency limit (API-NOTES §6): `free` 5,
+    /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25. Default: `standard`.
+    #[serde(default)]
+    pub edition: Option<String>,
+    /// Explicit upstream concurrency limit; overrides `edition`.
+    #[serde(default)]
+    pub max_concurrency: Option<usize>,
+    /// Requests waiting for an upstream slot at most; beyond: 429. Default: `1000`.
+    #[serde(default = "default_queue_limit")]
+    pub queue_limit: usize,
+    /// Longest wait for an upstream slot; then 429. Default: `10s`.
+    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// Consecutive upstream failures that open the circuit. Default: `5`.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe. Default: `30s`.
+    #[serde(default = "default_breaker_cool_down", with = "humantime_serde")]
+    pub breaker_cool_down: Duration,
     /// File keeping the current access token and recent grant times across restarts (written
     /// with mode 0600). Default: unset (no file; every start spends one grant).
     #[serde(default)]
@@ -438,6 +485,18 @@ pub struct RawPassThroughTenant {
     pub hmac_secret: SecretSource,
 }
 
+fn default_queue_limit() -> usize {
+    1000
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cool_down() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_refresh_margin() -> Duration {
     Duration::from_secs(300)
 }
@@ -579,6 +638,12 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// Client header-read deadline.
     pub header_read_timeout: Duration,
+    /// Connection limit.
+    pub max_connections: usize,
+    /// Request head limit, bytes.
+    pub max_header_bytes: usize,
+    /// Request target limit, bytes.
+    pub max_uri_bytes: usize,
     /// Cache bound, bytes.
     pub cache_max_bytes: u64,
     /// Coalesced waiter deadline.
@@ -653,6 +718,16 @@ pub struct TenantConfig {
     pub refresh_window: Duration,
     /// Lockout after Zoho's throttle.
     pub throttle_lockout: Duration,
+    /// Upstream concurrency limit.
+    pub max_concurrency: usize,
+    /// Queue bound for upstream slots.
+    pub queue_limit: usize,
+    /// Queue wait deadline.
+    pub queue_timeout: Duration,
+    /// Failures that open the circuit.
+    pub breaker_failures: u32,
+    /// Open-circuit cool-down.
+    pub breaker_cool_down: Duration,
     /// Token state file.
     pub token_state_file: Option<PathBuf>,
     /// Pass-through mode: the HMAC key partitioning the cache by client token.
@@ -886,6 +961,9 @@ impl RawConfig {
             request_timeout: self.server.request_timeout,
             drain_timeout: self.server.drain_timeout,
             header_read_timeout: self.server.header_read_timeout,
+            max_connections: self.server.max_connections.max(1),
+            max_header_bytes: self.server.max_header_bytes.max(8192),
+            max_uri_bytes: self.server.max_uri_bytes,
             cache_max_bytes: self.cache.max_bytes,
             coalesce_timeout: self.cache.coalesce_timeout,
             upstream: self.upstream.clone(),
@@ -953,6 +1031,29 @@ fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigErro
         "accounts_url",
         t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
     )?;
+    let edition_text = t.edition.as_deref().unwrap_or("standard");
+    let edition_limit = match edition_text.to_ascii_lowercase().as_str() {
+        "free" => 5,
+        "standard" => 10,
+        "professional" => 15,
+        "enterprise" => 20,
+        "ultimate" => 25,
+        _ => {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.edition"),
+                edition_text,
+                "expected free, standard, professional, enterprise or ultimate",
+            ));
+        }
+    };
+    let max_concurrency = t.max_concurrency.unwrap_or(edition_limit);
+    if max_concurrency == 0 {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.max_concurrency"),
+            "0",
+            "must be at least 1",
+        ));
+    }
     let pass_through_hmac = match &t.pass_through {
         Some(p) => {
             let key = format!("{prefix}.pass_through.hmac_secret");
@@ -1006,6 +1107,11 @@ fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigErro
         refresh_budget: t.refresh_budget,
         refresh_window: t.refresh_window,
         throttle_lockout: t.throttle_lockout,
+        max_concurrency,
+        queue_limit: t.queue_limit,
+        queue_timeout: t.queue_timeout,
+        breaker_failures: t.breaker_failures,
+        breaker_cool_down: t.breaker_cool_down,
         token_state_file: t.token_state_file.clone(),
         pass_through_hmac,
     })

@@ -98,6 +98,15 @@ pub enum GatewayError {
     /// The upstream could not be reached or broke the connection.
     #[error("upstream request failed")]
     UpstreamConnect(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The tenant's upstream concurrency limit is reached and its queue is full or timed out.
+    #[error("too many requests in flight to Zoho for this tenant")]
+    UpstreamBusy,
+    /// The tenant's circuit breaker is open after consecutive upstream failures.
+    #[error("upstream circuit open after consecutive failures")]
+    CircuitOpen,
+    /// The request URI exceeds the configured limit.
+    #[error("request URI too long")]
+    UriTooLong,
     /// The upstream body exceeded the configured limit.
     #[error("upstream response too large")]
     UpstreamTooLarge,
@@ -128,7 +137,11 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => {
                 StatusCode::BAD_GATEWAY
             }
-            GatewayError::TokenUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::TokenUnavailable(_) | GatewayError::CircuitOpen => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::UpstreamBusy => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -150,6 +163,9 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTooLarge => "upstream_too_large",
             GatewayError::TokenUnavailable(_) => "token_unavailable",
+            GatewayError::UpstreamBusy => "upstream_busy",
+            GatewayError::CircuitOpen => "circuit_open",
+            GatewayError::UriTooLong => "uri_too_long",
             GatewayError::Internal => "internal",
         }
     }
@@ -165,11 +181,14 @@ impl GatewayError {
             | GatewayError::UnknownRoute
             | GatewayError::MethodNotAllowed
             | GatewayError::PayloadTooLarge
+            | GatewayError::UriTooLong
             | GatewayError::BadRequestBody => Blame::Client,
             GatewayError::WaitTimeout
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamTooLarge
+            | GatewayError::UpstreamBusy
+            | GatewayError::CircuitOpen
             | GatewayError::TokenUnavailable(_) => Blame::Upstream,
             GatewayError::Internal => Blame::Gateway,
         }
@@ -196,7 +215,9 @@ impl GatewayError {
             GatewayError::BadRequestBody => "INVALID_REQUEST",
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => "GATEWAY_TIMEOUT",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
-            GatewayError::TokenUnavailable(_) => "SERVICE_UNAVAILABLE",
+            GatewayError::TokenUnavailable(_) | GatewayError::CircuitOpen => "SERVICE_UNAVAILABLE",
+            GatewayError::UpstreamBusy => "TOO_MANY_REQUESTS",
+            GatewayError::UriTooLong => "URI_TOO_LONG",
             GatewayError::Internal => "INTERNAL_SERVER_ERROR",
         }
     }

@@ -14,6 +14,9 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Gateway-Key`: alternative to `Authorization: Zoho-oauthtoken <key>`.
 pub static GATEWAY_KEY: HeaderName = HeaderName::from_static("x-gateway-key");
 
+/// `X-Forwarded-For`: the client's address, set on upstream requests.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The cache's identifier in `Cache-Status`.
 pub const CACHE_NAME: &str = "zoho-gateway";
 

@@ -136,12 +136,14 @@ impl App {
         let settings = ListenerSettings {
             header_read_timeout: config.header_read_timeout,
             drain_timeout: config.drain_timeout,
+            max_connections: config.max_connections,
+            max_header_bytes: config.max_header_bytes,
         };
         let mut tasks = Vec::new();
         let gw = gateway.clone();
         tasks.push(tokio::spawn(server::serve(
             proxy_listener,
-            move |req, _peer| gw.clone().handle(req),
+            move |req, peer| gw.clone().handle(req, peer),
             settings,
             shutdown.clone(),
         )));
@@ -183,6 +185,14 @@ impl Running {
     /// Address of the admin listener.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]).
+    ///
+    /// # Errors
+    /// Why the new configuration was refused; the old one stays in force.
+    pub fn reload(&self, config: GatewayConfig) -> Result<(), String> {
+        self.gateway.reload(config)
     }
 
     /// The shared gateway state (metrics, cache, tenants).

@@ -70,8 +70,8 @@ async fn run(command: Command) -> Result<(), BoxError> {
             let raw = RawConfig::load(&config)?;
             telemetry::init(&raw.logging);
             let running = App::spawn(raw.validate()?).await?;
-            shutdown_signal().await;
-            tracing::info!("shutting down");
+            serve_until_shutdown(&running, &config).await;
+            tracing::info!("shutting down: draining in-flight requests");
             running.shutdown().await;
         }
         Command::Simulate { listen } => {
@@ -137,6 +137,37 @@ fn toml_redacted(raw: &RawConfig) -> Result<String, BoxError> {
         }
     }
     Ok(serde_json::to_string_pretty(&value)?)
+}
+
+/// Waits for SIGTERM / Ctrl-C; on SIGHUP reloads `path` (an invalid config is refused and the
+/// old one stays, with the reason logged).
+async fn serve_until_shutdown(running: &zoho_gateway::Running, path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return shutdown_signal().await;
+        };
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = hup.recv() => {
+                    let result = RawConfig::load(path)
+                        .and_then(|raw| raw.validate())
+                        .map_err(|e| e.to_string())
+                        .and_then(|cfg| running.reload(cfg));
+                    match result {
+                        Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+                        Err(why) => tracing::error!(path = %path.display(), %why, "reload refused; keeping the current configuration"),
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    shutdown_signal().await
 }
 
 async fn shutdown_signal() {

@@ -97,6 +97,14 @@ const DURATION_BUCKETS: &[f64] = &[
 /// Per-tenant counters resolved once (see [`Metrics::tenant`]).
 #[derive(Clone, Debug)]
 pub struct TenantMetrics {
+    /// Requests in flight to Zoho.
+    pub upstream_in_flight: IntGauge,
+    /// Requests waiting for an upstream slot.
+    pub upstream_queue_depth: IntGauge,
+    /// 1 while the circuit is open or half-open.
+    pub circuit_open: IntGauge,
+    /// 1 while token refreshes are locked out after Zoho's throttle.
+    pub token_lockout: IntGauge,
     saved_hit: IntCounter,
     saved_collapsed: IntCounter,
     saved_stale: IntCounter,
@@ -128,6 +136,12 @@ pub struct Metrics {
     token_expiry: IntGaugeVec,
     credits_saved: IntCounterVec,
     stale_served: IntCounterVec,
+    upstream_in_flight: IntGaugeVec,
+    upstream_queue_depth: IntGaugeVec,
+    circuit_open: IntGaugeVec,
+    token_lockout: IntGaugeVec,
+    /// Cache evictions by cause (`expired`, `size`, `explicit`, `replaced`).
+    pub cache_evictions: IntCounterVec,
     /// Entries currently in the cache (sampled on scrape).
     pub cache_entries: IntGauge,
     /// Weighted bytes currently in the cache (sampled on scrape).
@@ -224,6 +238,30 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["tenant"]);
+        let upstream_in_flight = gauge(
+            "zoho_gateway_upstream_in_flight",
+            "Requests in flight to Zoho, per tenant (bounded by the tenant's concurrency limit).",
+        )?;
+        let upstream_queue_depth = gauge(
+            "zoho_gateway_upstream_queue_depth",
+            "Requests waiting for an upstream slot, per tenant.",
+        )?;
+        let circuit_open = gauge(
+            "zoho_gateway_circuit_open",
+            "1 while the tenant's circuit breaker is open or half-open.",
+        )?;
+        let token_lockout = gauge(
+            "zoho_gateway_token_lockout",
+            "1 while the tenant's token refreshes are locked out after Zoho's throttle.",
+        )?;
+        let cache_evictions = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_cache_evictions_total",
+                "Cache entries removed, by cause (expired, size, explicit, replaced).",
+            ),
+            &["cause"],
+        )?;
         let cache_entries = IntGauge::new("zoho_gateway_cache_entries", "Entries in the cache.")?;
         let cache_bytes = IntGauge::new(
             "zoho_gateway_cache_weighted_bytes",
@@ -254,6 +292,11 @@ impl Metrics {
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(credits_saved.clone()))?;
         registry.register(Box::new(stale_served.clone()))?;
+        registry.register(Box::new(upstream_in_flight.clone()))?;
+        registry.register(Box::new(upstream_queue_depth.clone()))?;
+        registry.register(Box::new(circuit_open.clone()))?;
+        registry.register(Box::new(token_lockout.clone()))?;
+        registry.register(Box::new(cache_evictions.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(cache_capacity))?;
@@ -269,6 +312,11 @@ impl Metrics {
             token_expiry,
             credits_saved,
             stale_served,
+            upstream_in_flight,
+            upstream_queue_depth,
+            circuit_open,
+            token_lockout,
+            cache_evictions,
             cache_entries,
             cache_bytes,
             coalesce_waiters,
@@ -317,6 +365,10 @@ impl Metrics {
     pub fn tenant(&self, tenant: &str) -> TenantMetrics {
         let saved = |o: Outcome| self.credits_saved.with_label_values(&[tenant, o.as_str()]);
         TenantMetrics {
+            upstream_in_flight: self.upstream_in_flight.with_label_values(&[tenant]),
+            upstream_queue_depth: self.upstream_queue_depth.with_label_values(&[tenant]),
+            circuit_open: self.circuit_open.with_label_values(&[tenant]),
+            token_lockout: self.token_lockout.with_label_values(&[tenant]),
             saved_hit: saved(Outcome::Hit),
             saved_collapsed: saved(Outcome::Collapsed),
             saved_stale: saved(Outcome::Stale),

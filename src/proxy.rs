@@ -38,7 +38,10 @@ use crate::headers::{self, CacheStatus};
 use crate::metrics::{Metrics, Outcome, TenantMetrics};
 use crate::route::{self, RouteKind};
 use crate::token::{AccessToken, TokenManager};
-use crate::upstream::{Upstream, UpstreamResponse};
+use crate::upstream::breaker::{CircuitBreaker, Verdict};
+use crate::upstream::limit::ConcurrencyLimit;
+use crate::upstream::{self, Upstream, UpstreamResponse};
+use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -72,6 +75,8 @@ pub struct Tenant {
     /// Its token manager.
     pub tokens: Arc<TokenManager>,
     metrics: TenantMetrics,
+    limit: ConcurrencyLimit,
+    breaker: CircuitBreaker,
     /// Bumped by every invalidation of this tenant's entries; a fetch that started under an
     /// older generation does not store its answer (it may predate the write).
     generation: AtomicU64,
@@ -91,7 +96,7 @@ pub struct CacheTally {
 /// Shared state of one running gateway.
 #[derive(Debug)]
 pub struct Gateway {
-    config: Arc<GatewayConfig>,
+    config: ArcSwap<GatewayConfig>,
     tenants: Vec<Tenant>,
     cache: ResponseCache,
     holds: moka::sync::Cache<CacheKey, Arc<Hold>>,
@@ -112,6 +117,24 @@ enum Credential {
     Client(HeaderValue),
 }
 
+/// What every upstream call made for a request carries: whose token, and the forwarding
+/// headers (`X-Forwarded-For`, `X-Request-Id`). A flight's fetch carries its leader's.
+#[derive(Clone, Debug)]
+struct CallCtx {
+    credential: Credential,
+    forwarded_for: HeaderValue,
+    request_id: HeaderValue,
+}
+
+/// One upstream request to make.
+struct Upcall<'a> {
+    route: RouteKind,
+    method: Method,
+    path_and_query: &'a str,
+    body: Option<(Bytes, Option<HeaderValue>)>,
+    call: &'a CallCtx,
+}
+
 /// A client authenticated for a route.
 struct Authenticated<'a> {
     client: &'a ClientKey,
@@ -125,6 +148,19 @@ struct RequestCtx {
     route: RouteKind,
     outcome: Outcome,
     tenant: Option<usize>,
+    peer: std::net::IpAddr,
+    request_id: HeaderValue,
+}
+
+impl RequestCtx {
+    fn call(&self, credential: Credential) -> CallCtx {
+        CallCtx {
+            credential,
+            forwarded_for: HeaderValue::from_str(&self.peer.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            request_id: self.request_id.clone(),
+        }
+    }
 }
 
 /// Client cache directives that apply (RFC 9111 §5.2.1), after route policy.
@@ -143,14 +179,28 @@ impl Gateway {
             .iter()
             .map(|t| {
                 let t = Arc::new(t.clone());
+                let tm = metrics.tenant(&t.name);
                 Tenant {
+                    limit: ConcurrencyLimit::new(
+                        t.max_concurrency,
+                        t.queue_limit,
+                        t.queue_timeout,
+                        tm.upstream_in_flight.clone(),
+                        tm.upstream_queue_depth.clone(),
+                    ),
+                    breaker: CircuitBreaker::new(
+                        t.breaker_failures,
+                        t.breaker_cool_down,
+                        clock.clone(),
+                        tm.circuit_open.clone(),
+                    ),
                     tokens: Arc::new(TokenManager::new(
                         t.clone(),
                         upstream.clone(),
                         metrics.clone(),
                         clock.clone(),
                     )),
-                    metrics: metrics.tenant(&t.name),
+                    metrics: tm,
                     config: t,
                     generation: AtomicU64::new(0),
                 }
@@ -166,10 +216,13 @@ impl Gateway {
             )
             .build();
         Gateway {
-            cache: ResponseCache::new(config.cache_max_bytes),
+            cache: ResponseCache::new(
+                config.cache_max_bytes,
+                Some(metrics.cache_evictions.clone()),
+            ),
             holds,
             flights: Arc::new(SingleFlight::new()),
-            config,
+            config: ArcSwap::new(config),
             tenants,
             upstream,
             metrics,
@@ -179,9 +232,27 @@ impl Gateway {
         }
     }
 
-    /// The validated configuration.
-    pub fn config(&self) -> &GatewayConfig {
-        &self.config
+    /// The current configuration (replaced as a whole by [`Gateway::reload`]).
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.config.load_full()
+    }
+
+    /// Applies a new configuration without dropping the cache: TTLs and staleness windows,
+    /// route policies (canonicalisation rules, versions, pass-through allowlist), client keys,
+    /// request limits and the admin token take effect for the next request. Listeners, the cache
+    /// bound, upstream client settings and the tenants' credentials and limits need a restart.
+    ///
+    /// # Errors
+    /// A description when the tenant set differs (names or order): the old config stays.
+    pub fn reload(&self, new: GatewayConfig) -> Result<(), String> {
+        let old = self.config.load();
+        let names =
+            |c: &GatewayConfig| c.tenants.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        if names(&old) != names(&new) {
+            return Err("the set of tenants changed: restart to apply".into());
+        }
+        self.config.store(Arc::new(new));
+        Ok(())
     }
 
     /// The tenants, in config order.
@@ -232,7 +303,12 @@ impl Gateway {
     }
 
     /// Handles one client request; never fails (errors become Zoho-shaped responses).
-    pub async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Response<Body>
+    /// `peer` is the client's address (for `X-Forwarded-For`).
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        peer: std::net::SocketAddr,
+    ) -> Response<Body>
     where
         B: http_body::Body + Send,
         B::Data: Send,
@@ -245,8 +321,11 @@ impl Gateway {
             route: RouteKind::Unmatched,
             outcome: Outcome::Rejected,
             tenant: None,
+            peer: peer.ip(),
+            request_id: request_id.clone(),
         };
-        let timeout = self.config.request_timeout;
+        let cfg = self.config();
+        let timeout = cfg.request_timeout;
         let result = match tokio::time::timeout(timeout, self.handle_inner(req, &mut ctx)).await {
             Ok(r) => r,
             Err(_) => Err(GatewayError::UpstreamTimeout),
@@ -304,27 +383,31 @@ impl Gateway {
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
         }
-        if let Some(m) = route::match_path(path, &self.config.count_route.versions) {
+        let cfg = self.config();
+        if req.uri().to_string().len() > cfg.max_uri_bytes {
+            return Err(GatewayError::UriTooLong);
+        }
+        if let Some(m) = route::match_path(path, &cfg.count_route.versions) {
             ctx.route = m.kind;
             if req.method() != Method::GET {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            let auth = self.authenticate(req.headers(), m.kind)?;
+            let auth = self.authenticate(&cfg, req.headers(), m.kind)?;
             ctx.tenant = Some(auth.client.tenant);
-            return self.count_route(&req, m.version, &auth, ctx).await;
+            return self.count_route(&cfg, &req, m.version, &auth, ctx).await;
         }
-        if self
-            .config
+        if cfg
             .passthrough
             .iter()
             .any(|r| r.matches(req.method(), path))
         {
             ctx.route = RouteKind::Passthrough;
-            let auth = self.authenticate(req.headers(), RouteKind::Passthrough)?;
+            let auth = self.authenticate(&cfg, req.headers(), RouteKind::Passthrough)?;
             ctx.tenant = Some(auth.client.tenant);
             ctx.outcome = Outcome::Bypass;
-            let (tenant, credential) = (auth.client.tenant, auth.credential);
-            return self.passthrough(req, tenant, credential).await;
+            let tenant = auth.client.tenant;
+            let call = ctx.call(auth.credential);
+            return self.passthrough(&cfg, req, tenant, call).await;
         }
         Err(GatewayError::UnknownRoute)
     }
@@ -332,14 +415,15 @@ impl Gateway {
     /// `GET /crm/{version}/settings/user_groups/actions/associated_users_count`.
     async fn count_route<B>(
         self: &Arc<Self>,
+        cfg: &GatewayConfig,
         req: &Request<B>,
         version: &str,
         auth: &Authenticated<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         let tenant_idx = auth.client.tenant;
-        let cred = &auth.credential;
-        let policy = &self.config.count_route;
+        let call = &ctx.call(auth.credential.clone());
+        let policy = &cfg.count_route;
         let tenant = &self.tenants[tenant_idx];
         let raw_query = req.uri().query().unwrap_or("");
         let directives = client_directives(req.headers(), policy);
@@ -356,7 +440,7 @@ impl Gateway {
                 return self
                     .bypass(
                         tenant_idx,
-                        cred,
+                        call,
                         req.uri().path(),
                         raw_query,
                         reason.as_str(),
@@ -366,7 +450,7 @@ impl Gateway {
             Canonical::Key(_) if directives.no_store => {
                 ctx.outcome = Outcome::Bypass;
                 return self
-                    .bypass(tenant_idx, cred, req.uri().path(), raw_query, "no-store")
+                    .bypass(tenant_idx, call, req.uri().path(), raw_query, "no-store")
                     .await;
             }
             Canonical::Key(query) => query,
@@ -394,7 +478,7 @@ impl Gateway {
                 Freshness::StaleWhileRevalidate => {
                     ctx.outcome = Outcome::Stale;
                     self.metrics.record_stale_served("stale-while-revalidate");
-                    self.revalidate_in_background(key, tenant_idx, cred, req, raw_query);
+                    self.revalidate_in_background(key, tenant_idx, call, req, raw_query);
                     return Ok(hit_response(
                         entry,
                         now,
@@ -433,12 +517,9 @@ impl Gateway {
         // Miss (or client no-cache): one upstream call per key among concurrent requests.
         ctx.outcome = Outcome::Miss;
         let recheck = !directives.no_cache;
-        let fetch = self.fetcher(key, tenant_idx, cred, req.uri().path(), raw_query, recheck);
+        let fetch = self.fetcher(key, tenant_idx, call, req.uri().path(), raw_query, recheck);
         self.metrics.coalesce_waiters.inc();
-        let flight = self
-            .flights
-            .run(key, self.config.coalesce_timeout, fetch)
-            .await;
+        let flight = self.flights.run(key, cfg.coalesce_timeout, fetch).await;
         self.metrics.coalesce_waiters.dec();
         let (fetched, role) = match flight {
             Ok(v) => v,
@@ -478,17 +559,17 @@ impl Gateway {
         self: &Arc<Self>,
         key: CacheKey,
         tenant: usize,
-        cred: &Credential,
+        call: &CallCtx,
         path: &'a str,
         raw_query: &'a str,
         recheck: bool,
     ) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = FetchResult> + Send>> + 'a
     {
         let gw = Arc::clone(self);
-        let cred = cred.clone();
+        let call = call.clone();
         move || {
             let path_and_query = upstream_path(path, raw_query);
-            Box::pin(gw.fetch_and_store(key, tenant, cred, path_and_query, recheck))
+            Box::pin(gw.fetch_and_store(key, tenant, call, path_and_query, recheck))
         }
     }
 
@@ -497,7 +578,7 @@ impl Gateway {
         self: &Arc<Self>,
         key: CacheKey,
         tenant: usize,
-        cred: &Credential,
+        call: &CallCtx,
         req: &Request<B>,
         raw_query: &str,
     ) {
@@ -505,8 +586,8 @@ impl Gateway {
             return;
         }
         let flights = self.flights.clone();
-        let fetch = self.fetcher(key, tenant, cred, req.uri().path(), raw_query, false)();
-        let deadline = self.config.coalesce_timeout;
+        let fetch = self.fetcher(key, tenant, call, req.uri().path(), raw_query, false)();
+        let deadline = self.config().coalesce_timeout;
         tokio::spawn(async move {
             let _ = flights.run(key, deadline, move || fetch).await;
         });
@@ -518,7 +599,7 @@ impl Gateway {
         self: Arc<Self>,
         key: CacheKey,
         tenant: usize,
-        cred: Credential,
+        call: CallCtx,
         path_and_query: String,
         recheck: bool,
     ) -> FetchResult {
@@ -529,9 +610,17 @@ impl Gateway {
             });
         }
         let generation = self.tenants[tenant].generation.load(Ordering::SeqCst);
-        let policy = &self.config.count_route;
+        let cfg = self.config();
+        let policy = &cfg.count_route;
         let result = self
-            .call_upstream(tenant, &cred, Method::GET, &path_and_query, None)
+            .call_upstream(
+                tenant,
+                &call,
+                RouteKind::AssociatedUsersCount,
+                Method::GET,
+                &path_and_query,
+                None,
+            )
             .await;
         let now = self.clock.now();
         let resp = match result {
@@ -593,7 +682,7 @@ impl Gateway {
     async fn bypass(
         &self,
         tenant: usize,
-        cred: &Credential,
+        call: &CallCtx,
         path: &str,
         raw_query: &str,
         detail: &str,
@@ -601,7 +690,8 @@ impl Gateway {
         let resp = self
             .call_upstream(
                 tenant,
-                cred,
+                call,
+                RouteKind::AssociatedUsersCount,
                 Method::GET,
                 &upstream_path(path, raw_query),
                 None,
@@ -632,9 +722,10 @@ impl Gateway {
     /// user-group write drops the tenant's cached user-group answers.
     async fn passthrough<B>(
         &self,
+        cfg: &GatewayConfig,
         req: Request<B>,
         tenant: usize,
-        cred: Credential,
+        call: CallCtx,
     ) -> Result<Response<Body>, GatewayError>
     where
         B: http_body::Body + Send,
@@ -642,7 +733,7 @@ impl Gateway {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, self.config.passthrough_max_body)
+        let body = Limited::new(body, cfg.passthrough_max_body)
             .collect()
             .await
             .map_err(|e| {
@@ -659,7 +750,14 @@ impl Gateway {
         let body =
             (!body.is_empty() || parts.method != Method::GET).then_some((body, content_type));
         let resp = self
-            .call_upstream(tenant, &cred, parts.method.clone(), &path_and_query, body)
+            .call_upstream(
+                tenant,
+                &call,
+                RouteKind::Passthrough,
+                parts.method.clone(),
+                &path_and_query,
+                body,
+            )
             .await?;
         if resp.status.is_success() && route::invalidates_user_groups(&parts.method, path) {
             self.invalidate(Some(tenant), None);
@@ -683,72 +781,126 @@ impl Gateway {
 
     /// One logical upstream call. With the tenant's managed token: on 401 `INVALID_TOKEN` /
     /// `AUTHENTICATION_FAILURE` the token is replaced once and the call retried once
-    /// (`OAUTH_SCOPE_MISMATCH` is not retried). With a client's own token: one call, as is.
+    /// (`OAUTH_SCOPE_MISMATCH` is not retried). With a client's own token: as is.
     async fn call_upstream(
         &self,
         tenant: usize,
-        cred: &Credential,
+        call: &CallCtx,
+        route: RouteKind,
         method: Method,
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
         let t = &self.tenants[tenant];
-        let token = match cred {
-            Credential::Client(auth) => {
-                return self
-                    .send_once(t, auth.clone(), method, path_and_query, body)
-                    .await;
-            }
+        let up = Upcall {
+            route,
+            method,
+            path_and_query,
+            body,
+            call,
+        };
+        let token = match &call.credential {
+            Credential::Client(auth) => return self.send_guarded(t, auth.clone(), &up).await,
             Credential::Managed => t.tokens.token().await?,
         };
-        let resp = self
-            .send_once(
-                t,
-                managed_auth(&token)?,
-                method.clone(),
-                path_and_query,
-                body.clone(),
-            )
-            .await?;
+        let resp = self.send_guarded(t, managed_auth(&token)?, &up).await?;
         if resp.status == StatusCode::UNAUTHORIZED && is_token_rejection(&resp.body) {
             let token = t.tokens.replace_rejected(&token).await?;
-            return self
-                .send_once(t, managed_auth(&token)?, method, path_and_query, body)
-                .await;
+            return self.send_guarded(t, managed_auth(&token)?, &up).await;
         }
         Ok(resp)
+    }
+
+    /// One upstream call under the tenant's protections: the circuit breaker, the concurrency
+    /// limit (a slot per attempt, released during backoff), and for GETs bounded retries of
+    /// 429 / 5xx / connection failures with jittered exponential backoff honouring
+    /// `Retry-After`, all within `upstream.timeout` overall; plus one immediate retry of a GET
+    /// whose pooled connection the upstream closed at that moment (`IncompleteMessage`).
+    async fn send_guarded(
+        &self,
+        t: &Tenant,
+        auth: HeaderValue,
+        up: &Upcall<'_>,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let cfg = self.config();
+        let policy = &cfg.upstream;
+        let idempotent = up.method == Method::GET;
+        let retries = if idempotent { policy.max_retries } else { 0 };
+        let deadline = Instant::now() + policy.timeout;
+        let mut attempt = 0;
+        let mut reopened = false;
+        loop {
+            t.breaker.allow()?;
+            let slot = t.limit.acquire().await?;
+            let result = self.send_once(t, auth.clone(), up).await;
+            drop(slot);
+            let retry_after_hint = match &result {
+                Ok(r) if is_failure(r.status) => {
+                    t.breaker
+                        .record(if r.status == StatusCode::TOO_MANY_REQUESTS {
+                            Verdict::Neutral
+                        } else {
+                            Verdict::Failure
+                        });
+                    retry_after(&r.headers)
+                }
+                Ok(_) => {
+                    t.breaker.record(Verdict::Success);
+                    return result;
+                }
+                Err(e) if idempotent && !reopened && upstream::is_incomplete_message(e) => {
+                    reopened = true;
+                    continue;
+                }
+                Err(GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTimeout) => {
+                    t.breaker.record(Verdict::Failure);
+                    None
+                }
+                Err(_) => return result,
+            };
+            if attempt >= retries || retry_after_hint.is_some_and(|d| d > policy.max_retry_after) {
+                return result;
+            }
+            let delay = upstream::backoff(
+                attempt,
+                policy.retry_base_delay,
+                policy.retry_max_delay,
+                retry_after_hint,
+            );
+            if Instant::now() + delay >= deadline {
+                return result;
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
     }
 
     async fn send_once(
         &self,
         t: &Tenant,
         auth: HeaderValue,
-        method: Method,
-        path_and_query: &str,
-        body: Option<(Bytes, Option<HeaderValue>)>,
+        up: &Upcall<'_>,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let route = if method == Method::GET
-            && path_and_query.contains("/actions/associated_users_count")
-        {
-            RouteKind::AssociatedUsersCount
-        } else {
-            RouteKind::Passthrough
-        };
         let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", t.config.api_base, path_and_query))
+            .method(up.method.clone())
+            .uri(format!("{}{}", t.config.api_base, up.path_and_query))
             .header(header::AUTHORIZATION, auth)
             .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("zoho-gateway/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(&headers::REQUEST_ID, up.call.request_id.clone())
+            .header(
+                headers::X_FORWARDED_FOR.clone(),
+                up.call.forwarded_for.clone(),
             );
-        let body = match body {
+        let body = match &up.body {
             Some((bytes, content_type)) => {
                 if let Some(ct) = content_type {
                     req = req.header(header::CONTENT_TYPE, ct);
                 }
-                bytes
+                bytes.clone()
             }
             None => Bytes::new(),
         };
@@ -759,7 +911,7 @@ impl Gateway {
         let result = self.upstream.send(req).await;
         self.metrics.record_upstream(
             &t.config.name,
-            route,
+            up.route,
             result.as_ref().ok().map(|r| r.status.as_u16()),
             started.elapsed(),
         );
@@ -769,11 +921,12 @@ impl Gateway {
     /// Identifies the client: its key from `X-Gateway-Key`, else from `Authorization:
     /// Zoho-oauthtoken <key>`; checks the key may use `route`; for a pass-through tenant, takes
     /// the client's own Zoho token from `Authorization` and its HMAC cache partition.
-    fn authenticate(
+    fn authenticate<'c>(
         &self,
+        cfg: &'c GatewayConfig,
         h: &HeaderMap,
         route: RouteKind,
-    ) -> Result<Authenticated<'_>, GatewayError> {
+    ) -> Result<Authenticated<'c>, GatewayError> {
         let zoho_token = h.get(header::AUTHORIZATION).map(|v| {
             let v = v.as_bytes();
             let scheme = b"zoho-oauthtoken ";
@@ -791,8 +944,7 @@ impl Gateway {
         // Keys are looked up by SHA-256 digest (the table holds no plain keys; the lookup's
         // timing depends only on the digest) and confirmed with a constant-time comparison.
         let digest = key_digest(presented);
-        let client = self
-            .config
+        let client = cfg
             .clients
             .get(&digest)
             .filter(|c| bool::from(c.digest.ct_eq(&digest)))

@@ -11,7 +11,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Body;
@@ -23,6 +26,11 @@ pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for open connections to finish their requests.
     pub drain_timeout: Duration,
+    /// Open connections at most; the accept loop waits for a free slot (the kernel backlog
+    /// holds further clients).
+    pub max_connections: usize,
+    /// Largest request head in bytes (hyper answers 431 beyond it); at least 8192.
+    pub max_header_bytes: usize,
 }
 
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then stops accepting and lets
@@ -40,9 +48,22 @@ pub async fn serve<H, Fut>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -70,6 +91,7 @@ pub async fn serve<H, Fut>(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);

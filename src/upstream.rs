@@ -4,6 +4,9 @@
 //! Every call is bounded: connect deadline, total deadline for headers and body, and a body size
 //! limit. The client is cheap to clone.
 
+pub mod breaker;
+pub mod limit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,5 +116,63 @@ impl Upstream {
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| GatewayError::UpstreamTimeout)?
+    }
+}
+
+/// Whether an upstream error is hyper's `IncompleteMessage`: a pooled connection the upstream
+/// closed as the request went out. Safe to retry once for an idempotent request.
+pub fn is_incomplete_message(err: &GatewayError) -> bool {
+    let GatewayError::UpstreamConnect(e) = err else {
+        return false;
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>()
+            && h.is_incomplete_message()
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Jittered exponential backoff before retry `attempt` (0-based): a random delay in
+/// `[0, min(max, base * 2^attempt)]` ("full jitter"), or `retry_after` when the upstream gave one.
+pub fn backoff(
+    attempt: u32,
+    base: Duration,
+    max: Duration,
+    retry_after: Option<Duration>,
+) -> Duration {
+    if let Some(d) = retry_after {
+        return d;
+    }
+    let cap = base
+        .saturating_mul(1u32.checked_shl(attempt).unwrap_or(u32::MAX))
+        .min(max);
+    let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::random_range(0..=millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_honours_retry_after() {
+        let base = Duration::from_millis(200);
+        let max = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let d = backoff(attempt, base, max, None);
+            assert!(
+                d <= max.min(base * 2u32.saturating_pow(attempt.min(20))),
+                "{attempt}: {d:?}"
+            );
+        }
+        assert_eq!(
+            backoff(3, base, max, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
     }
 }

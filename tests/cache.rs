@@ -10,7 +10,10 @@ use bytes::Bytes;
 use support::*;
 use zoho_gateway::simulator::{SimConfig, SimRoute};
 
+/// Deterministic TTLs, and no upstream retries so one injected failure reaches the client.
 const NO_JITTER: &str = r#"
+[upstream]
+max_retries = 0
 [routes.associated_users_count]
 ttl_jitter_percent = 0
 "#;

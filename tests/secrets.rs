@@ -1,0 +1,144 @@
+//! Secrets (client secret, refresh token, access tokens, gateway keys, HMAC key) never appear
+//! in logs at `trace`, metrics, `Debug` output or error bodies. In its own test binary: the
+//! capturing subscriber is thread-scoped, and tracing's per-callsite interest cache is
+//! process-wide, so no other test may run beside it.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+use zoho_gateway::simulator::{SimConfig, SimRefreshToken};
+
+fn filter_for(name: &str) -> String {
+    let json =
+        format!(r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{name}"}}"#);
+    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
+    format!("{COUNT}?filters={enc}")
+}
+
+const PASS_THROUGH: &str = r#"
+[tenants.p]
+api_base = "{sim}"
+accounts_url = "{sim}"
+[tenants.p.pass_through]
+hmac_secret = "pass-through-hmac-secret-0123456789abcdef"
+[clients.p]
+tenant = "p"
+key = "pass-client-key"
+"#;
+
+fn scoped_sim() -> SimConfig {
+    let mut cfg = SimConfig::default();
+    cfg.clients[0].refresh_tokens.push(SimRefreshToken::new(
+        "1000.wrong.scope",
+        &["ZohoCRM.users.READ"],
+    ));
+    cfg
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::start_with(scoped_sim(), PASS_THROUGH).await;
+    let (id, secret, refresh) = SimConfig::demo_credentials();
+    let client_token = fetch_token(&h.sim.base_url(), &id, &secret, &refresh).await;
+    let mut bodies = Vec::new();
+    bodies.push(h.get(&filter_for("Tier1")).await.body);
+    bodies.push(h.get(&filter_for("Tier1")).await.body);
+    h.sim().revoke_access_tokens();
+    bodies.push(h.get(&filter_for("Tier2")).await.body);
+    bodies.push(h.get(&format!("{COUNT}?filters=%7Bbad")).await.body);
+    bodies.push(
+        h.client
+            .get(
+                &h.url(&filter_for("Tier1")),
+                &[("authorization", "Zoho-oauthtoken wrong")],
+            )
+            .await
+            .body,
+    );
+    bodies.push(
+        h.client
+            .get(
+                &h.url(&filter_for("Tier1")),
+                &[
+                    ("x-gateway-key", "pass-client-key"),
+                    ("authorization", &format!("Zoho-oauthtoken {client_token}")),
+                ],
+            )
+            .await
+            .body,
+    );
+    h.sim().set_token_endpoint_down(true);
+    h.advance(Duration::from_secs(4000));
+    bodies.push(h.get(&filter_for("Sales")).await.body);
+    let metrics = h.metrics().await;
+    let debug = format!(
+        "{:?} {:?}",
+        h.gw,
+        gateway_config(&h.sim.base_url(), PASS_THROUGH)
+    );
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("access token refreshed"),
+        "trace logs were captured"
+    );
+    let mut haystacks = vec![("logs", logs), ("metrics", metrics), ("debug", debug)];
+    for (i, b) in bodies.iter().enumerate() {
+        haystacks.push(("body", format!("{i}: {}", String::from_utf8_lossy(b))));
+    }
+    let secrets = [
+        secret.as_str(),
+        refresh.as_str(),
+        client_token.as_str(),
+        KEY,
+        KEY_B,
+        "pass-client-key",
+        "pass-through-hmac-secret-0123456789abcdef",
+    ];
+    for (what, text) in &haystacks {
+        for s in secrets {
+            assert!(
+                !text.contains(s),
+                "{what} contains a secret ({} chars)",
+                s.len()
+            );
+        }
+        // Any access token the simulator issued has this shape.
+        let issued = text
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '.')
+            .any(|w| {
+                let parts: Vec<_> = w.split('.').collect();
+                parts.len() == 3
+                    && parts[0] == "1000"
+                    && parts[1].len() == 32
+                    && parts[2].len() == 32
+            });
+        assert!(!issued, "{what} contains an access token");
+    }
+}

@@ -57,6 +57,8 @@ type FetchResult = Result<Fetched, GatewayError>;
 struct Fetched {
     entry: Arc<CachedResponse>,
     stored: bool,
+    /// Time the flight spent on upstream calls (retries and token refresh included).
+    upstream_took: Duration,
 }
 
 /// A key on hold after an upstream failure: until `until`, no new upstream attempt; the
@@ -150,6 +152,8 @@ struct RequestCtx {
     tenant: Option<usize>,
     peer: std::net::IpAddr,
     request_id: HeaderValue,
+    /// Time spent waiting on upstream calls for this request (its flight's, if it joined one).
+    upstream_took: Option<Duration>,
 }
 
 impl RequestCtx {
@@ -323,6 +327,7 @@ impl Gateway {
             tenant: None,
             peer: peer.ip(),
             request_id: request_id.clone(),
+            upstream_took: None,
         };
         let cfg = self.config();
         let timeout = cfg.request_timeout;
@@ -365,6 +370,7 @@ impl Gateway {
             outcome = ctx.outcome.as_str(),
             tenant = tenant.map_or("", |t| t.config.name.as_str()),
             duration_us = took.as_micros() as u64,
+            upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
         );
         resp
     }
@@ -407,7 +413,10 @@ impl Gateway {
             ctx.outcome = Outcome::Bypass;
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
-            return self.passthrough(&cfg, req, tenant, call).await;
+            let started = Instant::now();
+            let result = self.passthrough(&cfg, req, tenant, call).await;
+            ctx.upstream_took = Some(started.elapsed());
+            return result;
         }
         Err(GatewayError::UnknownRoute)
     }
@@ -435,25 +444,21 @@ impl Gateway {
                     message: bad.message,
                 });
             }
-            Canonical::Uncacheable(reason) => {
+            Canonical::Uncacheable(reason) => Err(reason.as_str()),
+            Canonical::Key(_) if directives.no_store => Err("no-store"),
+            Canonical::Key(query) => Ok(query),
+        };
+        let query = match query {
+            Ok(query) => query,
+            Err(detail) => {
                 ctx.outcome = Outcome::Bypass;
-                return self
-                    .bypass(
-                        tenant_idx,
-                        call,
-                        req.uri().path(),
-                        raw_query,
-                        reason.as_str(),
-                    )
+                let started = Instant::now();
+                let result = self
+                    .bypass(tenant_idx, call, req.uri().path(), raw_query, detail)
                     .await;
+                ctx.upstream_took = Some(started.elapsed());
+                return result;
             }
-            Canonical::Key(_) if directives.no_store => {
-                ctx.outcome = Outcome::Bypass;
-                return self
-                    .bypass(tenant_idx, call, req.uri().path(), raw_query, "no-store")
-                    .await;
-            }
-            Canonical::Key(query) => query,
         };
         let key = canonical::cache_key(
             &KeyScope {
@@ -528,6 +533,9 @@ impl Gateway {
         };
         if role == Role::Follower {
             ctx.outcome = Outcome::Collapsed;
+        }
+        if let Ok(f) = &fetched {
+            ctx.upstream_took = Some(f.upstream_took);
         }
         let failed = match &fetched {
             Ok(f) => is_failure(f.entry.status),
@@ -607,11 +615,13 @@ impl Gateway {
             return Ok(Fetched {
                 entry,
                 stored: false,
+                upstream_took: Duration::ZERO,
             });
         }
         let generation = self.tenants[tenant].generation.load(Ordering::SeqCst);
         let cfg = self.config();
         let policy = &cfg.count_route;
+        let started = Instant::now();
         let result = self
             .call_upstream(
                 tenant,
@@ -654,6 +664,7 @@ impl Gateway {
             entry,
             stored: ttl.is_some()
                 && self.tenants[tenant].generation.load(Ordering::SeqCst) == generation,
+            upstream_took: started.elapsed(),
         };
         if fetched.stored {
             self.cache.insert(key, fetched.entry.clone()).await;

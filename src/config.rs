@@ -1231,6 +1231,37 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_config_validates_with_its_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ZOHO_CLIENT_SECRET", "s");
+            jail.set_env("ZOHO_REFRESH_TOKEN", "r");
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+            let raw = RawConfig::load(&path).unwrap();
+            let cfg = raw.validate().unwrap();
+            // The file states the defaults: it must equal the built-in ones.
+            let defaults = RawConfig::default();
+            assert_eq!(
+                serde_json::to_value(&raw.server).unwrap(),
+                serde_json::to_value(&defaults.server).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&raw.cache).unwrap(),
+                serde_json::to_value(&defaults.cache).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&raw.upstream).unwrap(),
+                serde_json::to_value(&defaults.upstream).unwrap()
+            );
+            assert_eq!(
+                serde_json::to_value(&raw.routes).unwrap(),
+                serde_json::to_value(&defaults.routes).unwrap()
+            );
+            assert_eq!(cfg.tenants[0].max_concurrency, 10);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn missing_env_secret_is_named() {
         figment::Jail::expect_with(|_jail| {
             let raw = RawConfig::from_toml_str(MINIMAL).unwrap();

@@ -82,6 +82,7 @@ pub struct TokenManager {
     tenant: Arc<TenantConfig>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    lockout_gauge: prometheus::IntGauge,
     clock: Clock,
     state: Mutex<State>,
     refresh_lock: tokio::sync::Mutex<()>,
@@ -136,6 +137,7 @@ impl TokenManager {
             }
         }
         TokenManager {
+            lockout_gauge: metrics.tenant(&tenant.name).token_lockout,
             tenant,
             upstream,
             metrics,
@@ -261,6 +263,7 @@ impl TokenManager {
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_secs() as i64);
                 self.save_state();
+                self.lockout_gauge.set(0);
                 self.metrics
                     .record_token_refresh(&self.tenant.name, "success");
                 self.metrics.set_token_expiry(&self.tenant.name, unix);
@@ -274,6 +277,8 @@ impl TokenManager {
                     _ => FAILURE_HOLD,
                 };
                 self.lock().hold = Some((self.clock.now() + hold, why));
+                self.lockout_gauge
+                    .set(i64::from(why == TokenFailure::Throttled));
                 self.metrics
                     .record_token_refresh(&self.tenant.name, why.as_str());
                 tracing::warn!(tenant = %self.tenant.name, reason = why.as_str(), hold_s = hold.as_secs(), "access token refresh failed");

@@ -96,10 +96,10 @@ proptest! {
 
     #[test]
     fn same_key_same_selection(a in tree(), b in tree(), data in groups()) {
-        if let (Some(ka), Some(kb)) = (key_of(&a), key_of(&b)) {
-            if ka == kb {
-                prop_assert_eq!(selects(&a, &data), selects(&b, &data), "{} vs {}", json(&a), json(&b));
-            }
+        if let (Some(ka), Some(kb)) = (key_of(&a), key_of(&b))
+            && ka == kb
+        {
+            prop_assert_eq!(selects(&a, &data), selects(&b, &data), "{} vs {}", json(&a), json(&b));
         }
     }
 

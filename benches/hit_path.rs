@@ -65,6 +65,7 @@ fn bench_hit_path(c: &mut Criterion) {
         let stop = CancellationToken::new();
         let settings = ListenerSettings {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(1),
             max_connections: 1024,
             max_header_bytes: 16 * 1024,

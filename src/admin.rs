@@ -24,7 +24,19 @@ use crate::token::TokenHealth;
 
 /// Handles one admin request.
 pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
-    match req.uri().path() {
+    let path = req.uri().path();
+    let probe = matches!(path, "/metrics" | "/healthz" | "/readyz");
+    if probe && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            b"method not allowed\n".to_vec(),
+            "text/plain",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
+    match path {
         "/metrics" => {
             let m = gw.metrics();
             m.cache_entries
@@ -64,7 +76,12 @@ fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        })
         .unwrap_or("");
     let ok: bool = presented
         .as_bytes()

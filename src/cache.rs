@@ -34,8 +34,13 @@ use crate::upstream::UpstreamResponse;
 /// Fixed bytes charged per entry for the key, the `Arc`, moka's node and bookkeeping.
 pub const ENTRY_OVERHEAD: u32 = 256;
 
-/// Response headers kept with a cached answer and replayed on hits.
-pub const STORED_HEADERS: &[HeaderName] = &[header::CONTENT_TYPE, header::CONTENT_LANGUAGE];
+/// Response headers kept with an upstream answer and replayed (`Retry-After` only ever comes
+/// with 429 / 5xx answers, which are relayed but never stored as cache entries).
+pub const STORED_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_LANGUAGE,
+    header::RETRY_AFTER,
+];
 
 /// An upstream answer as kept in the cache (and handed to coalesced waiters).
 #[derive(Debug)]

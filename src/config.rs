@@ -177,6 +177,10 @@ pub struct RawServer {
     /// Deadline for a client to send its request headers. Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed (also one that
+    /// never sends a byte). Default: `60s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Open client connections accepted at once; further clients wait in the kernel backlog.
     /// Default: `10000`.
     pub max_connections: usize,
@@ -195,6 +199,7 @@ impl Default for RawServer {
             request_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
@@ -638,6 +643,8 @@ pub struct GatewayConfig {
     pub drain_timeout: Duration,
     /// Client header-read deadline.
     pub header_read_timeout: Duration,
+    /// Idle connection timeout.
+    pub idle_timeout: Duration,
     /// Connection limit.
     pub max_connections: usize,
     /// Request head limit, bytes.
@@ -961,6 +968,7 @@ impl RawConfig {
             request_timeout: self.server.request_timeout,
             drain_timeout: self.server.drain_timeout,
             header_read_timeout: self.server.header_read_timeout,
+            idle_timeout: self.server.idle_timeout,
             max_connections: self.server.max_connections.max(1),
             max_header_bytes: self.server.max_header_bytes.max(8192),
             max_uri_bytes: self.server.max_uri_bytes,

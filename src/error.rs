@@ -89,6 +89,13 @@ pub enum GatewayError {
     /// The client's request body could not be read.
     #[error("request body could not be read")]
     BadRequestBody,
+    /// The client sent its request body too slowly.
+    #[error("request body not received in time")]
+    RequestTimeout,
+    /// The request is malformed at the HTTP level (e.g. no or several `Host` headers in
+    /// HTTP/1.1, RFC 9112 §3.2; several credential headers).
+    #[error("{0}")]
+    InvalidRequest(&'static str),
     /// A coalesced waiter reached its deadline before the shared fetch finished.
     #[error("timed out waiting for the shared upstream fetch")]
     WaitTimeout,
@@ -130,7 +137,10 @@ impl GatewayError {
             GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::BadRequestBody => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -158,6 +168,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::BadRequestBody => "bad_request_body",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::InvalidRequest(_) => "invalid_request",
             GatewayError::WaitTimeout => "wait_timeout",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
@@ -182,7 +194,9 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed
             | GatewayError::PayloadTooLarge
             | GatewayError::UriTooLong
-            | GatewayError::BadRequestBody => Blame::Client,
+            | GatewayError::BadRequestBody
+            | GatewayError::RequestTimeout
+            | GatewayError::InvalidRequest(_) => Blame::Client,
             GatewayError::WaitTimeout
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamConnect(_)
@@ -212,7 +226,8 @@ impl GatewayError {
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            GatewayError::BadRequestBody => "INVALID_REQUEST",
+            GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => "INVALID_REQUEST",
+            GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => "GATEWAY_TIMEOUT",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
             GatewayError::TokenUnavailable(_) | GatewayError::CircuitOpen => "SERVICE_UNAVAILABLE",
@@ -255,6 +270,15 @@ impl GatewayError {
             "status": "error",
         });
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// Seconds a client should wait before retrying (`Retry-After`), for errors that pass.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            GatewayError::UpstreamBusy => Some(1),
+            GatewayError::CircuitOpen | GatewayError::TokenUnavailable(_) => Some(5),
+            _ => None,
+        }
     }
 
     /// The header value naming this error kind.

@@ -45,7 +45,7 @@ impl CacheStatus<'_> {
             Outcome::Miss | Outcome::Error => s.push_str("; fwd=miss"),
             Outcome::Collapsed => s.push_str("; fwd=miss; collapsed"),
             Outcome::Bypass => s.push_str("; fwd=bypass"),
-            Outcome::Rejected => {}
+            Outcome::Rejected | Outcome::Held => {}
         }
         if self.stored {
             s.push_str("; stored");

@@ -87,6 +87,8 @@ pub struct Running {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     gateway: Arc<Gateway>,
+    proxy_shutdown: CancellationToken,
+    proxy: JoinHandle<()>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -135,18 +137,22 @@ impl App {
         let shutdown = CancellationToken::new();
         let settings = ListenerSettings {
             header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
             max_connections: config.max_connections,
             max_header_bytes: config.max_header_bytes,
         };
         let mut tasks = Vec::new();
+        // The proxy drains first, with its own token; the admin listener (and `/readyz`, which
+        // says "draining") stays up until the proxy is done.
+        let proxy_shutdown = CancellationToken::new();
         let gw = gateway.clone();
-        tasks.push(tokio::spawn(server::serve(
+        let proxy = tokio::spawn(server::serve(
             proxy_listener,
             move |req, peer| gw.clone().handle(req, peer),
             settings,
-            shutdown.clone(),
-        )));
+            proxy_shutdown.clone(),
+        ));
         let gw = gateway.clone();
         tasks.push(tokio::spawn(server::serve(
             admin_listener,
@@ -170,6 +176,8 @@ impl App {
             proxy_addr,
             admin_addr,
             gateway,
+            proxy_shutdown,
+            proxy,
             shutdown,
             tasks,
         })
@@ -204,6 +212,8 @@ impl Running {
     /// the drain deadline, background tasks stop. Returns when all of that is done.
     pub async fn shutdown(self) {
         self.gateway.set_draining();
+        self.proxy_shutdown.cancel();
+        let _ = self.proxy.await;
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;

@@ -129,6 +129,9 @@ fn toml_redacted(raw: &RawConfig) -> Result<String, BoxError> {
             }
         }
     }
+    if let Some(token) = &raw.admin.token {
+        value["admin"]["token"] = token.describe().into();
+    }
     if let Some(clients) = value.get_mut("clients").and_then(|c| c.as_object_mut()) {
         for (name, c) in clients.iter_mut() {
             if let Some(key) = &raw.clients[name].key {

@@ -27,6 +27,9 @@ pub enum Outcome {
     Collapsed,
     /// Served a stale entry (stale-while-revalidate or stale-if-error).
     Stale,
+    /// Answered from a hold after a recent upstream failure (the failure again, with
+    /// `Retry-After`); no upstream call.
+    Held,
     /// Forwarded without using the cache (not canonicalisable, or not a cached route).
     Bypass,
     /// Answered locally with an error (bad input, unknown key or route); no upstream call.
@@ -37,11 +40,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// All variants, in label order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Hit,
         Outcome::Miss,
         Outcome::Collapsed,
         Outcome::Stale,
+        Outcome::Held,
         Outcome::Bypass,
         Outcome::Rejected,
         Outcome::Error,
@@ -54,6 +58,7 @@ impl Outcome {
             Outcome::Miss => "miss",
             Outcome::Collapsed => "collapsed",
             Outcome::Stale => "stale",
+            Outcome::Held => "held",
             Outcome::Bypass => "bypass",
             Outcome::Rejected => "rejected",
             Outcome::Error => "error",
@@ -108,6 +113,7 @@ pub struct TenantMetrics {
     saved_hit: IntCounter,
     saved_collapsed: IntCounter,
     saved_stale: IntCounter,
+    saved_held: IntCounter,
     saved_rejected: IntCounter,
 }
 
@@ -119,6 +125,7 @@ impl TenantMetrics {
             Outcome::Hit => self.saved_hit.inc(),
             Outcome::Collapsed => self.saved_collapsed.inc(),
             Outcome::Stale => self.saved_stale.inc(),
+            Outcome::Held => self.saved_held.inc(),
             Outcome::Rejected => self.saved_rejected.inc(),
             Outcome::Miss | Outcome::Bypass | Outcome::Error => {}
         }
@@ -372,6 +379,7 @@ impl Metrics {
             saved_hit: saved(Outcome::Hit),
             saved_collapsed: saved(Outcome::Collapsed),
             saved_stale: saved(Outcome::Stale),
+            saved_held: saved(Outcome::Held),
             saved_rejected: saved(Outcome::Rejected),
         }
     }

@@ -167,6 +167,58 @@ impl RequestCtx {
     }
 }
 
+/// Measures and logs a request exactly once: at the end, or — if the client went away and the
+/// request's future was dropped — on drop, with status 499 (client closed request).
+struct Recorder {
+    gw: Arc<Gateway>,
+    started: Instant,
+    method: Method,
+    ctx: RequestCtx,
+    done: bool,
+}
+
+impl Recorder {
+    fn finish(&mut self, status: u16) {
+        self.done = true;
+        let gw = &self.gw;
+        let ctx = &self.ctx;
+        let took = self.started.elapsed();
+        gw.metrics
+            .record_request(ctx.route, ctx.outcome, status, took);
+        match ctx.outcome {
+            Outcome::Hit | Outcome::Stale => gw.tally.hits.fetch_add(1, Ordering::Relaxed),
+            Outcome::Miss | Outcome::Collapsed => gw.tally.misses.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        let tenant = ctx.tenant.map(|i| &gw.tenants[i]);
+        if let Some(t) = tenant {
+            t.metrics.record_outcome(ctx.outcome);
+        }
+        tracing::info!(
+            target: "zoho_gateway::access",
+            request_id = ctx.request_id.to_str().unwrap_or(""),
+            method = %self.method,
+            route = ctx.route.as_str(),
+            status,
+            outcome = ctx.outcome.as_str(),
+            tenant = tenant.map_or("", |t| t.config.name.as_str()),
+            duration_us = took.as_micros() as u64,
+            upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
+        );
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(CLIENT_CLOSED_REQUEST);
+        }
+    }
+}
+
+/// Status recorded for a request whose client went away first (nginx's 499).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// Client cache directives that apply (RFC 9111 §5.2.1), after route policy.
 #[derive(Clone, Copy, Debug, Default)]
 struct Directives {
@@ -318,65 +370,46 @@ impl Gateway {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let started = Instant::now();
         let request_id = headers::request_id(req.headers());
-        let method = req.method().clone();
-        let mut ctx = RequestCtx {
-            route: RouteKind::Unmatched,
-            outcome: Outcome::Rejected,
-            tenant: None,
-            peer: peer.ip(),
-            request_id: request_id.clone(),
-            upstream_took: None,
+        let mut rec = Recorder {
+            gw: Arc::clone(&self),
+            started: Instant::now(),
+            method: req.method().clone(),
+            ctx: RequestCtx {
+                route: RouteKind::Unmatched,
+                outcome: Outcome::Rejected,
+                tenant: None,
+                peer: peer.ip(),
+                request_id: request_id.clone(),
+                upstream_took: None,
+            },
+            done: false,
         };
         let cfg = self.config();
         let timeout = cfg.request_timeout;
-        let result = match tokio::time::timeout(timeout, self.handle_inner(req, &mut ctx)).await {
+        let inner = self.handle_inner(cfg, req, &mut rec.ctx);
+        let result = match tokio::time::timeout(timeout, inner).await {
             Ok(r) => r,
             Err(_) => Err(GatewayError::UpstreamTimeout),
         };
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
-                if ctx.outcome != Outcome::Rejected
-                    || !matches!(err.blame(), crate::error::Blame::Client)
-                {
+                let ctx = &mut rec.ctx;
+                if ctx.outcome != Outcome::Rejected || err.blame() != crate::error::Blame::Client {
                     ctx.outcome = Outcome::Error;
                 }
                 error_response(&err, ctx.outcome)
             }
         };
-        resp.headers_mut()
-            .insert(&headers::REQUEST_ID, request_id.clone());
-        let status = resp.status().as_u16();
-        let took = started.elapsed();
-        self.metrics
-            .record_request(ctx.route, ctx.outcome, status, took);
-        match ctx.outcome {
-            Outcome::Hit | Outcome::Stale => self.tally.hits.fetch_add(1, Ordering::Relaxed),
-            Outcome::Miss | Outcome::Collapsed => self.tally.misses.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-        let tenant = ctx.tenant.map(|i| &self.tenants[i]);
-        if let Some(t) = tenant {
-            t.metrics.record_outcome(ctx.outcome);
-        }
-        tracing::info!(
-            target: "zoho_gateway::access",
-            request_id = request_id.to_str().unwrap_or(""),
-            method = %method,
-            route = ctx.route.as_str(),
-            status,
-            outcome = ctx.outcome.as_str(),
-            tenant = tenant.map_or("", |t| t.config.name.as_str()),
-            duration_us = took.as_micros() as u64,
-            upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
-        );
+        resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
+        rec.finish(resp.status().as_u16());
         resp
     }
 
     async fn handle_inner<B>(
         self: &Arc<Self>,
+        cfg: Arc<GatewayConfig>,
         req: Request<B>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError>
@@ -385,13 +418,21 @@ impl Gateway {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
+        if req.version() == http::Version::HTTP_11
+            && req.headers().get_all(header::HOST).iter().count() != 1
+        {
+            return Err(GatewayError::InvalidRequest(
+                "an HTTP/1.1 request needs exactly one Host header",
+            ));
+        }
+        let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if target_len > cfg.max_uri_bytes {
+            return Err(GatewayError::UriTooLong);
+        }
         let path = req.uri().path();
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
-        }
-        let cfg = self.config();
-        if req.uri().to_string().len() > cfg.max_uri_bytes {
-            return Err(GatewayError::UriTooLong);
         }
         if let Some(m) = route::match_path(path, &cfg.count_route.versions) {
             ctx.route = m.kind;
@@ -405,7 +446,7 @@ impl Gateway {
         if cfg
             .passthrough
             .iter()
-            .any(|r| r.matches(req.method(), path))
+            .any(|r| r.matches(req.method(), path, &cfg.count_route.versions))
         {
             ctx.route = RouteKind::Passthrough;
             let auth = self.authenticate(&cfg, req.headers(), RouteKind::Passthrough)?;
@@ -483,7 +524,11 @@ impl Gateway {
                 Freshness::StaleWhileRevalidate => {
                     ctx.outcome = Outcome::Stale;
                     self.metrics.record_stale_served("stale-while-revalidate");
-                    self.revalidate_in_background(key, tenant_idx, call, req, raw_query);
+                    // A key on hold (a recent failure, Zoho's Retry-After) is not refreshed.
+                    let held = self.holds.get(&key).is_some_and(|h| h.until > now);
+                    if !held {
+                        self.revalidate_in_background(key, tenant_idx, call, req, raw_query);
+                    }
                     return Ok(hit_response(
                         entry,
                         now,
@@ -508,11 +553,11 @@ impl Gateway {
                     Some("stale-if-error"),
                 ));
             }
-            ctx.outcome = Outcome::Error;
+            ctx.outcome = Outcome::Held;
             let retry_after = hold.until.saturating_duration_since(now).as_secs().max(1);
             let mut resp = match &hold.failure {
-                Ok(f) => fetched_response(f, Outcome::Error, Some("upstream-hold"), now),
-                Err(e) => error_response(e, Outcome::Error),
+                Ok(f) => fetched_response(f, Outcome::Held, Some("upstream-hold"), now),
+                Err(e) => error_response(e, Outcome::Held),
             };
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -523,9 +568,9 @@ impl Gateway {
         ctx.outcome = Outcome::Miss;
         let recheck = !directives.no_cache;
         let fetch = self.fetcher(key, tenant_idx, call, req.uri().path(), raw_query, recheck);
-        self.metrics.coalesce_waiters.inc();
+        let waiting = GaugeGuard::inc(&self.metrics.coalesce_waiters);
         let flight = self.flights.run(key, cfg.coalesce_timeout, fetch).await;
-        self.metrics.coalesce_waiters.dec();
+        drop(waiting);
         let (fetched, role) = match flight {
             Ok(v) => v,
             Err(FlightError::Timeout) => return Err(GatewayError::WaitTimeout),
@@ -744,9 +789,12 @@ impl Gateway {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (parts, body) = req.into_parts();
-        let body = Limited::new(body, cfg.passthrough_max_body)
-            .collect()
+        // The body must arrive within the header-read deadline: a slow upload is the client's
+        // fault (408), not the upstream's.
+        let read = Limited::new(body, cfg.passthrough_max_body).collect();
+        let body = tokio::time::timeout(cfg.header_read_timeout, read)
             .await
+            .map_err(|_| GatewayError::RequestTimeout)?
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
                     GatewayError::PayloadTooLarge
@@ -938,6 +986,13 @@ impl Gateway {
         h: &HeaderMap,
         route: RouteKind,
     ) -> Result<Authenticated<'c>, GatewayError> {
+        if h.get_all(header::AUTHORIZATION).iter().count() > 1
+            || h.get_all(&headers::GATEWAY_KEY).iter().count() > 1
+        {
+            return Err(GatewayError::InvalidRequest(
+                "conflicting credentials: send one Authorization and at most one X-Gateway-Key",
+            ));
+        }
         let zoho_token = h.get(header::AUTHORIZATION).map(|v| {
             let v = v.as_bytes();
             let scheme = b"zoho-oauthtoken ";
@@ -999,6 +1054,22 @@ fn managed_auth(token: &AccessToken) -> Result<HeaderValue, GatewayError> {
         .map_err(|_| GatewayError::Internal)?;
     auth.set_sensitive(true);
     Ok(auth)
+}
+
+/// Increments a gauge for as long as it lives (also when its future is dropped mid-way).
+struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn inc(g: &prometheus::IntGauge) -> Self {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Whether an upstream status is a failure that stale-if-error and the hold cover.
@@ -1184,6 +1255,9 @@ fn error_response(err: &GatewayError, outcome: Outcome) -> Response<Body> {
     );
     if matches!(err, GatewayError::MethodNotAllowed) {
         h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+    }
+    if let Some(secs) = err.retry_after_secs() {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

@@ -57,12 +57,13 @@ pub fn is_normal_path(path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') {
         return false;
     }
+    let encoded = path.contains('%');
     let lower_has = |needle: &[u8]| {
         path.as_bytes()
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
     };
-    if lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c") {
+    if encoded && (lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c")) {
         return false;
     }
     path == "/"
@@ -71,7 +72,9 @@ pub fn is_normal_path(path: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
-/// One `[routes.passthrough] allow` entry: a method and a path pattern.
+/// One `[routes.passthrough] allow` entry: a method and a path pattern. In patterns,
+/// `{version}` matches only the configured API versions, `{id}` only a Zoho record id (1–32
+/// digits), and any other `{name}` one segment of `[A-Za-z0-9_.-]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowRule {
     /// HTTP method.
@@ -82,6 +85,8 @@ pub struct AllowRule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
     Literal(String),
+    Version,
+    Id,
     Param,
 }
 
@@ -108,7 +113,11 @@ impl AllowRule {
         let segments = path[1..]
             .split('/')
             .map(|seg| {
-                if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
+                if seg == "{version}" {
+                    Segment::Version
+                } else if seg == "{id}" {
+                    Segment::Id
+                } else if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
                     Segment::Param
                 } else {
                     Segment::Literal(seg.to_owned())
@@ -118,8 +127,9 @@ impl AllowRule {
         Ok(AllowRule { method, segments })
     }
 
-    /// Whether `method` and `path` (normal form) match this rule.
-    pub fn matches(&self, method: &http::Method, path: &str) -> bool {
+    /// Whether `method` and `path` (normal form) match this rule; `versions` are the API
+    /// versions `{version}` may take.
+    pub fn matches(&self, method: &http::Method, path: &str, versions: &[String]) -> bool {
         if method != self.method {
             return false;
         }
@@ -130,6 +140,10 @@ impl AllowRule {
             };
             let ok = match seg {
                 Segment::Literal(l) => l == part,
+                Segment::Version => versions.iter().any(|v| v == part),
+                Segment::Id => {
+                    (1..=32).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
+                }
                 Segment::Param => part
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')),
@@ -222,12 +236,18 @@ mod tests {
 
     #[test]
     fn allow_rules_match_methods_and_segments() {
+        let v: Vec<String> = vec!["v7".into()];
         let r = AllowRule::parse("PUT /crm/{version}/settings/user_groups/{id}").unwrap();
-        assert!(r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/123"));
-        assert!(!r.matches(&http::Method::GET, "/crm/v7/settings/user_groups/123"));
-        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups"));
-        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/1/x"));
-        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/a%20b"));
+        assert!(r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/123", &v));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v2/settings/user_groups/123", &v));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/12a", &v));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/...", &v));
+        assert!(!r.matches(&http::Method::GET, "/crm/v7/settings/user_groups/123", &v));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups", &v));
+        assert!(!r.matches(&http::Method::PUT, "/crm/v7/settings/user_groups/1/x", &v));
+        let any = AllowRule::parse("GET /crm/{version}/settings/{thing}").unwrap();
+        assert!(any.matches(&http::Method::GET, "/crm/v7/settings/a_b-c.d", &v));
+        assert!(!any.matches(&http::Method::GET, "/crm/v7/settings/a%20b", &v));
         assert!(AllowRule::parse("CONNECT /crm/x").is_err());
         assert!(AllowRule::parse("GET /other").is_err());
         assert!(AllowRule::parse("GET").is_err());

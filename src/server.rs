@@ -1,8 +1,11 @@
-//! Listeners: accept loop, HTTP/1.1 and h2c (hyper-util's auto builder), graceful drain.
+//! Listeners: accept loop, HTTP/1.1 and h2c (hyper-util's auto builder), connection limits,
+//! idle and slow-client timeouts, graceful drain.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -10,20 +13,23 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::sync::Arc;
-
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::proxy::Body;
 
 /// Per-listener settings.
 #[derive(Clone, Copy, Debug)]
 pub struct ListenerSettings {
-    /// Deadline for a client to send its request headers (slow-client protection).
+    /// Deadline for a client to send its request headers once it started (slow-client
+    /// protection).
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed. A new connection must
+    /// deliver its first request head within `header_read_timeout`.
+    pub idle_timeout: Duration,
     /// How long shutdown waits for open connections to finish their requests.
     pub drain_timeout: Duration,
     /// Open connections at most; the accept loop waits for a free slot (the kernel backlog
@@ -33,8 +39,52 @@ pub struct ListenerSettings {
     pub max_header_bytes: usize,
 }
 
-/// Serves `handler` on `listener` until `shutdown` is cancelled, then stops accepting and lets
-/// open connections finish their in-flight requests for at most `drain_timeout`.
+/// When a connection last finished a request, how many it has in flight, how many it began.
+struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+    active: AtomicUsize,
+    requests: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the connection should be closed: no complete request head within
+    /// `first_request` of connecting (this also covers clients that send nothing, or stop
+    /// inside the HTTP/2 preface), or nothing in flight for `idle`.
+    fn expired(&self, first_request: Duration, idle: Duration) -> bool {
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            return self.started.elapsed() >= first_request;
+        }
+        self.idle_for().is_some_and(|d| d >= idle)
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+/// Ends the request's activity when dropped (also when the client goes away mid-request).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `handler` on `listener` until `shutdown` is cancelled, then stops accepting, asks
+/// every connection to finish (HTTP/1: close after the current response; HTTP/2: GOAWAY) and
+/// waits at most `drain_timeout` for them.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     handler: H,
@@ -54,7 +104,8 @@ pub async fn serve<H, Fut>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     loop {
         let slot = tokio::select! {
@@ -78,27 +129,65 @@ pub async fn serve<H, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let svc = service_fn(move |req| {
-            let fut = handler(req, peer);
-            async move { Ok::<_, Infallible>(fut.await) }
+        let activity = Arc::new(Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+        let svc = {
+            let (handler, activity) = (handler.clone(), activity.clone());
+            service_fn(move |req| {
+                activity.active.fetch_add(1, Ordering::Relaxed);
+                activity.requests.fetch_add(1, Ordering::Relaxed);
+                let in_flight = InFlight(activity.clone());
+                let fut = handler(req, peer);
+                async move {
+                    let resp = fut.await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let (builder, shutdown) = (builder.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let every = settings.idle_timeout.min(settings.header_read_timeout) / 4;
+            let mut check = tokio::time::interval(every.max(Duration::from_millis(10)));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.cancelled(), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = check.tick(), if !closing => {
+                        if activity.expired(settings.header_read_timeout, settings.idle_timeout) {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                    }
+                }
             }
             drop(slot);
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(settings.drain_timeout) => {
-            tracing::warn!("drain deadline passed with connections still open");
-        }
+    connections.close();
+    if tokio::time::timeout(settings.drain_timeout, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "drain deadline passed with connections still open"
+        );
     }
 }

@@ -66,6 +66,17 @@ struct State {
     hold: Option<(Instant, TokenFailure)>,
 }
 
+/// Why a refresh is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// No valid token.
+    Missing,
+    /// The token of this generation is near expiry (refresh-ahead); it stays in use meanwhile.
+    Ahead(u64),
+    /// Zoho rejected the token of this generation.
+    Rejected(u64),
+}
+
 /// Observable token state, for `/readyz` and the admin API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenHealth {
@@ -184,7 +195,7 @@ impl TokenManager {
         if let Some(t) = self.valid_current(self.clock.now()) {
             return Ok(t);
         }
-        self.refresh(None).await
+        self.refresh(Cause::Missing).await
     }
 
     /// Zoho rejected `used` (401 `INVALID_TOKEN` / `AUTHENTICATION_FAILURE`): drop it and return a
@@ -196,12 +207,12 @@ impl TokenManager {
         &self,
         used: &AccessToken,
     ) -> Result<Arc<AccessToken>, GatewayError> {
-        self.refresh(Some(used.generation)).await
+        self.refresh(Cause::Rejected(used.generation)).await
     }
 
     /// Refreshes unless another caller already replaced the token (`rejected` is the generation
     /// known bad, `None` for "no valid token").
-    async fn refresh(&self, rejected: Option<u64>) -> Result<Arc<AccessToken>, GatewayError> {
+    async fn refresh(&self, cause: Cause) -> Result<Arc<AccessToken>, GatewayError> {
         let wait = self.tenant.token_timeout * 2;
         let _guard = tokio::time::timeout(wait, self.refresh_lock.lock())
             .await
@@ -210,10 +221,15 @@ impl TokenManager {
         {
             let mut st = self.lock();
             if let Some(t) = st.current.as_ref().filter(|t| t.expires_at > now) {
-                if rejected != Some(t.generation) {
-                    return Ok(t.clone());
+                match cause {
+                    // Zoho refused this very token: drop it.
+                    Cause::Rejected(g) if g == t.generation => st.current = None,
+                    // Refresh ahead of expiry: keep serving the current token until a new one
+                    // arrives (a failed refresh must not throw away a valid token).
+                    Cause::Ahead(g) if g == t.generation => {}
+                    // Someone else already replaced it.
+                    _ => return Ok(t.clone()),
                 }
-                st.current = None;
             }
             if let Some((until, why)) = st.hold {
                 if until > now {
@@ -314,6 +330,9 @@ impl TokenManager {
     /// Background task: keeps a token ready, refreshing `refresh_margin` before expiry, until
     /// `shutdown` is cancelled. After a failure it retries when the hold ends (at most every 5 s).
     pub async fn run_refresh_ahead(self: Arc<Self>, shutdown: CancellationToken) {
+        // After a failed refresh-ahead, the next try waits a quarter of the token's remaining
+        // life (5..=60 s), so a flaky accounts server cannot drain the grant budget.
+        let mut retry_at: Option<Instant> = None;
         loop {
             let now = self.clock.now();
             let (due, hold_until) = {
@@ -325,11 +344,14 @@ impl TokenManager {
                 });
                 (due, st.hold.map(|(until, _)| until))
             };
-            let wake = match (due, hold_until) {
+            let mut wake = match (due, hold_until) {
                 (_, Some(until)) if until > now => until,
                 (Some(due), _) => due,
                 (None, _) => now,
             };
+            if let Some(at) = retry_at {
+                wake = wake.max(at);
+            }
             if wake > now {
                 let notified = self.changed.notified();
                 tokio::select! {
@@ -341,11 +363,22 @@ impl TokenManager {
             if shutdown.is_cancelled() {
                 return;
             }
-            let generation = self.lock().current.as_ref().map(|t| t.generation);
-            // A failure is recorded in `hold`; the loop then waits for the hold to end.
-            let _ = tokio::select! {
+            let current = self.lock().current.clone();
+            let cause = match &current {
+                Some(t) => Cause::Ahead(t.generation),
+                None => Cause::Missing,
+            };
+            let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.refresh(generation) => r,
+                r = self.refresh(cause) => r,
+            };
+            retry_at = match (result, current) {
+                (Err(_), Some(t)) => {
+                    let now = self.clock.now();
+                    let left = t.expires_at.saturating_duration_since(now);
+                    Some(now + (left / 4).clamp(Duration::from_secs(5), Duration::from_secs(60)))
+                }
+                _ => None,
             };
         }
     }

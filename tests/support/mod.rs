@@ -54,6 +54,23 @@ impl Harness {
         }
     }
 
+    /// Starts both with keys added inside `[server]` and `[tenants.a]` (see [`Extra`]).
+    pub async fn start_with_extra(sim_config: SimConfig, extra: Extra<'_>) -> Self {
+        let sim = Simulator::spawn(sim_config)
+            .await
+            .expect("simulator starts");
+        let (clock, handle) = Clock::manual();
+        let gw = App::spawn_with_clock(gateway_config_with(&sim.base_url(), extra), clock)
+            .await
+            .expect("gateway starts");
+        Harness {
+            sim,
+            gw,
+            client: TestClient::new(),
+            clock: handle,
+        }
+    }
+
     /// Moves the gateway's freshness clock forward.
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
@@ -104,12 +121,42 @@ impl Harness {
 /// The gateway config used by the tests: two tenants on the simulator (both using the
 /// simulator's demo credentials), one key each, ports chosen by the OS.
 pub fn gateway_config(sim_url: &str, extra_toml: &str) -> zoho_gateway::config::GatewayConfig {
+    gateway_config_with(
+        sim_url,
+        Extra {
+            rest: extra_toml,
+            ..Extra::default()
+        },
+    )
+}
+
+/// Extra TOML for the harness config. TOML forbids defining a table twice, so keys of
+/// `[server]` and `[tenants.a]` (which the harness config defines) go in `server` and
+/// `tenant_a`; `rest` is appended at the end. `{sim}` is replaced by the simulator URL.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extra<'a> {
+    pub server: &'a str,
+    pub tenant_a: &'a str,
+    pub rest: &'a str,
+}
+
+/// [`gateway_config`] with keys added inside `[server]` and `[tenants.a]`.
+pub fn gateway_config_with(sim_url: &str, extra: Extra<'_>) -> zoho_gateway::config::GatewayConfig {
+    RawConfig::from_toml_str(&gateway_toml(sim_url, extra))
+        .expect("test config parses")
+        .validate()
+        .expect("test config validates")
+}
+
+/// The text of [`gateway_config_with`]'s config (for tests that run the binary with a file).
+pub fn gateway_toml(sim_url: &str, extra: Extra<'_>) -> String {
     let (id, secret, refresh) = SimConfig::demo_credentials();
-    let text = format!(
+    format!(
         r#"
         [server]
         listen = "127.0.0.1:0"
         admin_listen = "127.0.0.1:0"
+        {server}
         [logging]
         filter = "warn"
         [tenants.a]
@@ -118,6 +165,7 @@ pub fn gateway_config(sim_url: &str, extra_toml: &str) -> zoho_gateway::config::
         client_id = "{id}"
         client_secret = "{secret}"
         refresh_token = "{refresh}"
+        {tenant_a}
         [tenants.b]
         api_base = "{sim_url}"
         accounts_url = "{sim_url}"
@@ -130,14 +178,12 @@ pub fn gateway_config(sim_url: &str, extra_toml: &str) -> zoho_gateway::config::
         [clients.b]
         tenant = "b"
         key = "{KEY_B}"
-        {extra}
+        {rest}
         "#,
-        extra = extra_toml.replace("{sim}", sim_url)
-    );
-    RawConfig::from_toml_str(&text)
-        .expect("test config parses")
-        .validate()
-        .expect("test config validates")
+        server = extra.server.replace("{sim}", sim_url),
+        tenant_a = extra.tenant_a.replace("{sim}", sim_url),
+        rest = extra.rest.replace("{sim}", sim_url)
+    )
 }
 
 /// A response read whole.

@@ -69,13 +69,16 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Serve { config } => {
             let raw = RawConfig::load(&config)?;
             telemetry::init(&raw.logging);
+            let mut signals = Signals::register()?;
             let running = App::spawn(raw.validate()?).await?;
-            serve_until_shutdown(&running, &config).await;
+            serve_until_shutdown(&running, &config, &mut signals).await;
+            running.gateway().set_draining();
             tracing::info!("shutting down: draining in-flight requests");
             running.shutdown().await;
         }
         Command::Simulate { listen } => {
             telemetry::init(&Default::default());
+            let mut signals = Signals::register()?;
             let sim = Simulator::spawn(SimConfig {
                 listen,
                 ..SimConfig::default()
@@ -88,15 +91,16 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 sim.base_url(),
                 sim.base_url()
             );
-            shutdown_signal().await;
+            signals.shutdown().await;
             sim.shutdown().await;
         }
         Command::Demo => {
             let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG)?;
             telemetry::init(&raw.logging);
+            let mut signals = Signals::register()?;
             let demo = demo::start(raw).await?;
             println!("{}", demo.banner());
-            shutdown_signal().await;
+            signals.shutdown().await;
             demo.shutdown().await;
         }
         Command::CheckConfig { config } => {
@@ -142,54 +146,68 @@ fn toml_redacted(raw: &RawConfig) -> Result<String, BoxError> {
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
+/// The process signals, registered before the gateway starts listening, so a signal that
+/// arrives early is handled instead of killing the process with the default action.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Waits for SIGTERM or Ctrl-C.
+    async fn shutdown(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// Waits for SIGTERM / Ctrl-C; on SIGHUP reloads `path` (an invalid config is refused and the
 /// old one stays, with the reason logged).
-async fn serve_until_shutdown(running: &zoho_gateway::Running, path: &std::path::Path) {
+async fn serve_until_shutdown(
+    running: &zoho_gateway::Running,
+    path: &std::path::Path,
+    signals: &mut Signals,
+) {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return shutdown_signal().await;
-        };
-        let shutdown = shutdown_signal();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = hup.recv() => {
-                    let result = RawConfig::load(path)
-                        .and_then(|raw| raw.validate())
-                        .map_err(|e| e.to_string())
-                        .and_then(|cfg| running.reload(cfg));
-                    match result {
-                        Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
-                        Err(why) => tracing::error!(path = %path.display(), %why, "reload refused; keeping the current configuration"),
-                    }
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = signals.term.recv() => return,
+            _ = signals.hup.recv() => {
+                let result = RawConfig::load(path)
+                    .and_then(|raw| raw.validate())
+                    .map_err(|e| e.to_string())
+                    .and_then(|cfg| running.reload(cfg));
+                match result {
+                    Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+                    Err(why) => tracing::error!(path = %path.display(), %why, "reload refused; keeping the current configuration"),
                 }
             }
         }
     }
     #[cfg(not(unix))]
-    shutdown_signal().await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        let _ = (running, path);
+        signals.shutdown().await
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -155,8 +155,16 @@ pub async fn serve<H, Fut>(
             tokio::pin!(conn);
             let every = settings.idle_timeout.min(settings.header_read_timeout) / 4;
             let mut check = tokio::time::interval(every.max(Duration::from_millis(10)));
-            let mut closing = false;
+            // Once asked to close, a connection that does not finish within its grace (an HTTP/2
+            // peer that never answers GOAWAY's ping, say) is dropped.
+            let mut close_by: Option<Instant> = None;
             loop {
+                let hard_close = async {
+                    match close_by {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     result = conn.as_mut() => {
                         if let Err(e) = result {
@@ -164,14 +172,18 @@ pub async fn serve<H, Fut>(
                         }
                         break;
                     }
-                    _ = shutdown.cancelled(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                    _ = hard_close => {
+                        tracing::debug!(%peer, "connection dropped after its close grace");
+                        break;
                     }
-                    _ = check.tick(), if !closing => {
+                    _ = shutdown.cancelled(), if close_by.is_none() => {
+                        conn.as_mut().graceful_shutdown();
+                        close_by = Some(Instant::now() + settings.drain_timeout);
+                    }
+                    _ = check.tick(), if close_by.is_none() => {
                         if activity.expired(settings.header_read_timeout, settings.idle_timeout) {
                             conn.as_mut().graceful_shutdown();
-                            closing = true;
+                            close_by = Some(Instant::now() + settings.header_read_timeout);
                         }
                     }
                 }

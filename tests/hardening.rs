@@ -425,7 +425,6 @@ async fn a_long_retry_after_is_relayed_at_once_and_holds_the_key() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: Zoho's Retry-After is dropped from the relayed 429 (only held replays carry one)"]
 async fn a_relayed_429_keeps_zohos_retry_after() {
     let h = Harness::start_with_extra(
         SimConfig::default(),
@@ -1122,7 +1121,6 @@ async fn is_dropped_after(first: &[u8]) -> Option<Ended> {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a connection that sends nothing is never closed (HTTP version detection has no deadline)"]
 async fn a_client_that_sends_nothing_is_disconnected() {
     let ended = is_dropped_after(b"").await;
     assert!(
@@ -1132,7 +1130,6 @@ async fn a_client_that_sends_nothing_is_disconnected() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a client stopping inside the h2 preface is never closed (version detection has no deadline)"]
 async fn a_client_that_stops_inside_the_h2_preface_is_disconnected() {
     let ended = is_dropped_after(b"PRI * HTTP/2.0\r\n").await;
     assert!(
@@ -1142,11 +1139,12 @@ async fn a_client_that_stops_inside_the_h2_preface_is_disconnected() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: an h2 connection that never sends a request is never closed (no h2 idle/handshake deadline)"]
 async fn a_client_that_sends_the_h2_preface_and_then_nothing_is_disconnected() {
     let ended = is_dropped_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    // The gateway speaks HTTP/2 here (SETTINGS, then GOAWAY: no HTTP/1 status line, hence
+    // `Answered(0)`), and then closes the connection.
     assert!(
-        matches!(ended, Some(Ended::Closed | Ended::Answered(408))),
+        matches!(ended, Some(Ended::Closed | Ended::Answered(0 | 408))),
         "still open after 3 s: {ended:?}"
     );
 }
@@ -1207,7 +1205,6 @@ async fn slow_clients_cannot_starve_max_connections() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: max_connections silent connections (no bytes) hold every slot forever: the listener stops serving"]
 async fn silent_connections_cannot_starve_max_connections() {
     starve(b"").await;
 }

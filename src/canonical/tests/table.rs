@@ -177,6 +177,17 @@ fn near_misses_differ() {
     assert_ne!(swap("\"name\"", "\"description\""), base, "field");
     assert_ne!(swap("Tier1", "Tier1 "), base, "no trimming");
     assert_ne!(key(&format!("{SEED_CURL}&page=2")), base, "page");
+    // Single criteria, so member ordering cannot mask a value that is folded in the key.
+    assert_ne!(
+        key(&fq(&crit("name", "equal", "Tier1"))),
+        key(&fq(&crit("name", "equal", "tier1"))),
+        "value case, single criterion"
+    );
+    assert_ne!(
+        key(&fq(&crit("name", "equal", "Tier1"))),
+        key(&fq(&crit("description", "equal", "Tier1"))),
+        "field, single criterion"
+    );
     assert_ne!(key(&format!("{SEED_CURL}&per_page=100")), base, "per_page");
     // String "1" is cacheable; number 1 is uncacheable, so it never shares the key.
     let s1 = canonicalize(&fq(&crit("name", "equal", "1")), &CanonicalRules::default());

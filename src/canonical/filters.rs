@@ -89,27 +89,37 @@ fn invalid(kind: InvalidKind, message: impl Into<String>) -> Reject {
 }
 
 /// Semantic normalisation: flatten same-operator children, sort, dedup, unwrap one-member groups.
-/// Children are normalised first, so the result is a fixed point.
-fn normalize(node: Node) -> Node {
-    match node {
-        Node::Criterion(_) => node,
-        Node::Group(op, members) => {
-            let mut out = Vec::with_capacity(members.len());
-            for m in members {
-                match normalize(m) {
-                    Node::Group(inner, ms) if inner == op => out.extend(ms),
-                    other => out.push(other),
-                }
+/// Children are normalised first, so the result is a fixed point. Works in place: a group's
+/// member vector is only rebuilt when a child has to be flattened into it.
+fn normalize(mut node: Node) -> Node {
+    normalize_in_place(&mut node);
+    node
+}
+
+fn normalize_in_place(node: &mut Node) {
+    let Node::Group(op, members) = node else {
+        return;
+    };
+    let op = *op;
+    members.iter_mut().for_each(normalize_in_place);
+    if members
+        .iter()
+        .any(|m| matches!(m, Node::Group(inner, _) if *inner == op))
+    {
+        let old = std::mem::take(members);
+        for m in old {
+            match m {
+                Node::Group(inner, ms) if inner == op => members.extend(ms),
+                other => members.push(other),
             }
-            out.sort_unstable();
-            out.dedup();
-            if out.len() == 1
-                && let Some(only) = out.pop()
-            {
-                return only;
-            }
-            Node::Group(op, out)
         }
+    }
+    members.sort_unstable();
+    members.dedup();
+    if members.len() == 1
+        && let Some(only) = members.pop()
+    {
+        *node = only;
     }
 }
 

@@ -565,3 +565,50 @@ fn canonical_json_round_trips() {
     assert_eq!(key(&fq(&json)), key(SEED_CURL));
     assert_eq!((q.page(), q.per_page()), (1, 200));
 }
+
+#[test]
+fn hex_case_and_encoding_choice_do_not_matter() {
+    let upper = key(&fq(&crit("name", "equal", "a+b c")));
+    let lower = key(&fq(&crit("name", "equal", "a+b c"))
+        .to_lowercase()
+        .replace("filters=", "filters="));
+    // Lower-casing the whole query lower-cases letters outside escapes too; compare escapes only.
+    let manual = "filters=%7b%22field%22:%7b%22api_name%22:%22name%22%7d,%22comparator%22:%22equal%22,%22value%22:%22a%2bb+c%22%7d";
+    assert_eq!(key(manual), upper);
+    assert_ne!(key(manual), key(&fq(&crit("name", "equal", "a b c"))));
+}
+
+#[test]
+fn messages_never_echo_client_input() {
+    let evil = "<img src=x onerror=zzmarker>";
+    for q in [
+        fq(&crit(evil, "equal", "a")),
+        fq(&crit("name", evil, "a")),
+        fq(&group(evil, &[crit("name", "equal", "a")])),
+        format!("page={}", pct(evil)),
+        fq(&format!("{{\"{evil}\"")),
+    ] {
+        let inv = invalid(&q);
+        assert!(!inv.message.contains("zzmarker"), "{}", inv.message);
+        assert!(!inv.to_string().contains("zzmarker"));
+    }
+}
+
+#[test]
+fn outcome_precedence() {
+    // Bad encoding anywhere beats everything.
+    assert_eq!(invalid("x=%zz&y={&page=0").kind, InvalidKind::BadEncoding);
+    // Unencoded characters and repeats beat page / filters validation.
+    assert_eq!(uncacheable("page=0&y={"), NoCacheReason::UnencodedCharacter);
+    assert_eq!(
+        uncacheable(&format!("page=0&{}&{}", fq("[]"), fq("[]"))),
+        NoCacheReason::RepeatedParam
+    );
+    // page / per_page are checked before filters.
+    assert_eq!(
+        invalid(&format!("per_page=0&{}", fq("[]"))).param,
+        "per_page"
+    );
+    // A repeated unknown parameter is fine.
+    key("x=1&x=1");
+}

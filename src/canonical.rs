@@ -33,9 +33,11 @@
 //! `%2B` a literal plus, `%26` a literal `&` that never splits parameters. Invalid
 //! percent-encoding (`%zz`, a truncated `%4`) or bytes that do not decode to UTF-8 are bad input
 //! ([`InvalidKind::BadEncoding`], `param = "query"`). Raw characters that RFC 3986 does not allow
-//! unencoded in a query (space, `"`, `{`, `}`, `[`, `]`, `<`, `>`, `\`, `^`, `` ` ``, `|`,
-//! non-ASCII) make the request [`NoCacheReason::UnencodedCharacter`]: Zoho's front end may reject
-//! them, and we do not guess.
+//! unencoded in a query (space, `"`, `#`, `{`, `}`, `[`, `]`, `<`, `>`, `\`, `^`, `` ` ``, `|`,
+//! control characters, non-ASCII) make the request [`NoCacheReason::UnencodedCharacter`]: Zoho's
+//! front end may reject them, and we do not guess. A `filters`, `page` or `per_page` segment
+//! without `=` counts as an empty value (so it is invalid); for other parameters `a` and `a=` stay
+//! distinct.
 //!
 //! # `filters`
 //!

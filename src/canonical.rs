@@ -130,7 +130,8 @@ pub struct FilterLimits {
     pub max_bytes: usize,
     /// Maximum JSON nesting depth, counting every object and array (the sample's
     /// group → array → criterion → `field` object is depth 4; 16 allows groups nested 7 deep).
-    /// Default: 16.
+    /// Parsing, normalising and hashing recurse once per level, so keep it in the hundreds at
+    /// most. Default: 16.
     #[serde(default = "FilterLimits::default_max_depth")]
     pub max_depth: usize,
     /// Maximum number of criteria in the whole tree, duplicates included. Default: 256.

@@ -313,7 +313,6 @@ fn mutate_leaf(t: &mut T, kind: usize, target: &mut usize) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn canonicalising_is_idempotent(t in tree(), seed in any::<u64>(), semantic in any::<bool>()) {

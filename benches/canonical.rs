@@ -1,5 +1,10 @@
 //! ns per `canonicalize` + `cache_key` on the hot path: the seed's filter in each client spelling,
 //! a 20-criterion nested filter, and malformed input.
+//!
+//! Run: `cargo bench --bench canonical`. Measured on the 2-core dev machine (shared, load ~3),
+//! release, per canonicalize + cache_key: seed %20 1.14 µs, seed `+` 1.19 µs, seed encodeURI
+//! 1.16 µs, 20-criterion nested 9.1 µs, truncated JSON 0.80 µs, invalid field 0.85 µs.
+//! Target: the seed in any spelling ≤ 2 µs.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 

@@ -33,9 +33,11 @@
 //! `%2B` a literal plus, `%26` a literal `&` that never splits parameters. Invalid
 //! percent-encoding (`%zz`, a truncated `%4`) or bytes that do not decode to UTF-8 are bad input
 //! ([`InvalidKind::BadEncoding`], `param = "query"`). Raw characters that RFC 3986 does not allow
-//! unencoded in a query (space, `"`, `{`, `}`, `[`, `]`, `<`, `>`, `\`, `^`, `` ` ``, `|`,
-//! non-ASCII) make the request [`NoCacheReason::UnencodedCharacter`]: Zoho's front end may reject
-//! them, and we do not guess.
+//! unencoded in a query (space, `"`, `#`, `{`, `}`, `[`, `]`, `<`, `>`, `\`, `^`, `` ` ``, `|`,
+//! control characters, non-ASCII) make the request [`NoCacheReason::UnencodedCharacter`]: Zoho's
+//! front end may reject them, and we do not guess. A `filters`, `page` or `per_page` segment
+//! without `=` counts as an empty value (so it is invalid); for other parameters `a` and `a=` stay
+//! distinct.
 //!
 //! # `filters`
 //!
@@ -128,7 +130,8 @@ pub struct FilterLimits {
     pub max_bytes: usize,
     /// Maximum JSON nesting depth, counting every object and array (the sample's
     /// group → array → criterion → `field` object is depth 4; 16 allows groups nested 7 deep).
-    /// Default: 16.
+    /// Parsing, normalising and hashing recurse once per level, so keep it in the hundreds at
+    /// most. Default: 16.
     #[serde(default = "FilterLimits::default_max_depth")]
     pub max_depth: usize,
     /// Maximum number of criteria in the whole tree, duplicates included. Default: 256.

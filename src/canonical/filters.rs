@@ -26,11 +26,41 @@ impl Op {
 }
 
 /// One criterion; strings are JSON-unescaped and otherwise byte-exact.
+///
+/// Field, comparator and value share one allocation (`text` = field ‖ comparator ‖ value, with
+/// the first two lengths). Equality is equality of the three strings; the derived order is some
+/// total order, which is all the semantic member sort needs.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct Criterion {
-    pub(super) field: Box<str>,
-    pub(super) comparator: Box<str>,
-    pub(super) value: Box<str>,
+    text: Box<str>,
+    field_len: usize,
+    comparator_len: usize,
+}
+
+impl Criterion {
+    fn new(field: &str, comparator: &str, value: &str) -> Self {
+        let mut text = String::with_capacity(field.len() + comparator.len() + value.len());
+        text.push_str(field);
+        text.push_str(comparator);
+        text.push_str(value);
+        Criterion {
+            text: text.into(),
+            field_len: field.len(),
+            comparator_len: comparator.len(),
+        }
+    }
+
+    pub(super) fn field(&self) -> &str {
+        &self.text[..self.field_len]
+    }
+
+    pub(super) fn comparator(&self) -> &str {
+        &self.text[self.field_len..self.field_len + self.comparator_len]
+    }
+
+    pub(super) fn value(&self) -> &str {
+        &self.text[self.field_len + self.comparator_len..]
+    }
 }
 
 /// The typed filter tree. The derived `Ord` is the canonical member order of semantic mode.
@@ -89,27 +119,37 @@ fn invalid(kind: InvalidKind, message: impl Into<String>) -> Reject {
 }
 
 /// Semantic normalisation: flatten same-operator children, sort, dedup, unwrap one-member groups.
-/// Children are normalised first, so the result is a fixed point.
-fn normalize(node: Node) -> Node {
-    match node {
-        Node::Criterion(_) => node,
-        Node::Group(op, members) => {
-            let mut out = Vec::with_capacity(members.len());
-            for m in members {
-                match normalize(m) {
-                    Node::Group(inner, ms) if inner == op => out.extend(ms),
-                    other => out.push(other),
-                }
+/// Children are normalised first, so the result is a fixed point. Works in place: a group's
+/// member vector is only rebuilt when a child has to be flattened into it.
+fn normalize(mut node: Node) -> Node {
+    normalize_in_place(&mut node);
+    node
+}
+
+fn normalize_in_place(node: &mut Node) {
+    let Node::Group(op, members) = node else {
+        return;
+    };
+    let op = *op;
+    members.iter_mut().for_each(normalize_in_place);
+    if members
+        .iter()
+        .any(|m| matches!(m, Node::Group(inner, _) if *inner == op))
+    {
+        let old = std::mem::take(members);
+        for m in old {
+            match m {
+                Node::Group(inner, ms) if inner == op => members.extend(ms),
+                other => members.push(other),
             }
-            out.sort_unstable();
-            out.dedup();
-            if out.len() == 1
-                && let Some(only) = out.pop()
-            {
-                return only;
-            }
-            Node::Group(op, out)
         }
+    }
+    members.sort_unstable();
+    members.dedup();
+    if members.len() == 1
+        && let Some(only) = members.pop()
+    {
+        *node = only;
     }
 }
 
@@ -124,11 +164,11 @@ fn render_into(node: &Node, out: &mut String) {
     match node {
         Node::Criterion(c) => {
             out.push_str("{\"comparator\":");
-            push_json_str(out, &c.comparator);
+            push_json_str(out, c.comparator());
             out.push_str(",\"field\":{\"api_name\":");
-            push_json_str(out, &c.field);
+            push_json_str(out, c.field());
             out.push_str("},\"value\":");
-            push_json_str(out, &c.value);
+            push_json_str(out, c.value());
             out.push('}');
         }
         Node::Group(op, members) => {
@@ -295,7 +335,7 @@ impl<'a> Parser<'a, '_> {
             return Ok(None);
         }
         self.enter()?;
-        let mut field: Option<Option<Box<str>>> = None;
+        let mut field: Option<Option<Cow<'a, str>>> = None;
         let mut comparator: Option<Option<Cow<'a, str>>> = None;
         let mut value: Option<ValueSlot<'a>> = None;
         let mut op: Option<Option<Op>> = None;
@@ -404,11 +444,11 @@ impl<'a> Parser<'a, '_> {
                 self.reject(InvalidKind::ComparatorNotAllowed, &msg);
                 return Ok(None);
             }
-            return Ok(Some(Node::Criterion(Criterion {
-                field,
-                comparator: comparator.into(),
-                value: value.into(),
-            })));
+            return Ok(Some(Node::Criterion(Criterion::new(
+                &field,
+                &comparator,
+                &value,
+            ))));
         }
         if is_group {
             let (Some(op), Some(group)) = (op, group) else {
@@ -438,7 +478,7 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// The `field` member: `{"api_name": "<allowed field>"}`. `None` when a problem was recorded.
-    fn field(&mut self) -> Result<Option<Box<str>>, Reject> {
+    fn field(&mut self) -> Result<Option<Cow<'a, str>>, Reject> {
         if self.peek() != Some(b'{') {
             self.skip_value()?;
             self.reject(
@@ -484,7 +524,7 @@ impl<'a> Parser<'a, '_> {
         match api_name {
             Some(Some(name)) => {
                 if self.rules.allowed_fields.iter().any(|f| **f == *name) {
-                    Ok(Some(name.into()))
+                    Ok(Some(name))
                 } else {
                     let msg = format!(
                         "field not allowed; allowed: {}",

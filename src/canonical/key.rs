@@ -91,9 +91,9 @@ impl KeyWriter {
         match node {
             Node::Criterion(c) => {
                 self.byte(N_CRITERION);
-                self.bytes(c.field.as_bytes());
-                self.bytes(c.comparator.as_bytes());
-                self.bytes(c.value.as_bytes());
+                self.bytes(c.field().as_bytes());
+                self.bytes(c.comparator().as_bytes());
+                self.bytes(c.value().as_bytes());
             }
             Node::Group(op, members) => {
                 self.byte(N_GROUP);

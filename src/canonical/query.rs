@@ -68,30 +68,42 @@ pub(super) fn split(raw: &str) -> Result<Parts<'_>, Reject> {
 
 /// RFC 3986 `query` characters (pchar / "/" / "?"), plus `%` whose escapes `decode` checks.
 fn is_query_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b':'
-                | b'@'
-                | b'/'
-                | b'?'
-                | b'%'
-        )
+    QUERY_OK[usize::from(b)]
 }
+
+const QUERY_OK: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=:@/?%";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
+/// Hex digit values; `0xFF` for a non-hex byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Form-decodes one name or value: `+` → space, `%XX` → byte; the result must be UTF-8.
 /// Borrows when there is nothing to decode.
@@ -102,27 +114,32 @@ pub(super) fn decode(s: &str) -> Result<Cow<'_, str>, Reject> {
     };
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&bytes[..first]);
-    let mut i = first;
-    while i < bytes.len() {
-        match bytes[i] {
+    let mut rest = &bytes[first..];
+    while let Some((&b, tail)) = rest.split_first() {
+        match b {
+            b'%' => {
+                let (hi, lo) = match tail {
+                    [h, l, ..] => (HEX[usize::from(*h)], HEX[usize::from(*l)]),
+                    _ => (0xFF, 0xFF),
+                };
+                if (hi | lo) & 0xF0 != 0 {
+                    return Err(bad_encoding("invalid percent-encoding"));
+                }
+                out.push(hi << 4 | lo);
+                rest = &tail[2..];
+            }
             b'+' => {
                 out.push(b' ');
-                i += 1;
+                rest = tail;
             }
-            b'%' => {
-                let hi = bytes.get(i + 1).and_then(|&b| hex_val(b));
-                let lo = bytes.get(i + 2).and_then(|&b| hex_val(b));
-                match (hi, lo) {
-                    (Some(h), Some(l)) => out.push(h << 4 | l),
-                    _ => {
-                        return Err(bad_encoding("invalid percent-encoding"));
-                    }
-                }
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
+            _ => {
+                // Copy the run up to the next escape in one go.
+                let run = rest
+                    .iter()
+                    .position(|&b| b == b'%' || b == b'+')
+                    .unwrap_or(rest.len());
+                out.extend_from_slice(&rest[..run]);
+                rest = &rest[run..];
             }
         }
     }
@@ -137,15 +154,6 @@ fn bad_encoding(message: &str) -> Reject {
         InvalidKind::BadEncoding,
         message,
     ))
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Parses `page` (`max = u32::MAX`) or `per_page` (`max = 200`): ASCII digits only, leading zeros

@@ -177,6 +177,17 @@ fn near_misses_differ() {
     assert_ne!(swap("\"name\"", "\"description\""), base, "field");
     assert_ne!(swap("Tier1", "Tier1 "), base, "no trimming");
     assert_ne!(key(&format!("{SEED_CURL}&page=2")), base, "page");
+    // Single criteria, so member ordering cannot mask a value that is folded in the key.
+    assert_ne!(
+        key(&fq(&crit("name", "equal", "Tier1"))),
+        key(&fq(&crit("name", "equal", "tier1"))),
+        "value case, single criterion"
+    );
+    assert_ne!(
+        key(&fq(&crit("name", "equal", "Tier1"))),
+        key(&fq(&crit("description", "equal", "Tier1"))),
+        "field, single criterion"
+    );
     assert_ne!(key(&format!("{SEED_CURL}&per_page=100")), base, "per_page");
     // String "1" is cacheable; number 1 is uncacheable, so it never shares the key.
     let s1 = canonicalize(&fq(&crit("name", "equal", "1")), &CanonicalRules::default());
@@ -553,4 +564,48 @@ fn canonical_json_round_trips() {
     );
     assert_eq!(key(&fq(&json)), key(SEED_CURL));
     assert_eq!((q.page(), q.per_page()), (1, 200));
+}
+
+#[test]
+fn hex_case_and_encoding_choice_do_not_matter() {
+    let upper = key(&fq(&crit("name", "equal", "a+b c")));
+    // Lower-case hex digits, raw sub-delimiters, `+` for the space, `%2b` for the plus.
+    let manual = "filters=%7b%22field%22:%7b%22api_name%22:%22name%22%7d,%22comparator%22:%22equal%22,%22value%22:%22a%2bb+c%22%7d";
+    assert_eq!(key(manual), upper);
+    assert_ne!(key(manual), key(&fq(&crit("name", "equal", "a b c"))));
+}
+
+#[test]
+fn messages_never_echo_client_input() {
+    let evil = "<img src=x onerror=zzmarker>";
+    for q in [
+        fq(&crit(evil, "equal", "a")),
+        fq(&crit("name", evil, "a")),
+        fq(&group(evil, &[crit("name", "equal", "a")])),
+        format!("page={}", pct(evil)),
+        fq(&format!("{{\"{evil}\"")),
+    ] {
+        let inv = invalid(&q);
+        assert!(!inv.message.contains("zzmarker"), "{}", inv.message);
+        assert!(!inv.to_string().contains("zzmarker"));
+    }
+}
+
+#[test]
+fn outcome_precedence() {
+    // Bad encoding anywhere beats everything.
+    assert_eq!(invalid("x=%zz&y={&page=0").kind, InvalidKind::BadEncoding);
+    // Unencoded characters and repeats beat page / filters validation.
+    assert_eq!(uncacheable("page=0&y={"), NoCacheReason::UnencodedCharacter);
+    assert_eq!(
+        uncacheable(&format!("page=0&{}&{}", fq("[]"), fq("[]"))),
+        NoCacheReason::RepeatedParam
+    );
+    // page / per_page are checked before filters.
+    assert_eq!(
+        invalid(&format!("per_page=0&{}", fq("[]"))).param,
+        "per_page"
+    );
+    // A repeated unknown parameter is fine.
+    key("x=1&x=1");
 }

@@ -1,0 +1,102 @@
+//! ns per `canonicalize` + `cache_key` on the hot path: the seed's filter in each client spelling,
+//! a 20-criterion nested filter, and malformed input.
+//!
+//! Run: `cargo bench --bench canonical`. Measured on the 2-core dev machine (shared, load ~3),
+//! release, per canonicalize + cache_key: seed %20 1.14 µs, seed `+` 1.19 µs, seed encodeURI
+//! 1.16 µs, 20-criterion nested 9.1 µs, truncated JSON 0.80 µs, invalid field 0.85 µs.
+//! Target: the seed in any spelling ≤ 2 µs.
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use zoho_gateway::canonical::{Canonical, CanonicalRules, KeyScope, cache_key, canonicalize};
+
+const SEED_CURL: &str = "filters=%7B%22group_operator%22%3A%20%22or%22%2C%22group%22%3A%20%5B%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier1%22%7D%2C%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier2%22%7D%5D%7D";
+const SEED_JSON_PY: &str = r#"{"group_operator": "or", "group": [{"field": {"api_name": "name"}, "comparator": "equal", "value": "Tier1"}, {"field": {"api_name": "name"}, "comparator": "equal", "value": "Tier2"}]}"#;
+const SEED_JSON_COMPACT: &str = r#"{"group_operator":"or","group":[{"field":{"api_name":"name"},"comparator":"equal","value":"Tier1"},{"field":{"api_name":"name"},"comparator":"equal","value":"Tier2"}]}"#;
+
+const SCOPE: KeyScope<'static> = KeyScope {
+    tenant: "acme",
+    credential: None,
+    method: "GET",
+    version: "v7",
+    route: "/settings/user_groups/actions/associated_users_count",
+};
+
+fn encode_uri(s: &str) -> String {
+    let mut out = String::new();
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'();,/?:@&=+$#".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn pct(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// An `and` of 4 `or` groups of 5 criteria each, in `json.dumps` style.
+fn twenty_criteria() -> String {
+    let mut groups = Vec::new();
+    for g in 0..4 {
+        let mut crits = Vec::new();
+        for c in 0..5 {
+            let field = if c % 2 == 0 { "name" } else { "description" };
+            let cmp = if c % 3 == 0 { "starts_with" } else { "equal" };
+            crits.push(format!(
+                r#"{{"field": {{"api_name": "{field}"}}, "comparator": "{cmp}", "value": "Group {g} tier {c}"}}"#
+            ));
+        }
+        groups.push(format!(
+            r#"{{"group_operator": "OR", "group": [{}]}}"#,
+            crits.join(", ")
+        ));
+    }
+    format!(
+        r#"{{"group_operator": "and", "group": [{}]}}"#,
+        groups.join(", ")
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = CanonicalRules::default();
+    let python = form_urlencoded::Serializer::new(String::new())
+        .append_pair("filters", SEED_JSON_PY)
+        .finish();
+    let node = format!("filters={}&", encode_uri(SEED_JSON_COMPACT));
+    let twenty = format!("filters={}&page=2&per_page=50", pct(&twenty_criteria()));
+    let truncated = &SEED_CURL[..SEED_CURL.len() - 6];
+    let bad_field = SEED_CURL.replace("api_name%22%3A%20%22name", "api_name%22%3A%20%22email");
+    let cases: [(&str, &str, bool); 6] = [
+        ("seed_curl_pct20", SEED_CURL, true),
+        ("seed_python_plus", &python, true),
+        ("seed_node_encodeuri", &node, true),
+        ("nested_20_criteria", &twenty, true),
+        ("malformed_truncated_json", truncated, false),
+        ("invalid_field", &bad_field, false),
+    ];
+    let mut group = c.benchmark_group("canonicalize_and_key");
+    for (name, q, is_key) in cases {
+        assert_eq!(
+            matches!(canonicalize(q, &rules), Canonical::Key(_)),
+            is_key,
+            "{name}"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| match canonicalize(black_box(q), &rules) {
+                Canonical::Key(cq) => Some(cache_key(&SCOPE, &cq)),
+                _ => None,
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

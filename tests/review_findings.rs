@@ -9,19 +9,11 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zoho_gateway::simulator::{SimConfig, SimRoute};
 
-fn name_starts(value: &str) -> String {
-    let json = format!(
-        r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{value}"}}"#
-    );
-    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
-    format!("{COUNT}?filters={enc}")
-}
-
 /// A failed refresh ahead of expiry must not throw away the still-valid token.
 #[tokio::test]
 async fn a_failed_refresh_ahead_keeps_the_valid_token() {
     let h = Harness::start().await;
-    assert_eq!(h.get(&name_starts("Tier")).await.status, 200);
+    assert_eq!(h.get(&name_filter("starts_with", "Tier")).await.status, 200);
     let tokens = h.gw.gateway().tenants()[0].tokens.clone();
     wait_until("first grant", || tokens.generation() == 1).await;
     h.sim().set_token_endpoint_down(true);
@@ -33,7 +25,7 @@ async fn a_failed_refresh_ahead_keeps_the_valid_token() {
         text.contains("zoho_gateway_token_refreshes_total{outcome=\"unreachable\",tenant=\"a\"}")
     };
     wait_until("a failed refresh-ahead", m).await;
-    let r = h.get(&name_starts("Sales")).await;
+    let r = h.get(&name_filter("starts_with", "Sales")).await;
     assert_eq!(r.status, 200, "the current token still works: {:?}", r.body);
     assert_eq!(h.sim().token_grants(), grants_before);
 }
@@ -46,7 +38,7 @@ async fn stale_while_revalidate_respects_the_hold() {
         "[upstream]\nmax_retries = 0\n[routes.associated_users_count]\nttl_jitter_percent = 0\nstale_while_revalidate = \"120s\"",
     )
     .await;
-    let url = name_starts("Tier2");
+    let url = name_filter("starts_with", "Tier2");
     assert_eq!(h.get(&url).await.status, 200);
     h.advance(Duration::from_secs(61));
     h.sim().fail_next_with_retry_after(5, 429, 30);
@@ -84,7 +76,7 @@ async fn stale_while_revalidate_respects_the_hold() {
 #[tokio::test]
 async fn held_answers_are_not_marked_as_forwarded() {
     let h = Harness::start_with(SimConfig::default(), "[upstream]\nmax_retries = 0").await;
-    let url = name_starts("Sales");
+    let url = name_filter("starts_with", "Sales");
     h.sim().fail_next_with_retry_after(1, 429, 30);
     let first = h.get(&url).await;
     assert_eq!(first.status, 429);
@@ -106,7 +98,7 @@ async fn held_answers_are_not_marked_as_forwarded() {
 async fn disconnected_waiters_are_not_leaked_in_metrics() {
     let h = Harness::start().await;
     h.sim().set_latency(Duration::from_millis(800));
-    let url = h.url(&name_starts("Tier1"));
+    let url = h.url(&name_filter("starts_with", "Tier1"));
     let auth = format!("Zoho-oauthtoken {KEY}");
     for _ in 0..5 {
         let _ = tokio::time::timeout(
@@ -138,7 +130,7 @@ async fn malformed_requests_get_a_zoho_shaped_400() {
     let two_keys = h
         .client
         .get(
-            &h.url(&name_starts("Tier1")),
+            &h.url(&name_filter("starts_with", "Tier1")),
             &[
                 ("authorization", &format!("Zoho-oauthtoken {KEY}")),
                 ("authorization", "Zoho-oauthtoken wrong"),

@@ -9,34 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
-use zoho_gateway::simulator::{SimConfig, SimRefreshToken};
-
-fn filter_for(name: &str) -> String {
-    let json =
-        format!(r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{name}"}}"#);
-    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
-    format!("{COUNT}?filters={enc}")
-}
-
-const PASS_THROUGH: &str = r#"
-[tenants.p]
-api_base = "{sim}"
-accounts_url = "{sim}"
-[tenants.p.pass_through]
-hmac_secret = "pass-through-hmac-secret-0123456789abcdef"
-[clients.p]
-tenant = "p"
-key = "pass-client-key"
-"#;
-
-fn scoped_sim() -> SimConfig {
-    let mut cfg = SimConfig::default();
-    cfg.clients[0].refresh_tokens.push(SimRefreshToken::new(
-        "1000.wrong.scope",
-        &["ZohoCRM.users.READ"],
-    ));
-    cfg
-}
+use zoho_gateway::simulator::SimConfig;
 
 /// A `tracing` writer that keeps everything in memory.
 #[derive(Clone, Default)]
@@ -67,15 +40,15 @@ async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
     let (id, secret, refresh) = SimConfig::demo_credentials();
     let client_token = fetch_token(&h.sim.base_url(), &id, &secret, &refresh).await;
     let mut bodies = Vec::new();
-    bodies.push(h.get(&filter_for("Tier1")).await.body);
-    bodies.push(h.get(&filter_for("Tier1")).await.body);
+    bodies.push(h.get(&name_filter("starts_with", "Tier1")).await.body);
+    bodies.push(h.get(&name_filter("starts_with", "Tier1")).await.body);
     h.sim().revoke_access_tokens();
-    bodies.push(h.get(&filter_for("Tier2")).await.body);
+    bodies.push(h.get(&name_filter("starts_with", "Tier2")).await.body);
     bodies.push(h.get(&format!("{COUNT}?filters=%7Bbad")).await.body);
     bodies.push(
         h.client
             .get(
-                &h.url(&filter_for("Tier1")),
+                &h.url(&name_filter("starts_with", "Tier1")),
                 &[("authorization", "Zoho-oauthtoken wrong")],
             )
             .await
@@ -84,7 +57,7 @@ async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
     bodies.push(
         h.client
             .get(
-                &h.url(&filter_for("Tier1")),
+                &h.url(&name_filter("starts_with", "Tier1")),
                 &[
                     ("x-gateway-key", "pass-client-key"),
                     ("authorization", &format!("Zoho-oauthtoken {client_token}")),
@@ -95,7 +68,7 @@ async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
     );
     h.sim().set_token_endpoint_down(true);
     h.advance(Duration::from_secs(4000));
-    bodies.push(h.get(&filter_for("Sales")).await.body);
+    bodies.push(h.get(&name_filter("starts_with", "Sales")).await.body);
     let metrics = h.metrics().await;
     let debug = format!(
         "{:?} {:?}",

@@ -10,14 +10,7 @@ use support::*;
 use zoho_gateway::App;
 use zoho_gateway::clock::Clock;
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{SimConfig, SimRefreshToken, SimRoute, Simulator};
-
-fn filter_for(name: &str) -> String {
-    let json =
-        format!(r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{name}"}}"#);
-    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
-    format!("{COUNT}?filters={enc}")
-}
+use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
 
 fn roomy_sim() -> SimConfig {
     SimConfig {
@@ -29,7 +22,10 @@ fn roomy_sim() -> SimConfig {
 #[tokio::test]
 async fn five_hundred_requests_at_token_expiry_cause_one_refresh() {
     let h = Arc::new(Harness::start_with(roomy_sim(), "").await);
-    assert_eq!(h.get(&filter_for("Tier1")).await.status, 200);
+    assert_eq!(
+        h.get(&name_filter("starts_with", "Tier1")).await.status,
+        200
+    );
     // Tenants a and b each hold one token.
     wait_until("initial grants", || h.sim().token_grants() == 2).await;
 
@@ -38,8 +34,12 @@ async fn five_hundred_requests_at_token_expiry_cause_one_refresh() {
     for i in 0..500 {
         let h = h.clone();
         tasks.push(tokio::spawn(async move {
-            h.get(&format!("{}&per_page={}", filter_for("Tier"), 1 + i % 200))
-                .await
+            h.get(&format!(
+                "{}&per_page={}",
+                name_filter("starts_with", "Tier"),
+                1 + i % 200
+            ))
+            .await
         }));
     }
     for t in tasks {
@@ -85,12 +85,12 @@ async fn three_token_lifetimes_make_three_refreshes() {
 #[tokio::test]
 async fn cache_keeps_serving_while_the_token_endpoint_is_down() {
     let h = Harness::start_with(roomy_sim(), "[routes.associated_users_count]\nttl = \"2h\"").await;
-    let cached = h.get(&filter_for("Tier1")).await;
+    let cached = h.get(&name_filter("starts_with", "Tier1")).await;
     assert_eq!(cached.status, 200);
     h.sim().set_token_endpoint_down(true);
     h.advance(Duration::from_secs(3601));
 
-    let hit = h.get(&filter_for("Tier1")).await;
+    let hit = h.get(&name_filter("starts_with", "Tier1")).await;
     assert!(
         hit.cache_status().contains("; hit"),
         "{}",
@@ -98,7 +98,7 @@ async fn cache_keeps_serving_while_the_token_endpoint_is_down() {
     );
     assert_eq!(hit.body, cached.body);
 
-    let miss = h.get(&filter_for("Sales")).await;
+    let miss = h.get(&name_filter("starts_with", "Sales")).await;
     assert_eq!(miss.status, 503);
     assert_eq!(miss.json()["code"], "SERVICE_UNAVAILABLE");
     assert_eq!(miss.json()["status"], "error");
@@ -117,10 +117,13 @@ async fn cache_keeps_serving_while_the_token_endpoint_is_down() {
 #[tokio::test]
 async fn a_revoked_token_costs_one_refresh_and_one_retry() {
     let h = Harness::start_with(roomy_sim(), "").await;
-    assert_eq!(h.get(&filter_for("Tier1")).await.status, 200);
+    assert_eq!(
+        h.get(&name_filter("starts_with", "Tier1")).await.status,
+        200
+    );
     wait_until("initial grants", || h.sim().token_grants() == 2).await;
     h.sim().revoke_access_tokens();
-    let r = h.get(&filter_for("Tier2")).await;
+    let r = h.get(&name_filter("starts_with", "Tier2")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(h.sim().token_grants(), 3);
     assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 3);
@@ -158,7 +161,11 @@ async fn twenty_restarts_with_a_state_file_make_one_grant() {
         let gw = App::spawn(cfg).await.unwrap();
         let r = client
             .get(
-                &format!("http://{}{}", gw.proxy_addr(), filter_for("Tier1")),
+                &format!(
+                    "http://{}{}",
+                    gw.proxy_addr(),
+                    name_filter("starts_with", "Tier1")
+                ),
                 &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
             )
             .await;
@@ -187,26 +194,6 @@ fn rand_suffix() -> String {
         )
 }
 
-const PASS_THROUGH: &str = r#"
-[tenants.p]
-api_base = "{sim}"
-accounts_url = "{sim}"
-[tenants.p.pass_through]
-hmac_secret = "pass-through-hmac-secret-0123456789abcdef"
-[clients.p]
-tenant = "p"
-key = "pass-client-key"
-"#;
-
-fn scoped_sim() -> SimConfig {
-    let mut cfg = SimConfig::default();
-    cfg.clients[0].refresh_tokens.push(SimRefreshToken::new(
-        "1000.wrong.scope",
-        &["ZohoCRM.users.READ"],
-    ));
-    cfg
-}
-
 #[tokio::test]
 async fn pass_through_tokens_never_share_answers() {
     let h = Harness::start_with(scoped_sim(), PASS_THROUGH).await;
@@ -215,7 +202,7 @@ async fn pass_through_tokens_never_share_answers() {
     let x = fetch_token(&sim_url, &id, &secret, &refresh).await;
     let y = fetch_token(&sim_url, &id, &secret, &refresh).await;
     let z = fetch_token(&sim_url, &id, &secret, "1000.wrong.scope").await;
-    let url = h.url(&filter_for("Tier1"));
+    let url = h.url(&name_filter("starts_with", "Tier1"));
     let as_token = |t: &str| {
         let auth = format!("Zoho-oauthtoken {t}");
         let client = h.client.clone();
@@ -272,7 +259,7 @@ routes = ["passthrough"]
     let r = h
         .client
         .get(
-            &h.url(&filter_for("Tier1")),
+            &h.url(&name_filter("starts_with", "Tier1")),
             &[("x-gateway-key", "count-only-key")],
         )
         .await;

@@ -294,3 +294,37 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// The count route with a one-criterion `filters` on `name` (`comparator` is `equal` or
+/// `starts_with`), form-encoded.
+pub fn name_filter(comparator: &str, value: &str) -> String {
+    let json = format!(
+        r#"{{"field":{{"api_name":"name"}},"comparator":"{comparator}","value":"{value}"}}"#
+    );
+    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
+    format!("{COUNT}?filters={enc}")
+}
+
+/// A pass-through tenant `p` on the simulator, with client key `pass-client-key`.
+pub const PASS_THROUGH: &str = r#"
+[tenants.p]
+api_base = "{sim}"
+accounts_url = "{sim}"
+[tenants.p.pass_through]
+hmac_secret = "pass-through-hmac-secret-0123456789abcdef"
+[clients.p]
+tenant = "p"
+key = "pass-client-key"
+"#;
+
+/// The default simulator plus a refresh token whose scope does not cover user groups.
+pub fn scoped_sim() -> zoho_gateway::simulator::SimConfig {
+    let mut cfg = SimConfig::default();
+    cfg.clients[0]
+        .refresh_tokens
+        .push(zoho_gateway::simulator::SimRefreshToken::new(
+            "1000.wrong.scope",
+            &["ZohoCRM.users.READ"],
+        ));
+    cfg
+}

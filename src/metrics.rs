@@ -6,6 +6,7 @@
 //! keys or tokens. Request counters for every `(route, outcome, status class)` are resolved once
 //! at start-up, so the hot path does an array index and an atomic add, no label hashing.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus::{
@@ -67,6 +68,64 @@ impl Outcome {
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// The `method` label: the methods the gateway routes, everything else as `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodLabel {
+    /// GET.
+    Get,
+    /// HEAD.
+    Head,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+    /// DELETE.
+    Delete,
+    /// Any other method.
+    Other,
+}
+
+impl MethodLabel {
+    /// All variants, in label order.
+    pub const ALL: [MethodLabel; 7] = [
+        MethodLabel::Get,
+        MethodLabel::Head,
+        MethodLabel::Post,
+        MethodLabel::Put,
+        MethodLabel::Patch,
+        MethodLabel::Delete,
+        MethodLabel::Other,
+    ];
+
+    /// The label of a request method.
+    pub fn of(m: &http::Method) -> Self {
+        match *m {
+            http::Method::GET => MethodLabel::Get,
+            http::Method::HEAD => MethodLabel::Head,
+            http::Method::POST => MethodLabel::Post,
+            http::Method::PUT => MethodLabel::Put,
+            http::Method::PATCH => MethodLabel::Patch,
+            http::Method::DELETE => MethodLabel::Delete,
+            _ => MethodLabel::Other,
+        }
+    }
+
+    /// Stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodLabel::Get => "GET",
+            MethodLabel::Head => "HEAD",
+            MethodLabel::Post => "POST",
+            MethodLabel::Put => "PUT",
+            MethodLabel::Patch => "PATCH",
+            MethodLabel::Delete => "DELETE",
+            MethodLabel::Other => "other",
+        }
     }
 }
 
@@ -135,8 +194,13 @@ impl TenantMetrics {
 /// Every metric of one gateway.
 pub struct Metrics {
     registry: Registry,
-    requests: Vec<IntCounter>,
-    durations: Vec<Histogram>,
+    requests_vec: IntCounterVec,
+    durations_vec: HistogramVec,
+    /// `(method, route, outcome, status class)` → counter, resolved on first use (series that
+    /// never occur are not exported), then an index and an atomic add.
+    requests: Vec<OnceLock<IntCounter>>,
+    /// `(route, outcome)` → histogram, resolved on first use.
+    durations: Vec<OnceLock<Histogram>>,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     token_refreshes: IntCounterVec,
@@ -175,9 +239,9 @@ impl Metrics {
         let requests_vec = IntCounterVec::new(
             Opts::new(
                 "zoho_gateway_requests_total",
-                "Client requests by route template, cache outcome and status class.",
+                "Client requests by method, route template, cache outcome and status class.",
             ),
-            &["route", "outcome", "status_class"],
+            &["method", "route", "outcome", "status_class"],
         )?;
         let durations_vec = HistogramVec::new(
             HistogramOpts::new(
@@ -187,21 +251,15 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route", "outcome"],
         )?;
-        let mut requests = Vec::new();
-        let mut durations = Vec::new();
-        for route in RouteKind::ALL {
-            for outcome in Outcome::ALL {
-                for class in STATUS_CLASSES {
-                    requests.push(requests_vec.with_label_values(&[
-                        route.as_str(),
-                        outcome.as_str(),
-                        class,
-                    ]));
-                }
-                durations
-                    .push(durations_vec.with_label_values(&[route.as_str(), outcome.as_str()]));
-            }
-        }
+        let requests = (0..MethodLabel::ALL.len()
+            * RouteKind::ALL.len()
+            * Outcome::ALL.len()
+            * STATUS_CLASSES.len())
+            .map(|_| OnceLock::new())
+            .collect();
+        let durations = (0..RouteKind::ALL.len() * Outcome::ALL.len())
+            .map(|_| OnceLock::new())
+            .collect();
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "zoho_gateway_upstream_requests_total",
@@ -291,8 +349,8 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        registry.register(Box::new(requests_vec))?;
-        registry.register(Box::new(durations_vec))?;
+        registry.register(Box::new(requests_vec.clone()))?;
+        registry.register(Box::new(durations_vec.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(token_refreshes.clone()))?;
@@ -311,6 +369,8 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
+            requests_vec,
+            durations_vec,
             requests,
             durations,
             upstream_requests,
@@ -331,10 +391,36 @@ impl Metrics {
     }
 
     /// Records one finished client request (called exactly once per request).
-    pub fn record_request(&self, route: RouteKind, outcome: Outcome, status: u16, took: Duration) {
+    pub fn record_request(
+        &self,
+        method: &http::Method,
+        route: RouteKind,
+        outcome: Outcome,
+        status: u16,
+        took: Duration,
+    ) {
+        let method = MethodLabel::of(method);
         let per_route = route.index() * Outcome::ALL.len() + outcome.index();
-        self.requests[per_route * STATUS_CLASSES.len() + status_index(status)].inc();
-        self.durations[per_route].observe(took.as_secs_f64());
+        let class = status_index(status);
+        let i = (method as usize * RouteKind::ALL.len() * Outcome::ALL.len() + per_route)
+            * STATUS_CLASSES.len()
+            + class;
+        self.requests[i]
+            .get_or_init(|| {
+                self.requests_vec.with_label_values(&[
+                    method.as_str(),
+                    route.as_str(),
+                    outcome.as_str(),
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
+        self.durations[per_route]
+            .get_or_init(|| {
+                self.durations_vec
+                    .with_label_values(&[route.as_str(), outcome.as_str()])
+            })
+            .observe(took.as_secs_f64());
     }
 
     /// Records one upstream request; `status` is `None` when no response arrived.

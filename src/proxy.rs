@@ -184,7 +184,7 @@ impl Recorder {
         let ctx = &self.ctx;
         let took = self.started.elapsed();
         gw.metrics
-            .record_request(ctx.route, ctx.outcome, status, took);
+            .record_request(&self.method, ctx.route, ctx.outcome, status, took);
         match ctx.outcome {
             Outcome::Hit | Outcome::Stale => gw.tally.hits.fetch_add(1, Ordering::Relaxed),
             Outcome::Miss | Outcome::Collapsed => gw.tally.misses.fetch_add(1, Ordering::Relaxed),

@@ -270,12 +270,12 @@ async fn metrics_count_hits_and_misses() {
     let route = "/crm/{version}/settings/user_groups/actions/associated_users_count";
     assert!(
         m.contains(&format!(
-            "zoho_gateway_requests_total{{outcome=\"hit\",route=\"{route}\",status_class=\"2xx\"}} 2"
+            "zoho_gateway_requests_total{{method=\"GET\",outcome=\"hit\",route=\"{route}\",status_class=\"2xx\"}} 2"
         )),
         "{m}"
     );
     assert!(m.contains(&format!(
-        "zoho_gateway_requests_total{{outcome=\"miss\",route=\"{route}\",status_class=\"2xx\"}} 1"
+        "zoho_gateway_requests_total{{method=\"GET\",outcome=\"miss\",route=\"{route}\",status_class=\"2xx\"}} 1"
     )));
     assert!(m.contains("zoho_gateway_upstream_requests_total{route=\"/crm/{version}/settings/user_groups/actions/associated_users_count\",status_class=\"2xx\",tenant=\"a\"} 1"), "{m}");
     assert!(m.contains("zoho_gateway_request_duration_seconds_bucket"));

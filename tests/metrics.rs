@@ -1,6 +1,6 @@
 //! `/metrics` after real traffic through the simulator: the values match the simulator's own
 //! counters, and `promtool check metrics` finds no problem (when promtool is installed; CI
-//! installs it and sets `ZOHO_GATEWAY_REQUIRE_PROMTOOL=1`).
+//! installs it and sets `CI_REQUIRE_PROMTOOL=1`).
 
 mod support;
 
@@ -112,7 +112,7 @@ fn promtool_check(text: &str) {
         Ok(c) => c,
         Err(e) => {
             assert!(
-                std::env::var_os("ZOHO_GATEWAY_REQUIRE_PROMTOOL").is_none(),
+                std::env::var_os("CI_REQUIRE_PROMTOOL").is_none(),
                 "promtool required but not runnable: {e}"
             );
             eprintln!("promtool not installed: skipping `promtool check metrics`");

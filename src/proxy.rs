@@ -19,6 +19,11 @@
 //! after a failure, and hands the one result to every waiter; each waiter has the
 //! `cache.coalesce_timeout` deadline (then 504) while the fetch goes on.
 
+mod auth;
+mod passthrough;
+mod respond;
+mod upcall;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,9 +47,12 @@ use crate::upstream::breaker::{CircuitBreaker, Verdict};
 use crate::upstream::limit::ConcurrencyLimit;
 use crate::upstream::{self, Upstream, UpstreamResponse};
 use arc_swap::ArcSwap;
+use auth::Authenticated;
 use hmac::{Hmac, Mac};
+use respond::{Recorder, error_response, fetched_response, hit_response};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use upcall::{CallCtx, Credential, is_failure, retry_after, upstream_path};
 
 /// Response body type of the gateway.
 pub type Body = Full<Bytes>;
@@ -110,41 +118,6 @@ pub struct Gateway {
     draining: AtomicBool,
 }
 
-/// Whose Zoho token an upstream call uses.
-#[derive(Clone, Debug)]
-enum Credential {
-    /// The tenant's token, managed by the gateway.
-    Managed,
-    /// The client's own token (pass-through tenants), forwarded as received.
-    Client(HeaderValue),
-}
-
-/// What every upstream call made for a request carries: whose token, and the forwarding
-/// headers (`X-Forwarded-For`, `X-Request-Id`). A flight's fetch carries its leader's.
-#[derive(Clone, Debug)]
-struct CallCtx {
-    credential: Credential,
-    forwarded_for: HeaderValue,
-    request_id: HeaderValue,
-}
-
-/// One upstream request to make.
-struct Upcall<'a> {
-    route: RouteKind,
-    method: Method,
-    path_and_query: &'a str,
-    body: Option<(Bytes, Option<HeaderValue>)>,
-    call: &'a CallCtx,
-}
-
-/// A client authenticated for a route.
-struct Authenticated<'a> {
-    client: &'a ClientKey,
-    credential: Credential,
-    /// HMAC of the client's token, partitioning the cache (pass-through tenants).
-    partition: Option<[u8; 32]>,
-}
-
 /// Per-request facts gathered along the path, for the one measurement and log line.
 struct RequestCtx {
     route: RouteKind,
@@ -166,58 +139,6 @@ impl RequestCtx {
         }
     }
 }
-
-/// Measures and logs a request exactly once: at the end, or — if the client went away and the
-/// request's future was dropped — on drop, with status 499 (client closed request).
-struct Recorder {
-    gw: Arc<Gateway>,
-    started: Instant,
-    method: Method,
-    ctx: RequestCtx,
-    done: bool,
-}
-
-impl Recorder {
-    fn finish(&mut self, status: u16) {
-        self.done = true;
-        let gw = &self.gw;
-        let ctx = &self.ctx;
-        let took = self.started.elapsed();
-        gw.metrics
-            .record_request(&self.method, ctx.route, ctx.outcome, status, took);
-        match ctx.outcome {
-            Outcome::Hit | Outcome::Stale => gw.tally.hits.fetch_add(1, Ordering::Relaxed),
-            Outcome::Miss | Outcome::Collapsed => gw.tally.misses.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-        let tenant = ctx.tenant.map(|i| &gw.tenants[i]);
-        if let Some(t) = tenant {
-            t.metrics.record_outcome(ctx.outcome);
-        }
-        tracing::info!(
-            target: "zoho_gateway::access",
-            request_id = ctx.request_id.to_str().unwrap_or(""),
-            method = %self.method,
-            route = ctx.route.as_str(),
-            status,
-            outcome = ctx.outcome.as_str(),
-            tenant = tenant.map_or("", |t| t.config.name.as_str()),
-            duration_us = took.as_micros() as u64,
-            upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
-        );
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        if !self.done {
-            self.finish(CLIENT_CLOSED_REQUEST);
-        }
-    }
-}
-
-/// Status recorded for a request whose client went away first (nginx's 499).
-const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Client cache directives that apply (RFC 9111 §5.2.1), after route policy.
 #[derive(Clone, Copy, Debug, Default)]
@@ -732,328 +653,6 @@ impl Gateway {
             );
         }
     }
-
-    /// Forwards a count request the gateway will not cache (no single-flight: its meaning is
-    /// not known for sure, or the client said `no-store`).
-    async fn bypass(
-        &self,
-        tenant: usize,
-        call: &CallCtx,
-        path: &str,
-        raw_query: &str,
-        detail: &str,
-    ) -> Result<Response<Body>, GatewayError> {
-        let resp = self
-            .call_upstream(
-                tenant,
-                call,
-                RouteKind::AssociatedUsersCount,
-                Method::GET,
-                &upstream_path(path, raw_query),
-                None,
-            )
-            .await?;
-        let mut out = Response::new(Full::new(resp.body));
-        *out.status_mut() = resp.status;
-        let h = out.headers_mut();
-        for name in crate::cache::STORED_HEADERS {
-            if let Some(v) = resp.headers.get(name) {
-                h.insert(name.clone(), v.clone());
-            }
-        }
-        h.insert(
-            &headers::CACHE_STATUS,
-            CacheStatus {
-                outcome: Outcome::Bypass,
-                stored: false,
-                ttl: None,
-                detail: Some(detail),
-            }
-            .value(),
-        );
-        Ok(out)
-    }
-
-    /// An allowlisted route: forwarded with the tenant's token, never cached. A successful
-    /// user-group write drops the tenant's cached user-group answers.
-    async fn passthrough<B>(
-        &self,
-        cfg: &GatewayConfig,
-        req: Request<B>,
-        tenant: usize,
-        call: CallCtx,
-    ) -> Result<Response<Body>, GatewayError>
-    where
-        B: http_body::Body + Send,
-        B::Data: Send,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
-        let (parts, body) = req.into_parts();
-        // The body must arrive within the header-read deadline: a slow upload is the client's
-        // fault (408), not the upstream's.
-        let read = Limited::new(body, cfg.passthrough_max_body).collect();
-        let body = tokio::time::timeout(cfg.header_read_timeout, read)
-            .await
-            .map_err(|_| GatewayError::RequestTimeout)?
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    GatewayError::PayloadTooLarge
-                } else {
-                    GatewayError::BadRequestBody
-                }
-            })?
-            .to_bytes();
-        let path = parts.uri.path();
-        let path_and_query = upstream_path(path, parts.uri.query().unwrap_or(""));
-        let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
-        let body =
-            (!body.is_empty() || parts.method != Method::GET).then_some((body, content_type));
-        let resp = self
-            .call_upstream(
-                tenant,
-                &call,
-                RouteKind::Passthrough,
-                parts.method.clone(),
-                &path_and_query,
-                body,
-            )
-            .await?;
-        if resp.status.is_success() && route::invalidates_user_groups(&parts.method, path) {
-            self.invalidate(Some(tenant), None);
-            tracing::info!(tenant = %self.tenants[tenant].config.name, "user-group write: tenant's cached entries dropped");
-        }
-        let mut out = Response::new(Full::new(resp.body));
-        *out.status_mut() = resp.status;
-        copy_end_to_end_headers(&resp.headers, out.headers_mut());
-        out.headers_mut().insert(
-            &headers::CACHE_STATUS,
-            CacheStatus {
-                outcome: Outcome::Bypass,
-                stored: false,
-                ttl: None,
-                detail: Some("passthrough"),
-            }
-            .value(),
-        );
-        Ok(out)
-    }
-
-    /// One logical upstream call. With the tenant's managed token: on 401 `INVALID_TOKEN` /
-    /// `AUTHENTICATION_FAILURE` the token is replaced once and the call retried once
-    /// (`OAUTH_SCOPE_MISMATCH` is not retried). With a client's own token: as is.
-    async fn call_upstream(
-        &self,
-        tenant: usize,
-        call: &CallCtx,
-        route: RouteKind,
-        method: Method,
-        path_and_query: &str,
-        body: Option<(Bytes, Option<HeaderValue>)>,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let t = &self.tenants[tenant];
-        let up = Upcall {
-            route,
-            method,
-            path_and_query,
-            body,
-            call,
-        };
-        let token = match &call.credential {
-            Credential::Client(auth) => return self.send_guarded(t, auth.clone(), &up).await,
-            Credential::Managed => t.tokens.token().await?,
-        };
-        let resp = self.send_guarded(t, managed_auth(&token)?, &up).await?;
-        if resp.status == StatusCode::UNAUTHORIZED && is_token_rejection(&resp.body) {
-            let token = t.tokens.replace_rejected(&token).await?;
-            return self.send_guarded(t, managed_auth(&token)?, &up).await;
-        }
-        Ok(resp)
-    }
-
-    /// One upstream call under the tenant's protections: the circuit breaker, the concurrency
-    /// limit (a slot per attempt, released during backoff), and for GETs bounded retries of
-    /// 429 / 5xx / connection failures with jittered exponential backoff honouring
-    /// `Retry-After`, all within `upstream.timeout` overall; plus one immediate retry of a GET
-    /// whose pooled connection the upstream closed at that moment (`IncompleteMessage`).
-    async fn send_guarded(
-        &self,
-        t: &Tenant,
-        auth: HeaderValue,
-        up: &Upcall<'_>,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let cfg = self.config();
-        let policy = &cfg.upstream;
-        let idempotent = up.method == Method::GET;
-        let retries = if idempotent { policy.max_retries } else { 0 };
-        let deadline = Instant::now() + policy.timeout;
-        let mut attempt = 0;
-        let mut reopened = false;
-        loop {
-            t.breaker.allow()?;
-            let slot = t.limit.acquire().await?;
-            let result = self.send_once(t, auth.clone(), up).await;
-            drop(slot);
-            let retry_after_hint = match &result {
-                Ok(r) if is_failure(r.status) => {
-                    t.breaker
-                        .record(if r.status == StatusCode::TOO_MANY_REQUESTS {
-                            Verdict::Neutral
-                        } else {
-                            Verdict::Failure
-                        });
-                    retry_after(&r.headers)
-                }
-                Ok(_) => {
-                    t.breaker.record(Verdict::Success);
-                    return result;
-                }
-                Err(e) if idempotent && !reopened && upstream::is_incomplete_message(e) => {
-                    reopened = true;
-                    continue;
-                }
-                Err(GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTimeout) => {
-                    t.breaker.record(Verdict::Failure);
-                    None
-                }
-                Err(_) => return result,
-            };
-            if attempt >= retries || retry_after_hint.is_some_and(|d| d > policy.max_retry_after) {
-                return result;
-            }
-            let delay = upstream::backoff(
-                attempt,
-                policy.retry_base_delay,
-                policy.retry_max_delay,
-                retry_after_hint,
-            );
-            if Instant::now() + delay >= deadline {
-                return result;
-            }
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
-    }
-
-    async fn send_once(
-        &self,
-        t: &Tenant,
-        auth: HeaderValue,
-        up: &Upcall<'_>,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let mut req = Request::builder()
-            .method(up.method.clone())
-            .uri(format!("{}{}", t.config.api_base, up.path_and_query))
-            .header(header::AUTHORIZATION, auth)
-            .header(header::ACCEPT, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("zoho-gateway/", env!("CARGO_PKG_VERSION")),
-            )
-            .header(&headers::REQUEST_ID, up.call.request_id.clone())
-            .header(
-                headers::X_FORWARDED_FOR.clone(),
-                up.call.forwarded_for.clone(),
-            );
-        let body = match &up.body {
-            Some((bytes, content_type)) => {
-                if let Some(ct) = content_type {
-                    req = req.header(header::CONTENT_TYPE, ct);
-                }
-                bytes.clone()
-            }
-            None => Bytes::new(),
-        };
-        let req = req
-            .body(Full::new(body))
-            .map_err(|_| GatewayError::Internal)?;
-        let started = Instant::now();
-        let result = self.upstream.send(req).await;
-        self.metrics.record_upstream(
-            &t.config.name,
-            up.route,
-            result.as_ref().ok().map(|r| r.status.as_u16()),
-            started.elapsed(),
-        );
-        result
-    }
-
-    /// Identifies the client: its key from `X-Gateway-Key`, else from `Authorization:
-    /// Zoho-oauthtoken <key>`; checks the key may use `route`; for a pass-through tenant, takes
-    /// the client's own Zoho token from `Authorization` and its HMAC cache partition.
-    fn authenticate<'c>(
-        &self,
-        cfg: &'c GatewayConfig,
-        h: &HeaderMap,
-        route: RouteKind,
-    ) -> Result<Authenticated<'c>, GatewayError> {
-        if h.get_all(header::AUTHORIZATION).iter().count() > 1
-            || h.get_all(&headers::GATEWAY_KEY).iter().count() > 1
-        {
-            return Err(GatewayError::InvalidRequest(
-                "conflicting credentials: send one Authorization and at most one X-Gateway-Key",
-            ));
-        }
-        let zoho_token = h.get(header::AUTHORIZATION).map(|v| {
-            let v = v.as_bytes();
-            let scheme = b"zoho-oauthtoken ";
-            (v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme))
-                .then(|| v[scheme.len()..].trim_ascii())
-                .filter(|t| !t.is_empty())
-        });
-        let from_header = h.get(&headers::GATEWAY_KEY).map(HeaderValue::as_bytes);
-        let presented = match (from_header, zoho_token) {
-            (Some(key), _) => key.trim_ascii(),
-            (None, Some(Some(key))) => key,
-            (None, Some(None)) => return Err(GatewayError::UnknownKey),
-            (None, None) => return Err(GatewayError::MissingKey),
-        };
-        // Keys are looked up by SHA-256 digest (the table holds no plain keys; the lookup's
-        // timing depends only on the digest) and confirmed with a constant-time comparison.
-        let digest = key_digest(presented);
-        let client = cfg
-            .clients
-            .get(&digest)
-            .filter(|c| bool::from(c.digest.ct_eq(&digest)))
-            .ok_or(GatewayError::UnknownKey)?;
-        if client.routes.as_ref().is_some_and(|r| !r.contains(&route)) {
-            return Err(GatewayError::NoPermission);
-        }
-        let tenant = &self.tenants[client.tenant];
-        let Some(hmac_key) = tenant.config.pass_through_hmac.as_ref() else {
-            return Ok(Authenticated {
-                client,
-                credential: Credential::Managed,
-                partition: None,
-            });
-        };
-        // Pass-through: the key came from X-Gateway-Key, the Zoho token from Authorization.
-        let token = match (from_header, zoho_token) {
-            (Some(_), Some(Some(token))) => token,
-            _ => return Err(GatewayError::MissingZohoToken),
-        };
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key.expose().as_bytes())
-            .map_err(|_| GatewayError::Internal)?;
-        mac.update(token);
-        let partition: [u8; 32] = mac.finalize().into_bytes().into();
-        let mut auth = h
-            .get(header::AUTHORIZATION)
-            .cloned()
-            .ok_or(GatewayError::MissingZohoToken)?;
-        auth.set_sensitive(true);
-        Ok(Authenticated {
-            client,
-            credential: Credential::Client(auth),
-            partition: Some(partition),
-        })
-    }
-}
-
-/// `Authorization: Zoho-oauthtoken <token>` for a managed token, marked sensitive.
-fn managed_auth(token: &AccessToken) -> Result<HeaderValue, GatewayError> {
-    let mut auth = HeaderValue::try_from(format!("Zoho-oauthtoken {}", token.expose()))
-        .map_err(|_| GatewayError::Internal)?;
-    auth.set_sensitive(true);
-    Ok(auth)
 }
 
 /// Increments a gauge for as long as it lives (also when its future is dropped mid-way).
@@ -1070,23 +669,6 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Whether an upstream status is a failure that stale-if-error and the hold cover.
-fn is_failure(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
-/// `Retry-After` in delta-seconds (RFC 9110 §10.2.3); HTTP-date forms are ignored.
-fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = h
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(secs))
 }
 
 /// `ttl` shortened by a random 0..=`percent`% (so entries stored together expire apart).
@@ -1125,145 +707,9 @@ fn client_directives(h: &HeaderMap, policy: &CountRoutePolicy) -> Directives {
     d
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus Zoho's per-user headers that never leave the
-/// gateway (`Set-Cookie`, `X-ACCESSTOKEN-RESET`).
-fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    let mut hop: Vec<&str> = Vec::new();
-    for v in from.get_all(header::CONNECTION) {
-        hop.extend(v.to_str().unwrap_or("").split(',').map(str::trim));
-    }
-    for (name, value) in from {
-        let n = name.as_str();
-        let dropped = matches!(
-            n,
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "set-cookie"
-                | "x-accesstoken-reset"
-                | "content-length"
-        ) || hop.iter().any(|h| h.eq_ignore_ascii_case(n));
-        if !dropped {
-            to.append(name.clone(), value.clone());
-        }
-    }
-}
-
-/// `path?query` for the upstream request (the client's raw query, forwarded as received).
-fn upstream_path(path: &str, raw_query: &str) -> String {
-    if raw_query.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{raw_query}")
-    }
-}
-
-/// Whether a 401 body is Zoho's expired/revoked-token answer (not `OAUTH_SCOPE_MISMATCH`).
-fn is_token_rejection(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Code<'a> {
-        #[serde(borrow)]
-        code: Option<&'a str>,
-    }
-    matches!(
-        serde_json::from_slice::<Code<'_>>(body)
-            .ok()
-            .and_then(|c| c.code),
-        Some("INVALID_TOKEN" | "AUTHENTICATION_FAILURE")
-    )
-}
-
-/// A response from a stored entry served from cache (`hit` or `stale`), with `Age`.
-fn hit_response(
-    entry: &CachedResponse,
-    now: Instant,
-    outcome: Outcome,
-    detail: Option<&str>,
-) -> Response<Body> {
-    let ttl = match outcome {
-        Outcome::Stale => -(entry.staleness(now) as i64),
-        _ => entry.remaining_ttl(now) as i64,
-    };
-    let mut resp = entry_response(
-        entry,
-        CacheStatus {
-            outcome,
-            stored: false,
-            ttl: Some(ttl),
-            detail,
-        },
-    );
-    resp.headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age(now)));
-    resp
-}
-
-/// A response from a flight's result.
-fn fetched_response(
-    f: &Fetched,
-    outcome: Outcome,
-    detail: Option<&str>,
-    now: Instant,
-) -> Response<Body> {
-    entry_response(
-        &f.entry,
-        CacheStatus {
-            outcome,
-            stored: f.stored && outcome == Outcome::Miss,
-            ttl: f.stored.then(|| f.entry.remaining_ttl(now) as i64),
-            detail,
-        },
-    )
-}
-
-fn entry_response(entry: &CachedResponse, status: CacheStatus<'_>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(entry.body.clone()));
-    *resp.status_mut() = entry.status;
-    let h = resp.headers_mut();
-    for (name, value) in &entry.headers {
-        h.append(name.clone(), value.clone());
-    }
-    h.insert(&headers::CACHE_STATUS, status.value());
-    resp
-}
-
-/// The Zoho-shaped response for a gateway error.
-fn error_response(err: &GatewayError, outcome: Outcome) -> Response<Body> {
-    let mut resp = Response::new(Full::new(err.body()));
-    *resp.status_mut() = err.status();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=utf-8"),
-    );
-    h.insert(GATEWAY_ERROR_HEADER, err.header_value());
-    h.insert(
-        &headers::CACHE_STATUS,
-        CacheStatus {
-            outcome,
-            stored: false,
-            ttl: None,
-            detail: Some(err.kind()),
-        }
-        .value(),
-    );
-    if matches!(err, GatewayError::MethodNotAllowed) {
-        h.insert(header::ALLOW, HeaderValue::from_static("GET"));
-    }
-    if let Some(secs) = err.retry_after_secs() {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    resp
-}
-
 #[cfg(test)]
 mod tests {
+    use super::passthrough::copy_end_to_end_headers;
     use super::*;
 
     fn policy() -> CountRoutePolicy {

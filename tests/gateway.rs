@@ -286,3 +286,67 @@ async fn metrics_count_hits_and_misses() {
     assert_eq!(health.status, 200);
     h.shutdown().await;
 }
+
+/// Each equivalence class of `filters` spellings costs exactly one simulator call; a query the
+/// gateway cannot canonicalise for certain is forwarded every time, never cached, with the
+/// reason in `Cache-Status`.
+#[tokio::test]
+async fn equivalence_classes_cost_one_call_each_and_uncertain_queries_are_never_cached() {
+    let h = Harness::start().await;
+    let enc = |json: &str| -> String { form_urlencoded::byte_serialize(json.as_bytes()).collect() };
+    let t1 = r#"{"field":{"api_name":"name"},"comparator":"equal","value":"Tier1"}"#;
+    let t2 = r#"{"field":{"api_name":"name"},"comparator":"equal","value":"Tier2"}"#;
+    let classes: Vec<Vec<String>> = vec![
+        // Tier1 OR Tier2: member order, duplicates, operator case, key order, whitespace,
+        // nesting of the same operator, \u escapes.
+        vec![
+            format!(r#"{{"group_operator":"or","group":[{t1},{t2}]}}"#),
+            format!(r#"{{"group_operator":"OR","group":[{t2},{t1}]}}"#),
+            format!(r#"{{"group":[{t1},{t2},{t1}],"group_operator":"Or"}}"#),
+            format!(
+                r#"{{"group_operator":"or","group":[{t1},{{"group_operator":"or","group":[{t2}]}}]}}"#
+            ),
+            format!(
+                r#" {{ "group_operator" : "or" , "group" : [ {t1} , {} ] }} "#,
+                t2.replace("Tier2", "Tier\\u0032")
+            ),
+        ],
+        // Tier1 alone: a one-member group equals the bare criterion.
+        vec![
+            t1.to_owned(),
+            format!(r#"{{"group_operator":"and","group":[{t1}]}}"#),
+        ],
+    ];
+    let mut expected_calls = 0;
+    for class in &classes {
+        expected_calls += 1;
+        let mut bodies = std::collections::HashSet::new();
+        for spelling in class {
+            let r = h.get(&format!("{COUNT}?filters={}", enc(spelling))).await;
+            assert_eq!(r.status, 200, "{spelling}");
+            bodies.insert(r.body);
+            assert_eq!(
+                h.sim().calls(SimRoute::AssociatedUsersCount),
+                expected_calls,
+                "{spelling}"
+            );
+        }
+        assert_eq!(bodies.len(), 1);
+    }
+    // Repeated `filters`: uncertain, forwarded as-is each time, never stored.
+    let repeated = format!("{COUNT}?filters={}&filters={}", enc(t1), enc(t2));
+    for _ in 0..2 {
+        let r = h.get(&repeated).await;
+        assert!(
+            r.cache_status().contains("fwd=bypass; detail="),
+            "{}",
+            r.cache_status()
+        );
+        expected_calls += 1;
+        assert_eq!(
+            h.sim().calls(SimRoute::AssociatedUsersCount),
+            expected_calls
+        );
+    }
+    h.shutdown().await;
+}

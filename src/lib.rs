@@ -160,7 +160,12 @@ impl App {
             settings,
             shutdown.clone(),
         )));
-        for t in gateway.tenants() {
+        // Pass-through tenants use their clients' tokens: nothing to refresh.
+        for t in gateway
+            .tenants()
+            .iter()
+            .filter(|t| t.config.pass_through_hmac.is_none())
+        {
             tasks.push(tokio::spawn(
                 t.tokens.clone().run_refresh_ahead(shutdown.child_token()),
             ));

@@ -245,6 +245,14 @@ async fn pass_through_tokens_never_share_answers() {
         Some("missing_zoho_token")
     );
     assert_eq!(calls(), 4);
+    // The gateway holds no credentials for a pass-through tenant and never asks for a token.
+    let m = h.metrics().await;
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("zoho_gateway_token_refreshes_total")
+                && l.contains("tenant=\"p\"")),
+        "{m}"
+    );
 }
 
 #[tokio::test]

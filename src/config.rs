@@ -609,7 +609,7 @@ pub struct CountRoutePolicy {
 }
 
 /// A validated tenant.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TenantConfig {
     /// Configured name (a metric label and part of the cache key).
     pub name: String,

@@ -217,7 +217,8 @@ impl Gateway {
     /// Applies a new configuration without dropping the cache: TTLs and staleness windows,
     /// route policies (canonicalisation rules, versions, pass-through allowlist), client keys,
     /// request limits and the admin token take effect for the next request. Listeners, the cache
-    /// bound, upstream client settings and the tenants' credentials and limits need a restart.
+    /// bound, upstream client settings and the tenants' hosts, credentials and limits need a
+    /// restart (a changed tenant is logged as such).
     ///
     /// # Errors
     /// A description when the tenant set differs (names or order): the old config stays.
@@ -227,6 +228,11 @@ impl Gateway {
             |c: &GatewayConfig| c.tenants.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         if names(&old) != names(&new) {
             return Err("the set of tenants changed: restart to apply".into());
+        }
+        for (before, after) in old.tenants.iter().zip(&new.tenants) {
+            if before != after {
+                tracing::warn!(tenant = %after.name, "tenant settings changed (hosts, credentials, limits): they apply after a restart");
+            }
         }
         self.config.store(Arc::new(new));
         Ok(())

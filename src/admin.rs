@@ -38,6 +38,8 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
     }
     match path {
         "/metrics" => {
+            // Settle moka's lazy accounting so the size gauges are exact at scrape time.
+            gw.cache().run_pending_tasks().await;
             let m = gw.metrics();
             m.cache_entries
                 .set(i64::try_from(gw.cache().entry_count()).unwrap_or(i64::MAX));
@@ -59,12 +61,12 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
             };
             text(status, format!("{why}\n").into_bytes(), "text/plain")
         }
-        path if path.starts_with("/admin/") => admin_api(&gw, &req),
+        path if path.starts_with("/admin/") => admin_api(&gw, &req).await,
         _ => text(StatusCode::NOT_FOUND, b"not found\n".to_vec(), "text/plain"),
     }
 }
 
-fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
+async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
     let cfg = gw.config();
     let Some(expected) = cfg.admin_token.as_ref() else {
         return json(
@@ -95,6 +97,7 @@ fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/admin/cache") => {
+            gw.cache().run_pending_tasks().await;
             let hits = gw.tally().hits.load(Ordering::Relaxed);
             let misses = gw.tally().misses.load(Ordering::Relaxed);
             let ratio = if hits + misses == 0 {

@@ -794,6 +794,19 @@ impl RawConfig {
             tenants.push(validate_tenant(name, t)?);
         }
 
+        let mut state_files = std::collections::HashSet::new();
+        for t in &tenants {
+            if let Some(path) = &t.token_state_file
+                && !state_files.insert(path.clone())
+            {
+                return Err(ConfigError::invalid(
+                    format!("tenants.{}.token_state_file", t.name),
+                    path.display().to_string(),
+                    "another tenant uses the same file",
+                ));
+            }
+        }
+
         let mut clients = HashMap::new();
         for (name, c) in &self.clients {
             let prefix = format!("clients.{name}");

@@ -131,6 +131,7 @@ impl TokenManager {
             match state_file::load(path, &tenant, &clock) {
                 Ok(Some(restored)) => {
                     state.attempts = restored.attempts;
+                    state.hold = restored.hold;
                     if let Some((value, expires_at)) = restored.token {
                         state.generation = 1;
                         state.current = Some(Arc::new(AccessToken {
@@ -249,6 +250,7 @@ impl TokenManager {
                 let until = st.attempts.front().map_or(now, |t| *t + window);
                 st.hold = Some((until, TokenFailure::BudgetExhausted));
                 drop(st);
+                self.save_state();
                 self.metrics.record_token_refresh(
                     &self.tenant.name,
                     TokenFailure::BudgetExhausted.as_str(),
@@ -293,6 +295,7 @@ impl TokenManager {
                     _ => FAILURE_HOLD,
                 };
                 self.lock().hold = Some((self.clock.now() + hold, why));
+                self.save_state();
                 self.lockout_gauge
                     .set(i64::from(why == TokenFailure::Throttled));
                 self.metrics
@@ -390,20 +393,26 @@ impl TokenManager {
         let Some(path) = &self.tenant.token_state_file else {
             return;
         };
-        let (token, attempts) = {
+        let (token, attempts, hold) = {
             let st = self.lock();
-            (st.current.clone(), st.attempts.clone())
+            (st.current.clone(), st.attempts.clone(), st.hold)
         };
-        if let Err(e) =
-            state_file::save(path, &self.tenant, &self.clock, token.as_deref(), &attempts)
-        {
+        if let Err(e) = state_file::save(
+            path,
+            &self.tenant,
+            &self.clock,
+            token.as_deref(),
+            &attempts,
+            hold,
+        ) {
             tracing::warn!(tenant = %self.tenant.name, path = %path.display(), error = %e, "cannot write the token state file");
         }
     }
 }
 
 /// The token state file: JSON `{"version":1,"credential":"<sha256 hex of client id and refresh
-/// token>","access_token":…,"expires_at_unix":…,"grants_unix":[…]}`, mode 0600.
+/// token>","access_token":…,"expires_at_unix":…,"grants_unix":[…],"hold_until_unix":…,
+/// "hold_reason":…}`, mode 0600, rewritten after every grant attempt, successful or not.
 mod state_file {
     use std::collections::VecDeque;
     use std::path::Path;
@@ -416,6 +425,7 @@ mod state_file {
     use super::AccessToken;
     use crate::clock::Clock;
     use crate::config::{Secret, TenantConfig};
+    use crate::error::TokenFailure;
 
     #[derive(Serialize, Deserialize)]
     struct File {
@@ -424,11 +434,17 @@ mod state_file {
         access_token: Option<String>,
         expires_at_unix: Option<u64>,
         grants_unix: Vec<u64>,
+        /// A lockout after Zoho's throttle (or a spent budget) outlives a restart.
+        #[serde(default)]
+        hold_until_unix: Option<u64>,
+        #[serde(default)]
+        hold_reason: Option<String>,
     }
 
     pub(super) struct Restored {
         pub token: Option<(Secret, Instant)>,
         pub attempts: VecDeque<Instant>,
+        pub hold: Option<(Instant, TokenFailure)>,
     }
 
     fn credential(t: &TenantConfig) -> String {
@@ -457,7 +473,17 @@ mod state_file {
         };
         let file: File = serde_json::from_str(&text)?;
         if file.version != 1 || file.credential != credential(t) {
+            tracing::warn!(tenant = %t.name, path = %path.display(), "token state file belongs to other credentials: ignored (it will be replaced)");
             return Ok(None);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+            if mode != 0o600 {
+                tracing::warn!(tenant = %t.name, path = %path.display(), mode = format!("{mode:o}"), "token state file was not private: setting mode 0600");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
         }
         let (now_unix, now) = (unix_now(), clock.now());
         let at = |unix: u64| now.checked_sub(Duration::from_secs(now_unix.saturating_sub(unix)));
@@ -474,7 +500,23 @@ mod state_file {
             }
             _ => None,
         };
-        Ok(Some(Restored { token, attempts }))
+        let hold = match (file.hold_until_unix, file.hold_reason.as_deref()) {
+            (Some(until), Some(reason)) if until > now_unix => {
+                let why = match reason {
+                    "throttled" => TokenFailure::Throttled,
+                    "budget_exhausted" => TokenFailure::BudgetExhausted,
+                    "rejected" => TokenFailure::Rejected,
+                    _ => TokenFailure::Unreachable,
+                };
+                Some((now + Duration::from_secs(until - now_unix), why))
+            }
+            _ => None,
+        };
+        Ok(Some(Restored {
+            token,
+            attempts,
+            hold,
+        }))
     }
 
     pub(super) fn save(
@@ -483,6 +525,7 @@ mod state_file {
         clock: &Clock,
         token: Option<&AccessToken>,
         attempts: &VecDeque<Instant>,
+        hold: Option<(Instant, TokenFailure)>,
     ) -> std::io::Result<()> {
         let (now_unix, now) = (unix_now(), clock.now());
         let unix_of =
@@ -494,9 +537,15 @@ mod state_file {
             expires_at_unix: token
                 .map(|t| now_unix + t.expires_at.saturating_duration_since(now).as_secs()),
             grants_unix: attempts.iter().map(|&i| unix_of(i)).collect(),
+            hold_until_unix: hold
+                .filter(|(until, _)| *until > now)
+                .map(|(until, _)| now_unix + until.saturating_duration_since(now).as_secs()),
+            hold_reason: hold.map(|(_, why)| why.as_str().to_owned()),
         };
         let json = serde_json::to_vec(&file)?;
-        let tmp = path.with_extension("tmp");
+        let mut tmp_name = path.as_os_str().to_owned();
+        tmp_name.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp_name);
         let _ = std::fs::remove_file(&tmp);
         {
             use std::io::Write;

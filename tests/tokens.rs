@@ -275,3 +275,54 @@ routes = ["passthrough"]
     assert_eq!(r.json()["code"], "NO_PERMISSION");
     assert_eq!(h.sim().total_api_calls(), 0);
 }
+
+/// A failing accounts server: the failure and its hold survive restarts, so a restart loop does
+/// not hammer the token endpoint (nor spend Zoho's grant budget).
+#[tokio::test]
+async fn failed_grants_and_holds_survive_restarts() {
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    sim.handle().set_token_endpoint_down(true);
+    let dir = std::env::temp_dir().join(format!("zgw-hold-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("tokens.json");
+    let mut cfg = gateway_config(&sim.base_url(), "");
+    cfg.tenants.truncate(1);
+    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.tenants[0].token_state_file = Some(state.clone());
+    let client = TestClient::new();
+    for start in 0..5 {
+        let gw = App::spawn(cfg.clone()).await.unwrap();
+        if start == 0 {
+            let handle = sim.handle();
+            wait_until("the first grant attempt", || {
+                handle.calls(SimRoute::Token) == 1
+            })
+            .await;
+            let tokens = gw.gateway().tenants()[0].tokens.clone();
+            wait_until("the failure recorded", || {
+                tokens.health() != zoho_gateway::token::TokenHealth::Missing
+            })
+            .await;
+        }
+        let r = client
+            .get(
+                &format!(
+                    "http://{}{}",
+                    gw.proxy_addr(),
+                    name_filter("equal", "Tier1")
+                ),
+                &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
+            )
+            .await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("x-zoho-gateway-error"), Some("token_unavailable"));
+        gw.shutdown().await;
+    }
+    assert_eq!(
+        sim.handle().calls(SimRoute::Token),
+        1,
+        "one attempt across five starts"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.shutdown().await;
+}

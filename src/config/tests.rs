@@ -151,3 +151,32 @@ fn missing_env_secret_is_named() {
         Ok(())
     });
 }
+
+#[test]
+fn two_tenants_cannot_share_a_token_state_file() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        let text = r#"
+            [tenants.one]
+            client_id = "x"
+            client_secret = "s"
+            refresh_token = "r"
+            token_state_file = "/tmp/t.json"
+            [tenants.two]
+            client_id = "y"
+            client_secret = "s"
+            refresh_token = { env = "ACME_REFRESH" }
+            token_state_file = "/tmp/t.json"
+        "#;
+        let err = RawConfig::from_toml_str(text)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("token_state_file") && err.contains("/tmp/t.json"),
+            "{err}"
+        );
+        Ok(())
+    });
+}

@@ -127,13 +127,26 @@ impl Gateway {
         let policy = &cfg.upstream;
         let idempotent = up.method == Method::GET;
         let retries = if idempotent { policy.max_retries } else { 0 };
+        // All attempts together stay within `upstream.timeout` (queueing for a slot is bounded
+        // separately by `queue_timeout`).
         let deadline = Instant::now() + policy.timeout;
         let mut attempt = 0;
         let mut reopened = false;
+        // The previous attempt's answer, returned if a retry cannot go out.
+        let mut last: Option<Result<UpstreamResponse, GatewayError>> = None;
         loop {
-            t.breaker.allow()?;
+            if let Err(open) = t.breaker.allow() {
+                // The circuit opened during our retries: report what Zoho said, not the breaker.
+                return last.unwrap_or(Err(open));
+            }
             let slot = t.limit.acquire().await?;
-            let result = self.send_once(t, auth.clone(), up).await;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return last.unwrap_or(Err(GatewayError::UpstreamTimeout));
+            }
+            let result = tokio::time::timeout(remaining, self.send_once(t, auth.clone(), up))
+                .await
+                .unwrap_or(Err(GatewayError::UpstreamTimeout));
             drop(slot);
             let retry_after_hint = match &result {
                 Ok(r) if is_failure(r.status) => {
@@ -171,6 +184,7 @@ impl Gateway {
             if Instant::now() + delay >= deadline {
                 return result;
             }
+            last = Some(result);
             tokio::time::sleep(delay).await;
             attempt += 1;
         }

@@ -36,6 +36,24 @@ impl Drop for Slot {
     }
 }
 
+/// A place in the queue: counted in `queued` and the gauge from `enter` (after the caller's
+/// `fetch_add`) until dropped.
+struct Queued<'a>(&'a ConcurrencyLimit);
+
+impl<'a> Queued<'a> {
+    fn enter(limit: &'a ConcurrencyLimit) -> Self {
+        limit.queue_depth.inc();
+        Queued(limit)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.queue_depth.dec();
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl ConcurrencyLimit {
     /// `limit` slots; at most `max_queue` waiters, each waiting at most `queue_timeout`.
     /// The gauges report slots in use and waiters.
@@ -71,12 +89,11 @@ impl ConcurrencyLimit {
                     self.queued.fetch_sub(1, Ordering::SeqCst);
                     return Err(GatewayError::UpstreamBusy);
                 }
-                self.queue_depth.inc();
+                // Leaves the queue however the wait ends, cancellation included.
+                let _in_queue = Queued::enter(self);
                 let waited =
                     tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
                         .await;
-                self.queue_depth.dec();
-                self.queued.fetch_sub(1, Ordering::SeqCst);
                 match waited {
                     Ok(Ok(p)) => p,
                     _ => return Err(GatewayError::UpstreamBusy),
@@ -118,5 +135,23 @@ mod tests {
         assert!(matches!(l.acquire().await, Err(GatewayError::UpstreamBusy)));
         drop(c);
         assert_eq!(l.in_flight.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_waiter_leaves_the_queue() {
+        let l = limit(1, 1);
+        let _held = l.acquire().await.unwrap();
+        {
+            let waiting = l.acquire();
+            tokio::pin!(waiting);
+            assert!(futures_util::poll!(&mut waiting).is_pending());
+            assert_eq!(l.queue_depth.get(), 1);
+        } // dropped while queued: the client went away
+        assert_eq!(l.queue_depth.get(), 0);
+        assert_eq!(l.queued.load(Ordering::SeqCst), 0);
+        // The queue still has its one place.
+        let again = l.acquire();
+        tokio::pin!(again);
+        assert!(futures_util::poll!(&mut again).is_pending());
     }
 }

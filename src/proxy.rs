@@ -399,7 +399,8 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         let tenant_idx = auth.client.tenant;
-        let call = &ctx.call(auth.credential.clone());
+        // The upstream call context (`ctx.call`, forwarding headers) is built only where a call
+        // is made: hits never pay for it.
         let policy = &cfg.count_route;
         let tenant = &self.tenants[tenant_idx];
         let raw_query = req.uri().query().unwrap_or("");
@@ -422,7 +423,13 @@ impl Gateway {
                 ctx.outcome = Outcome::Bypass;
                 let started = Instant::now();
                 let result = self
-                    .bypass(tenant_idx, call, req.uri().path(), raw_query, detail)
+                    .bypass(
+                        tenant_idx,
+                        &ctx.call(auth.credential.clone()),
+                        req.uri().path(),
+                        raw_query,
+                        detail,
+                    )
                     .await;
                 ctx.upstream_took = Some(started.elapsed());
                 return result;
@@ -454,7 +461,8 @@ impl Gateway {
                     // A key on hold (a recent failure, Zoho's Retry-After) is not refreshed.
                     let held = self.holds.get(&key).is_some_and(|h| h.until > now);
                     if !held {
-                        self.revalidate_in_background(key, tenant_idx, call, req, raw_query);
+                        let call = ctx.call(auth.credential.clone());
+                        self.revalidate_in_background(key, tenant_idx, &call, req, raw_query);
                     }
                     return Ok(hit_response(
                         entry,
@@ -494,7 +502,8 @@ impl Gateway {
         // Miss (or client no-cache): one upstream call per key among concurrent requests.
         ctx.outcome = Outcome::Miss;
         let recheck = !directives.no_cache;
-        let fetch = self.fetcher(key, tenant_idx, call, req.uri().path(), raw_query, recheck);
+        let call = ctx.call(auth.credential.clone());
+        let fetch = self.fetcher(key, tenant_idx, &call, req.uri().path(), raw_query, recheck);
         let waiting = GaugeGuard::inc(&self.metrics.coalesce_waiters);
         let flight = self.flights.run(key, cfg.coalesce_timeout, fetch).await;
         drop(waiting);

@@ -127,6 +127,18 @@ struct RequestCtx {
     request_id: HeaderValue,
     /// Time spent waiting on upstream calls for this request (its flight's, if it joined one).
     upstream_took: Option<Duration>,
+    /// The end of `server.request_timeout` for this request.
+    deadline: Instant,
+}
+
+/// Runs `fut` until `deadline`; past it, the client gets the gateway's 504.
+async fn by_deadline<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    tokio::time::timeout_at(deadline, fut)
+        .await
+        .unwrap_or(Err(GatewayError::UpstreamTimeout))
 }
 
 impl RequestCtx {
@@ -309,16 +321,14 @@ impl Gateway {
                 peer: peer.ip(),
                 request_id: request_id.clone(),
                 upstream_took: None,
+                deadline: Instant::now() + self.config.load().request_timeout,
             },
             done: false,
         };
         let cfg = self.config();
-        let timeout = cfg.request_timeout;
-        let inner = self.handle_inner(cfg, req, &mut rec.ctx);
-        let result = match tokio::time::timeout(timeout, inner).await {
-            Ok(r) => r,
-            Err(_) => Err(GatewayError::UpstreamTimeout),
-        };
+        // `request_timeout` bounds every wait of this request (flight, upstream, body) through
+        // `ctx.deadline`; a cache hit waits on nothing and arms no timer.
+        let result = self.handle_inner(cfg, req, &mut rec.ctx).await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
@@ -382,7 +392,7 @@ impl Gateway {
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
             let started = Instant::now();
-            let result = self.passthrough(&cfg, req, tenant, call).await;
+            let result = by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call)).await;
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
@@ -422,15 +432,9 @@ impl Gateway {
             Err(detail) => {
                 ctx.outcome = Outcome::Bypass;
                 let started = Instant::now();
-                let result = self
-                    .bypass(
-                        tenant_idx,
-                        &ctx.call(auth.credential.clone()),
-                        req.uri().path(),
-                        raw_query,
-                        detail,
-                    )
-                    .await;
+                let call = ctx.call(auth.credential.clone());
+                let bypass = self.bypass(tenant_idx, &call, req.uri().path(), raw_query, detail);
+                let result = by_deadline(ctx.deadline, bypass).await;
                 ctx.upstream_took = Some(started.elapsed());
                 return result;
             }
@@ -505,10 +509,17 @@ impl Gateway {
         let call = ctx.call(auth.credential.clone());
         let fetch = self.fetcher(key, tenant_idx, &call, req.uri().path(), raw_query, recheck);
         let waiting = GaugeGuard::inc(&self.metrics.coalesce_waiters);
-        let flight = self.flights.run(key, cfg.coalesce_timeout, fetch).await;
+        let wait = cfg
+            .coalesce_timeout
+            .min(ctx.deadline.saturating_duration_since(Instant::now()));
+        let flight = self.flights.run(key, wait, fetch).await;
         drop(waiting);
         let (fetched, role) = match flight {
             Ok(v) => v,
+            // The request's own deadline ended the wait: the request timed out.
+            Err(FlightError::Timeout) if Instant::now() >= ctx.deadline => {
+                return Err(GatewayError::UpstreamTimeout);
+            }
             Err(FlightError::Timeout) => return Err(GatewayError::WaitTimeout),
             Err(FlightError::Aborted) => return Err(GatewayError::Internal),
         };

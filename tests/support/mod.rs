@@ -39,28 +39,25 @@ impl Harness {
 
     /// Starts both; `extra_toml` is appended to the gateway config.
     pub async fn start_with(sim_config: SimConfig, extra_toml: &str) -> Self {
-        let sim = Simulator::spawn(sim_config)
-            .await
-            .expect("simulator starts");
-        let (clock, handle) = Clock::manual();
-        let gw = App::spawn_with_clock(gateway_config(&sim.base_url(), extra_toml), clock)
-            .await
-            .expect("gateway starts");
-        Harness {
-            sim,
-            gw,
-            client: TestClient::new(),
-            clock: handle,
-        }
+        Self::start_configured(sim_config, |url| gateway_config(url, extra_toml)).await
     }
 
     /// Starts both with keys added inside `[server]` and `[tenants.a]` (see [`Extra`]).
     pub async fn start_with_extra(sim_config: SimConfig, extra: Extra<'_>) -> Self {
+        Self::start_configured(sim_config, |url| gateway_config_with(url, extra)).await
+    }
+
+    /// Starts the simulator, then a gateway with the config `config(simulator URL)` and a
+    /// manual freshness clock.
+    async fn start_configured(
+        sim_config: SimConfig,
+        config: impl FnOnce(&str) -> zoho_gateway::config::GatewayConfig,
+    ) -> Self {
         let sim = Simulator::spawn(sim_config)
             .await
             .expect("simulator starts");
         let (clock, handle) = Clock::manual();
-        let gw = App::spawn_with_clock(gateway_config_with(&sim.base_url(), extra), clock)
+        let gw = App::spawn_with_clock(config(&sim.base_url()), clock)
             .await
             .expect("gateway starts");
         Harness {

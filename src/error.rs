@@ -120,6 +120,9 @@ pub enum GatewayError {
     /// No access token could be obtained for the tenant.
     #[error("no access token ({})", .0.as_str())]
     TokenUnavailable(TokenFailure),
+    /// The gateway is shutting down and its drain deadline came before the answer.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     /// A bug: a task panicked or an invariant broke.
     #[error("internal gateway error")]
     Internal,
@@ -147,9 +150,9 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => {
                 StatusCode::BAD_GATEWAY
             }
-            GatewayError::TokenUnavailable(_) | GatewayError::CircuitOpen => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::TokenUnavailable(_)
+            | GatewayError::CircuitOpen
+            | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamBusy => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -178,6 +181,7 @@ impl GatewayError {
             GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::CircuitOpen => "circuit_open",
             GatewayError::UriTooLong => "uri_too_long",
+            GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal => "internal",
         }
     }
@@ -204,7 +208,7 @@ impl GatewayError {
             | GatewayError::UpstreamBusy
             | GatewayError::CircuitOpen
             | GatewayError::TokenUnavailable(_) => Blame::Upstream,
-            GatewayError::Internal => Blame::Gateway,
+            GatewayError::Internal | GatewayError::ShuttingDown => Blame::Gateway,
         }
     }
 
@@ -230,7 +234,9 @@ impl GatewayError {
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => "GATEWAY_TIMEOUT",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
-            GatewayError::TokenUnavailable(_) | GatewayError::CircuitOpen => "SERVICE_UNAVAILABLE",
+            GatewayError::TokenUnavailable(_)
+            | GatewayError::CircuitOpen
+            | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
             GatewayError::UpstreamBusy => "TOO_MANY_REQUESTS",
             GatewayError::UriTooLong => "URI_TOO_LONG",
             GatewayError::Internal => "INTERNAL_SERVER_ERROR",
@@ -275,7 +281,7 @@ impl GatewayError {
     /// Seconds a client should wait before retrying (`Retry-After`), for errors that pass.
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            GatewayError::UpstreamBusy => Some(1),
+            GatewayError::UpstreamBusy | GatewayError::ShuttingDown => Some(1),
             GatewayError::CircuitOpen | GatewayError::TokenUnavailable(_) => Some(5),
             _ => None,
         }

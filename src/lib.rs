@@ -218,7 +218,17 @@ impl Running {
     pub async fn shutdown(self) {
         self.gateway.set_draining();
         self.proxy_shutdown.cancel();
+        // Just before the drain deadline, requests still waiting get a 503 (shutting down), so
+        // their clients get an answer before the connections close.
+        let drain = self.gateway.config().drain_timeout;
+        let margin = (drain / 10).min(std::time::Duration::from_secs(1));
+        let gateway = self.gateway.clone();
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(drain.saturating_sub(margin)).await;
+            gateway.stop_waiting();
+        });
         let _ = self.proxy.await;
+        stopper.abort();
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;

@@ -116,6 +116,9 @@ pub struct Gateway {
     clock: Clock,
     tally: CacheTally,
     draining: AtomicBool,
+    /// Cancelled shortly before the drain deadline: requests still waiting then are answered
+    /// with a 503 instead of losing their connection.
+    stop_waiting: tokio_util::sync::CancellationToken,
 }
 
 /// Per-request facts gathered along the path, for the one measurement and log line.
@@ -131,14 +134,19 @@ struct RequestCtx {
     deadline: Instant,
 }
 
-/// Runs `fut` until `deadline`; past it, the client gets the gateway's 504.
-async fn by_deadline<T>(
-    deadline: Instant,
-    fut: impl std::future::Future<Output = Result<T, GatewayError>>,
-) -> Result<T, GatewayError> {
-    tokio::time::timeout_at(deadline, fut)
-        .await
-        .unwrap_or(Err(GatewayError::UpstreamTimeout))
+impl Gateway {
+    /// Runs `fut` until `deadline` (then the gateway's 504) or until the drain stops waits
+    /// (then its 503).
+    async fn by_deadline<T>(
+        &self,
+        deadline: Instant,
+        fut: impl std::future::Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, fut) => r.unwrap_or(Err(GatewayError::UpstreamTimeout)),
+            _ = self.stop_waiting.cancelled() => Err(GatewayError::ShuttingDown),
+        }
+    }
 }
 
 impl RequestCtx {
@@ -218,6 +226,7 @@ impl Gateway {
             clock,
             tally: CacheTally::default(),
             draining: AtomicBool::new(false),
+            stop_waiting: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -273,6 +282,12 @@ impl Gateway {
     /// Marks the gateway as draining (`/readyz` turns 503).
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends every wait still in progress with [`GatewayError::ShuttingDown`] (called by the
+    /// drain just before its deadline, so those clients get an answer before the close).
+    pub fn stop_waiting(&self) {
+        self.stop_waiting.cancel();
     }
 
     /// Whether the gateway is draining.
@@ -392,7 +407,9 @@ impl Gateway {
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
             let started = Instant::now();
-            let result = by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call)).await;
+            let result = self
+                .by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call))
+                .await;
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
@@ -434,7 +451,7 @@ impl Gateway {
                 let started = Instant::now();
                 let call = ctx.call(auth.credential.clone());
                 let bypass = self.bypass(tenant_idx, &call, req.uri().path(), raw_query, detail);
-                let result = by_deadline(ctx.deadline, bypass).await;
+                let result = self.by_deadline(ctx.deadline, bypass).await;
                 ctx.upstream_took = Some(started.elapsed());
                 return result;
             }
@@ -512,7 +529,10 @@ impl Gateway {
         let wait = cfg
             .coalesce_timeout
             .min(ctx.deadline.saturating_duration_since(Instant::now()));
-        let flight = self.flights.run(key, wait, fetch).await;
+        let flight = tokio::select! {
+            f = self.flights.run(key, wait, fetch) => f,
+            _ = self.stop_waiting.cancelled() => return Err(GatewayError::ShuttingDown),
+        };
         drop(waiting);
         let (fetched, role) = match flight {
             Ok(v) => v,

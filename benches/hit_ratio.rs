@@ -40,7 +40,6 @@ fn entry(body: &Bytes) -> Arc<CachedResponse> {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: body.clone(),
-            received_at: Instant::now(),
         },
         Instant::now(),
         Lifetimes {

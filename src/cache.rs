@@ -319,7 +319,6 @@ mod tests {
                 status: StatusCode::OK,
                 headers,
                 body: Bytes::copy_from_slice(body),
-                received_at: Instant::now(),
             },
             Instant::now(),
             Lifetimes {

@@ -280,6 +280,9 @@ impl GatewayError {
 
     /// Seconds a client should wait before retrying (`Retry-After`), for errors that pass.
     pub fn retry_after_secs(&self) -> Option<u64> {
+        if !self.retryable() {
+            return None;
+        }
         match self {
             GatewayError::UpstreamBusy | GatewayError::ShuttingDown => Some(1),
             GatewayError::CircuitOpen | GatewayError::TokenUnavailable(_) => Some(5),

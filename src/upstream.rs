@@ -17,7 +17,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::time::Instant;
 
 use crate::config::RawUpstream;
 use crate::error::GatewayError;
@@ -31,8 +30,6 @@ pub struct UpstreamResponse {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
-    /// When the response headers arrived (RFC 9111 §4.2.3 `response_time`).
-    pub received_at: Instant,
 }
 
 /// Pooled upstream client with deadlines.
@@ -93,7 +90,6 @@ impl Upstream {
                 .request(req)
                 .await
                 .map_err(|e| GatewayError::UpstreamConnect(Arc::new(e)))?;
-            let received_at = Instant::now();
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, max)
                 .collect()
@@ -110,7 +106,6 @@ impl Upstream {
                 status: parts.status,
                 headers: parts.headers,
                 body,
-                received_at,
             })
         };
         tokio::time::timeout(self.timeout, call)

@@ -379,6 +379,14 @@ fn page_of<'a, T>(items: &'a [T], p: &Paging) -> Option<(&'a [T], Info)> {
     ))
 }
 
+/// The answer when a page has nothing in it: 204, or 200 with `empty()`, per `no_match`.
+fn no_match<T: serde::Serialize>(state: &State, empty: impl FnOnce() -> T) -> Reply {
+    match state.config.no_match {
+        NoMatch::NoContent => Reply::no_content(),
+        NoMatch::EmptyList => Reply::json(StatusCode::OK, &empty()),
+    }
+}
+
 fn empty_info(p: &Paging) -> Info {
     Info {
         per_page: p.per_page,
@@ -426,16 +434,10 @@ fn associated_users_count(state: &State, q: &Params) -> Result<Reply, ApiError> 
     let store = state.store.lock().expect("store lock");
     let matched = matching(state, store.groups(), filter.as_ref());
     let Some((items, info)) = page_of(&matched, &paging) else {
-        return Ok(match state.config.no_match {
-            NoMatch::NoContent => Reply::no_content(),
-            NoMatch::EmptyList => Reply::json(
-                StatusCode::OK,
-                &CountPage {
-                    associated_users_count: Vec::new(),
-                    info: empty_info(&paging),
-                },
-            ),
-        });
+        return Ok(no_match(state, || CountPage {
+            associated_users_count: Vec::new(),
+            info: empty_info(&paging),
+        }));
     };
     let body = CountPage {
         associated_users_count: items
@@ -504,16 +506,10 @@ fn list_groups(state: &State, q: &Params) -> Result<Reply, ApiError> {
     let store = state.store.lock().expect("store lock");
     let matched = matching(state, store.groups(), filter.as_ref());
     let Some((items, info)) = page_of(&matched, &paging) else {
-        return Ok(match state.config.no_match {
-            NoMatch::NoContent => Reply::no_content(),
-            NoMatch::EmptyList => Reply::json(
-                StatusCode::OK,
-                &GroupsPage {
-                    user_groups: Vec::new(),
-                    info: Some(empty_info(&paging)),
-                },
-            ),
-        });
+        return Ok(no_match(state, || GroupsPage {
+            user_groups: Vec::new(),
+            info: Some(empty_info(&paging)),
+        }));
     };
     let body = GroupsPage {
         user_groups: items

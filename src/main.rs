@@ -69,6 +69,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Serve { config } => {
             let raw = RawConfig::load(&config)?;
             telemetry::init(&raw.logging);
+            raise_open_file_limit();
             let mut signals = Signals::register()?;
             let running = App::spawn(raw.validate()?).await?;
             serve_until_shutdown(&running, &config, &mut signals).await;
@@ -97,6 +98,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Demo => {
             let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG)?;
             telemetry::init(&raw.logging);
+            raise_open_file_limit();
             let mut signals = Signals::register()?;
             let demo = demo::start(raw).await?;
             println!("{}", demo.banner());
@@ -117,6 +119,14 @@ async fn run(command: Command) -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one, so `server.max_connections` fits (the gateway
+/// clamps it, with a warning, to what the limit allows).
+fn raise_open_file_limit() {
+    if let Some(limit) = zoho_gateway::server::raise_open_file_limit() {
+        tracing::info!(open_file_limit = limit, "open-file limit");
+    }
 }
 
 /// The process signals, registered before the gateway starts listening, so a signal that

@@ -151,7 +151,10 @@ async fn connect_failures_are_logged_with_their_cause_and_no_secret() {
         );
         async move {
             client
-                .get(&url, &[("authorization", &format!("Zoho-oauthtoken {key}"))])
+                .get(
+                    &url,
+                    &[("authorization", &format!("Zoho-oauthtoken {key}"))],
+                )
                 .await
         }
     };
@@ -172,11 +175,18 @@ async fn connect_failures_are_logged_with_their_cause_and_no_secret() {
     };
     let attempt = line("upstream attempt failed");
     assert!(attempt.contains("Connection refused"), "{attempt}");
-    assert!(attempt.contains("tenant=\"a\"") || attempt.contains("tenant=a"), "{attempt}");
+    assert!(
+        attempt.contains("tenant=\"a\"") || attempt.contains("tenant=a"),
+        "{attempt}"
+    );
     let grant = line("access token refresh failed");
     assert!(grant.contains("Connection refused"), "{grant}");
     let (_, secret, refresh) = SimConfig::demo_credentials();
     for s in [secret.as_str(), refresh.as_str(), KEY, KEY_B] {
-        assert!(!logs.contains(s), "the log contains a secret ({} chars)", s.len());
+        assert!(
+            !logs.contains(s),
+            "the log contains a secret ({} chars)",
+            s.len()
+        );
     }
 }

@@ -46,10 +46,13 @@ use crate::upstream::UpstreamResponse;
 pub const ENTRY_OVERHEAD: u32 = 256;
 
 /// Response headers kept with an upstream answer and replayed (`Retry-After` only ever comes
-/// with 429 / 5xx answers, which are relayed but never stored as cache entries).
+/// with 429 / 5xx answers, which are relayed but never stored as cache entries;
+/// `Content-Encoding` only with answers that are relayed, never stored: the cache stores
+/// identity-coded JSON only).
 pub const STORED_HEADERS: &[HeaderName] = &[
     header::CONTENT_TYPE,
     header::CONTENT_LANGUAGE,
+    header::CONTENT_ENCODING,
     header::RETRY_AFTER,
 ];
 

@@ -75,8 +75,8 @@ pub enum GatewayError {
     /// The query is one Zoho is known to reject; answered locally.
     #[error("invalid {param}: {message}")]
     InvalidData {
-        /// The offending parameter (`filters`, `page`, `per_page`, `query`).
-        param: &'static str,
+        /// The offending parameter (`filters`, `page`, `per_page`, `query`, …).
+        param: std::borrow::Cow<'static, str>,
         /// Short explanation, safe to show the client.
         message: String,
     },
@@ -111,6 +111,10 @@ pub enum GatewayError {
     /// The tenant's upstream concurrency limit is reached and its queue is full or timed out.
     #[error("too many requests in flight to Zoho for this tenant")]
     UpstreamBusy,
+    /// Too many requests are already waiting for upstream answers (the gateway's or the
+    /// tenant's `max_waiters`).
+    #[error("too many requests waiting for upstream answers")]
+    TooManyWaiters,
     /// The tenant's circuit breaker is open after consecutive upstream failures.
     #[error("upstream circuit open after consecutive failures")]
     CircuitOpen {
@@ -163,6 +167,7 @@ impl GatewayError {
             }
             GatewayError::TokenUnavailable { .. }
             | GatewayError::CircuitOpen { .. }
+            | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamBusy => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -191,6 +196,7 @@ impl GatewayError {
             GatewayError::TokenUnavailable { .. } => "token_unavailable",
             GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::CircuitOpen { .. } => "circuit_open",
+            GatewayError::TooManyWaiters => "too_many_waiters",
             GatewayError::UriTooLong => "uri_too_long",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal => "internal",
@@ -219,7 +225,9 @@ impl GatewayError {
             | GatewayError::UpstreamBusy
             | GatewayError::CircuitOpen { .. }
             | GatewayError::TokenUnavailable { .. } => Blame::Upstream,
-            GatewayError::Internal | GatewayError::ShuttingDown => Blame::Gateway,
+            GatewayError::Internal | GatewayError::ShuttingDown | GatewayError::TooManyWaiters => {
+                Blame::Gateway
+            }
         }
     }
 
@@ -247,6 +255,7 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
             GatewayError::TokenUnavailable { .. }
             | GatewayError::CircuitOpen { .. }
+            | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
             GatewayError::UpstreamBusy => "TOO_MANY_REQUESTS",
             GatewayError::UriTooLong => "URI_TOO_LONG",
@@ -297,7 +306,9 @@ impl GatewayError {
             return None;
         }
         match self {
-            GatewayError::UpstreamBusy | GatewayError::ShuttingDown => Some(1),
+            GatewayError::UpstreamBusy
+            | GatewayError::ShuttingDown
+            | GatewayError::TooManyWaiters => Some(1),
             GatewayError::CircuitOpen { retry_after }
             | GatewayError::TokenUnavailable { retry_after, .. } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
@@ -320,7 +331,7 @@ mod tests {
     #[test]
     fn envelope_has_zoho_shape_and_marker() {
         let e = GatewayError::InvalidData {
-            param: "filters",
+            param: "filters".into(),
             message: "invalid JSON".into(),
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -565,9 +565,16 @@ impl TokenManager {
                 Some(t) => Cause::Ahead(t.generation),
                 None => Cause::Missing,
             };
+            // A refresh under way when shutdown comes may finish (within `token_timeout`), so
+            // that a grant already spent reaches the state file before the process exits.
+            let refresh = self.refresh(cause);
+            tokio::pin!(refresh);
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = self.refresh(cause) => r,
+                r = &mut refresh => r,
+                _ = shutdown.cancelled() => {
+                    let _ = tokio::time::timeout(self.tenant.token_timeout, refresh).await;
+                    return;
+                }
             };
             retry_at = match (result, current) {
                 (Err(_), Some(t)) => {

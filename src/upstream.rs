@@ -24,7 +24,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::RawUpstream;
 use crate::error::GatewayError;
-use crate::route::RouteKind;
 use crate::telemetry::{ErrorChain, LogLimiter};
 
 /// At most one "upstream attempt failed" event per this period per gateway (the others are
@@ -92,7 +91,7 @@ impl Upstream {
     pub fn log_failed_attempt(
         &self,
         tenant: &str,
-        route: RouteKind,
+        route: &str,
         attempt: u32,
         outcome: Result<StatusCode, &GatewayError>,
     ) {
@@ -102,7 +101,7 @@ impl Upstream {
         match outcome {
             Ok(status) => tracing::warn!(
                 tenant,
-                route = route.as_str(),
+                route,
                 attempt,
                 status = status.as_u16(),
                 suppressed,
@@ -110,7 +109,7 @@ impl Upstream {
             ),
             Err(e) => tracing::warn!(
                 tenant,
-                route = route.as_str(),
+                route,
                 attempt,
                 kind = e.kind(),
                 error = %ErrorChain(e),

@@ -1002,7 +1002,10 @@ async fn errors_hyper_writes_itself_are_bare_and_harmless() {
     let auth = auth_line();
     let big = "x".repeat(20_000);
     let cases = [
-        (431, format!("GET {COUNT} HTTP/1.1\r\nHost: gw\r\n{auth}X-Big: {big}\r\n\r\n")),
+        (
+            431,
+            format!("GET {COUNT} HTTP/1.1\r\nHost: gw\r\n{auth}X-Big: {big}\r\n\r\n"),
+        ),
         (
             400,
             format!(

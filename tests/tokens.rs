@@ -61,7 +61,7 @@ async fn three_token_lifetimes_make_three_refreshes() {
     let (clock, manual) = Clock::manual();
     let mut cfg = gateway_config(&sim.base_url(), "");
     cfg.tenants.truncate(1);
-    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.clients.retain(|_, c| c.tenant.index() == 0);
     let gw = App::spawn_with_clock(cfg, clock).await.unwrap();
     let handle = sim.handle();
     let tokens = gw.gateway().tenants()[0].tokens.clone();
@@ -293,7 +293,7 @@ async fn failed_grants_and_holds_survive_restarts() {
     let state = dir.join("tokens.json");
     let mut cfg = gateway_config(&sim.base_url(), "");
     cfg.tenants.truncate(1);
-    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.clients.retain(|_, c| c.tenant.index() == 0);
     cfg.tenants[0].token_state_file = Some(state.clone());
     let client = TestClient::new();
     for start in 0..5 {
@@ -404,7 +404,8 @@ async fn start_with_fake_accounts(
     let sim = Simulator::spawn(roomy_sim()).await.unwrap();
     let mut cfg = gateway_config(&sim.base_url(), "");
     cfg.tenants.truncate(1);
-    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.clients
+        .retain(|_, c| c.tenant == zoho_gateway::config::TenantId(0));
     cfg.tenants[0].token_url = format!("{}/oauth/v2/token", fake.url);
     let (clock, manual) = Clock::manual();
     let gw = App::spawn_with_clock(cfg, clock).await.unwrap();
@@ -594,7 +595,8 @@ async fn absurd_times_in_the_state_file_are_not_trusted() {
     let state = dir.join("tokens.json");
     let mut cfg = gateway_config(&sim.base_url(), "");
     cfg.tenants.truncate(1);
-    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.clients
+        .retain(|_, c| c.tenant == zoho_gateway::config::TenantId(0));
     cfg.tenants[0].token_state_file = Some(state.clone());
     // Write a genuine file first, then push its times to u64::MAX.
     let gw = App::spawn(cfg.clone()).await.unwrap();

@@ -11,7 +11,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use zoho_gateway::canonical::{Canonical, CanonicalRules, KeyScope, cache_key, canonicalize};
+use zoho_gateway::canonical::{
+    Canonical, CanonicalRules, KeyMemo, KeyScope, cache_key, canonicalize,
+};
 
 const SEED_CURL: &str = "filters=%7B%22group_operator%22%3A%20%22or%22%2C%22group%22%3A%20%5B%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier1%22%7D%2C%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier2%22%7D%5D%7D";
 const SEED_JSON_PY: &str = r#"{"group_operator": "or", "group": [{"field": {"api_name": "name"}, "comparator": "equal", "value": "Tier1"}, {"field": {"api_name": "name"}, "comparator": "equal", "value": "Tier2"}]}"#;
@@ -95,6 +97,22 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+
+    // A memo hit for the hot seed query: the scope and raw bytes compared, the key copied.
+    let memo = KeyMemo::new(4096);
+    let Canonical::Key(cq) = canonicalize(SEED_CURL, &rules) else {
+        unreachable!("the seed canonicalises")
+    };
+    let key = cache_key(&SCOPE, &cq);
+    memo.insert(&SCOPE, SEED_CURL, key);
+    let mut group = c.benchmark_group("key_memo");
+    group.bench_function("seed_curl_pct20_hit", |b| {
+        b.iter(|| memo.get(&SCOPE, black_box(SEED_CURL)))
+    });
+    group.bench_function("seed_curl_pct20_miss", |b| {
+        b.iter(|| memo.get(&SCOPE, black_box(&SEED_CURL[1..])))
+    });
     group.finish();
 }
 

@@ -87,6 +87,7 @@
 
 mod filters;
 mod key;
+mod memo;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -97,6 +98,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 pub use key::{CacheKey, KeyScope, cache_key};
+pub use memo::KeyMemo;
 
 /// How far [`canonicalize`] normalises `filters`.
 ///

@@ -2,8 +2,8 @@
 //! the embedded `config/demo.toml`.
 
 use crate::config::{ConfigError, GatewayConfig, RawConfig};
-use crate::simulator::{RunningSimulator, SimConfig, Simulator};
 use crate::{App, Running};
+use zoho_crm_simulator::{RunningSimulator, SimConfig, Simulator};
 
 /// The embedded demo configuration (`config/demo.toml`).
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::*;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use zoho_crm_simulator::{SimConfig, SimRoute};
 
 /// Deterministic TTLs, and no upstream retries so one injected failure reaches the client.
 const NO_JITTER: &str = r#"

@@ -5,8 +5,8 @@
 //! (reorderings, duplicates, nesting), which is where a wrong normalisation would show.
 
 use proptest::prelude::*;
+use zoho_crm_simulator::filters;
 use zoho_gateway::canonical::{Canonical, CanonicalRules, KeyScope, cache_key, canonicalize};
-use zoho_gateway::simulator::filters;
 
 #[derive(Clone, Debug)]
 enum Tree {

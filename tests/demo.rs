@@ -4,9 +4,9 @@
 mod support;
 
 use support::{SEED_CURL, TestClient};
+use zoho_crm_simulator::{SimConfig, SimRoute};
 use zoho_gateway::config::RawConfig;
 use zoho_gateway::demo;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
 
 #[tokio::test]
 async fn demo_serves_the_seed_sample_then_from_cache() {

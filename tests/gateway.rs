@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use support::*;
-use zoho_gateway::simulator::SimRoute;
+use zoho_crm_simulator::SimRoute;
 
 fn seed(filters: &str) -> String {
     format!("{COUNT}?filters={filters}")
@@ -112,7 +112,7 @@ async fn different_questions_never_share_an_entry() {
     );
     // And each is answered as Zoho answers it: compare with the simulator directly.
     let direct = TestClient::new();
-    let (id, secret, refresh) = zoho_gateway::simulator::SimConfig::demo_credentials();
+    let (id, secret, refresh) = zoho_crm_simulator::SimConfig::demo_credentials();
     let token = fetch_token(&h.sim.base_url(), &id, &secret, &refresh).await;
     for (q, via_gateway) in queries.iter().zip(&bodies) {
         let r = direct

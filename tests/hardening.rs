@@ -15,7 +15,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use zoho_crm_simulator::{SimConfig, SimRoute};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
+use zoho_crm_simulator::{SimConfig, SimRoute, Simulator};
 
 /// A running `zoho-gateway serve`, killed on drop if it is still running.
 struct GatewayProcess {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use support::*;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use zoho_crm_simulator::{SimConfig, SimRoute};
 
 /// `name{labels}` → value, for every sample line.
 fn samples(text: &str) -> HashMap<String, f64> {

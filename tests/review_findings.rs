@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use zoho_crm_simulator::{SimConfig, SimRoute};
 
 /// A failed refresh ahead of expiry must not throw away the still-valid token.
 #[tokio::test]

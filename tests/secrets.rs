@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::*;
-use zoho_gateway::simulator::SimConfig;
+use zoho_crm_simulator::SimConfig;
 
 /// A `tracing` writer that keeps everything in memory.
 #[derive(Clone, Default)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
+use zoho_crm_simulator::{SimConfig, SimRoute, Simulator};
 use zoho_gateway::App;
 use zoho_gateway::clock::Clock;
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
 
 fn roomy_sim() -> SimConfig {
     SimConfig {

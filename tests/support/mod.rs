@@ -10,9 +10,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use zoho_crm_simulator::{RunningSimulator, SimConfig, SimHandle, Simulator};
 use zoho_gateway::clock::{Clock, ManualClock};
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{RunningSimulator, SimConfig, SimHandle, Simulator};
 use zoho_gateway::{App, Running};
 
 /// The demo client key used by every harness gateway.
@@ -315,11 +315,11 @@ key = "pass-client-key"
 "#;
 
 /// The default simulator plus a refresh token whose scope does not cover user groups.
-pub fn scoped_sim() -> zoho_gateway::simulator::SimConfig {
+pub fn scoped_sim() -> zoho_crm_simulator::SimConfig {
     let mut cfg = SimConfig::default();
     cfg.clients[0]
         .refresh_tokens
-        .push(zoho_gateway::simulator::SimRefreshToken::new(
+        .push(zoho_crm_simulator::SimRefreshToken::new(
             "1000.wrong.scope",
             &["ZohoCRM.users.READ"],
         ));

@@ -17,8 +17,8 @@
 //! ```
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zoho_gateway::simulator::SimError> {
-//! use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
+//! # async fn demo() -> Result<(), zoho_crm_simulator::SimError> {
+//! use zoho_crm_simulator::{SimConfig, SimRoute, Simulator};
 //! let sim = Simulator::spawn(SimConfig::default()).await?;
 //! let (client_id, client_secret, refresh_token) = SimConfig::demo_credentials();
 //! // POST {sim.base_url()}/oauth/v2/token, then GET the API with the token …

@@ -31,7 +31,8 @@
 //! [`filters`] the `filters` evaluator, `route` paths → [`SimRoute`], `oauth`
 //! token endpoint, `api` the API request path, `store` live groups,
 //! `response` envelope and headers, `control` the `/__simulator/` surface,
-//! `handle` counters and faults ([`SimHandle`]), `server` accept loop.
+//! `handle` counters and faults ([`SimHandle`]), `server` accept loop; [`samples`] how Zoho's
+//! clients spell requests (for tests, benches and fuzz targets).
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -51,6 +52,7 @@ mod oauth;
 mod params;
 mod response;
 mod route;
+pub mod samples;
 mod server;
 mod store;
 #[cfg(test)]

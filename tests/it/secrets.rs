@@ -1,15 +1,17 @@
-//! Secrets (client secret, refresh token, access tokens, gateway keys, HMAC key) never appear
-//! in logs at `trace`, metrics, `Debug` output or error bodies. In its own test binary: the
-//! capturing subscriber is thread-scoped, and tracing's per-callsite interest cache is
-//! process-wide, so no other test may run beside it.
-
-mod support;
+//! Secrets (client secret, refresh token, access tokens, gateway keys, HMAC key, admin token)
+//! never appear in logs at `trace`, metrics, `Debug` output, error bodies or `check-config`.
+//!
+//! The log check runs in a process of its own: the capturing subscriber is thread-scoped, and
+//! tracing's per-callsite interest cache is process-wide, so no other test may run beside it.
+//! [`secrets_never_appear_in_logs_metrics_debug_or_error_bodies`] therefore runs this test
+//! binary again with only [`isolated_log_check`] selected and checks that it passed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use zoho_crm_simulator::SimConfig;
+use zoho_gateway::demo;
 
 /// A `tracing` writer that keeps everything in memory.
 #[derive(Clone, Default)]
@@ -25,8 +27,41 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Set in the child process that runs [`isolated_log_check`].
+const ISOLATED: &str = "IT_ISOLATED_LOG_CHECK";
+
+#[test]
+fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
+    let name = "secrets::isolated_log_check";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(ISOLATED, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{report}");
+    assert!(
+        stdout.contains(&format!("test {name} ... ok")) && stdout.contains("1 passed"),
+        "the isolated check did not run: {report}"
+    );
+}
+
+/// The log check itself; run alone in its own process by the test above (ignored otherwise,
+/// and a no-op when run in a shared process by `--ignored`).
 #[tokio::test]
-async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
+#[ignore = "runs in a process of its own, started by secrets_never_appear_in_logs_metrics_debug_or_error_bodies"]
+async fn isolated_log_check() {
+    if std::env::var_os(ISOLATED).is_none() {
+        eprintln!("isolated_log_check: run only by its parent test, in a process of its own");
+        return;
+    }
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -69,7 +104,7 @@ async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
     h.sim().set_token_endpoint_down(true);
     h.advance(Duration::from_secs(4000));
     bodies.push(h.get(&name_filter("starts_with", "Sales")).await.body);
-    let metrics = h.metrics().await;
+    let metrics = h.metrics().await.text().to_owned();
     let debug = format!(
         "{:?} {:?}",
         h.gw,
@@ -113,5 +148,31 @@ async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
                     && parts[2].len() == 32
             });
         assert!(!issued, "{what} contains an access token");
+    }
+}
+
+/// `check-config` prints no secret: client secret, refresh token, client key, admin token.
+#[test]
+fn check_config_redacts_every_secret() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoho-gateway"))
+        .args(["check-config", "--config"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/demo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[redacted]"));
+    let (_, secret, refresh) = SimConfig::demo_credentials();
+    for s in [
+        secret.as_str(),
+        refresh.as_str(),
+        demo::DEMO_CLIENT_KEY,
+        "demo-admin-token",
+    ] {
+        assert!(!text.contains(s), "check-config printed a secret");
     }
 }

@@ -9,6 +9,7 @@ mod demo;
 mod hardening;
 mod lifecycle;
 mod metrics;
+mod routes;
 mod secrets;
 mod support;
 mod tokens;

@@ -257,15 +257,7 @@ async fn a_write_invalidates_its_tenant_only() {
     );
     assert_eq!(h.calls(), 2);
 
-    let tier2 = a.json()["associated_users_count"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["user_group"]["name"] == "Tier2")
-        .unwrap()["user_group"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tier2 = a.group_id("Tier2");
     let deleted = h
         .client
         .send(

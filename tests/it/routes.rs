@@ -287,15 +287,7 @@ allow = ["DELETE /crm/{version}/settings/user_groups/{id}"]"#,
     };
     // Warm both tenants' tokens, then make both keys fail once: both are held.
     let seed = h.get(&with_filters(SEED_CURL)).await;
-    let tier2 = seed.json()["associated_users_count"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["user_group"]["name"] == "Tier2")
-        .unwrap()["user_group"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tier2 = seed.group_id("Tier2");
     assert!(
         get_b(name_filter("equal", "warm"))
             .await

@@ -232,6 +232,21 @@ impl Resp {
         self.header("cache-status").unwrap_or("")
     }
 
+    /// The id of the group named `name` in a count answer (`associated_users_count[]`).
+    #[track_caller]
+    pub fn group_id(&self, name: &str) -> String {
+        let body = self.json();
+        body["associated_users_count"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a count answer: {body}"))
+            .iter()
+            .find(|g| g["user_group"]["name"] == name)
+            .unwrap_or_else(|| panic!("no group {name}: {body}"))["user_group"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// An error the gateway made itself: `status`, Zoho's envelope (`code`, `status: "error"`,
     /// `message`), `details.gateway: true`, `details.kind` and the `X-Zoho-Gateway-Error` marker
     /// both equal to `kind`.

@@ -28,7 +28,8 @@ pub use datacentre::{DataCentre, Environment};
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
 pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
 
-/// A secret string. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the value.
+/// A secret string. `Debug`, `Display` and `Serialize` print `[redacted]`; only
+/// [`Secret::expose`] gives the value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -55,9 +56,21 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The text every secret prints as.
+pub const REDACTED: &str = "[redacted]";
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
 /// Where a secret comes from: a literal string, `{ env = "VAR" }` or `{ file = "path" }`
 /// (the file's content, surrounding whitespace trimmed).
-#[derive(Clone, Deserialize, Serialize)]
+///
+/// `Serialize` (what `check-config` prints) and `Debug` redact a literal to `[redacted]`; the
+/// name of a variable or file is not secret and is shown.
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
     /// The value itself (fine for the demo; prefer `env` or `file` in production).
@@ -84,6 +97,20 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+impl Serialize for SecretSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, value) = match self {
+            SecretSource::Literal(_) => return s.serialize_str(REDACTED),
+            SecretSource::Env { env } => ("env", env.clone()),
+            SecretSource::File { file } => ("file", file.display().to_string()),
+        };
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(key, &value)?;
+        map.end()
+    }
+}
+
 impl SecretSource {
     fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
         let value = match self {
@@ -102,11 +129,6 @@ impl SecretSource {
             return Err(ConfigError::invalid(key, "[redacted]", "must not be empty"));
         }
         Ok(Secret(value))
-    }
-
-    /// A redacted description for `check-config`: `[redacted]`, `env:NAME` or `file:PATH`.
-    pub fn describe(&self) -> String {
-        format!("{self:?}")
     }
 }
 
@@ -219,7 +241,8 @@ impl Default for RawServer {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawCache {
-    /// Bound on the weighted size of all entries (key + body + stored headers), bytes.
+    /// Bound on the weighted size of all entries (key + body + stored headers + a measured
+    /// per-entry overhead, [`crate::cache::ENTRY_OVERHEAD`]), bytes.
     /// Default: 268435456 (256 MiB).
     pub max_bytes: u64,
     /// How long a coalesced waiter waits for the shared fetch before it gets a 504. Default: `30s`.
@@ -765,6 +788,7 @@ impl RawConfig {
                 Ok(d)
             }
         };
+        self.check_durations()?;
         let listen = addr("server.listen", &self.server.listen)?;
         let admin_listen = addr("server.admin_listen", &self.server.admin_listen)?;
         nonzero("server.request_timeout", self.server.request_timeout)?;
@@ -971,6 +995,65 @@ impl RawConfig {
             tenants,
             clients,
         })
+    }
+}
+
+/// Longest duration any key accepts. Durations are added to clock readings (`Instant + ttl`,
+/// `now + lockout`); humantime parses up to ~584 billion years, which would overflow them.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl RawConfig {
+    /// Refuses any duration beyond [`MAX_DURATION`], naming its key.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let (s, c, u) = (&self.server, &self.cache, &self.upstream);
+        let r = &self.routes.associated_users_count;
+        let mut all = vec![
+            ("server.request_timeout".to_owned(), s.request_timeout),
+            ("server.drain_timeout".to_owned(), s.drain_timeout),
+            (
+                "server.header_read_timeout".to_owned(),
+                s.header_read_timeout,
+            ),
+            ("server.idle_timeout".to_owned(), s.idle_timeout),
+            ("cache.coalesce_timeout".to_owned(), c.coalesce_timeout),
+            ("upstream.connect_timeout".to_owned(), u.connect_timeout),
+            ("upstream.timeout".to_owned(), u.timeout),
+            ("upstream.pool_idle_timeout".to_owned(), u.pool_idle_timeout),
+            ("upstream.retry_base_delay".to_owned(), u.retry_base_delay),
+            ("upstream.retry_max_delay".to_owned(), u.retry_max_delay),
+            ("upstream.max_retry_after".to_owned(), u.max_retry_after),
+        ];
+        let route = "routes.associated_users_count";
+        for (key, d) in [
+            ("ttl", r.ttl),
+            ("no_content_ttl", r.no_content_ttl),
+            ("stale_while_revalidate", r.stale_while_revalidate),
+            ("stale_if_error", r.stale_if_error),
+            ("error_hold", r.error_hold),
+            ("max_error_hold", r.max_error_hold),
+        ] {
+            all.push((format!("{route}.{key}"), d));
+        }
+        for (name, t) in &self.tenants {
+            for (key, d) in [
+                ("refresh_margin", t.refresh_margin),
+                ("token_timeout", t.token_timeout),
+                ("refresh_window", t.refresh_window),
+                ("throttle_lockout", t.throttle_lockout),
+                ("queue_timeout", t.queue_timeout),
+                ("breaker_cool_down", t.breaker_cool_down),
+            ] {
+                all.push((format!("tenants.{name}.{key}"), d));
+            }
+        }
+        match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((key, d)) => Err(ConfigError::invalid(
+                key,
+                humantime::format_duration(d).to_string(),
+                "must be at most 365 days",
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -143,7 +143,7 @@ impl App {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
-            max_connections: config.max_connections,
+            max_connections: max_connections(&config),
             max_header_bytes: config.max_header_bytes,
             http2_max_concurrent_streams: config.http2_max_concurrent_streams,
         };
@@ -162,7 +162,10 @@ impl App {
         tasks.push(tokio::spawn(server::serve(
             admin_listener,
             move |req, _peer| admin::handle(gw.clone(), req),
-            settings,
+            ListenerSettings {
+                max_connections: server::ADMIN_MAX_CONNECTIONS,
+                ..settings
+            },
             shutdown.clone(),
         )));
         // Pass-through tenants use their clients' tokens: nothing to refresh.
@@ -192,6 +195,33 @@ impl App {
             tasks,
         })
     }
+}
+
+/// `server.max_connections`, clamped (with a warning) so that client connections, the admin
+/// listener's, one upstream connection per concurrency slot and token request of every tenant,
+/// and [`server::FD_BASE_RESERVE`] fit under the open-file limit in force.
+fn max_connections(config: &GatewayConfig) -> usize {
+    let configured = config.max_connections;
+    let Some(limit) = server::open_file_limit() else {
+        return configured;
+    };
+    let upstream: u64 = config
+        .tenants
+        .iter()
+        .map(|t| t.max_concurrency as u64 + 1)
+        .sum();
+    let reserved = server::FD_BASE_RESERVE + server::ADMIN_MAX_CONNECTIONS as u64 + upstream;
+    let fit = server::fit_connections(configured, limit, reserved);
+    if fit < configured {
+        tracing::warn!(
+            configured,
+            max_connections = fit,
+            open_file_limit = limit,
+            reserved,
+            "server.max_connections clamped to fit the open-file limit (raise `ulimit -n`)"
+        );
+    }
+    fit
 }
 
 impl Running {

@@ -180,3 +180,73 @@ fn two_tenants_cannot_share_a_token_state_file() {
         Ok(())
     });
 }
+
+/// Issue 13, item 4: a duration that would overflow clock arithmetic is refused, named.
+#[test]
+fn absurd_durations_are_refused_by_key() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        jail.set_env(
+            "ZOHO_GATEWAY_TENANTS__ACME__BREAKER_COOL_DOWN",
+            "500000000years",
+        );
+        let err = RawConfig::from_toml_str(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenants.acme.breaker_cool_down"), "{err}");
+        jail.set_env("ZOHO_GATEWAY_TENANTS__ACME__BREAKER_COOL_DOWN", "30s");
+        jail.set_env(
+            "ZOHO_GATEWAY_ROUTES__ASSOCIATED_USERS_COUNT__TTL",
+            "366days",
+        );
+        let err = RawConfig::from_toml_str(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routes.associated_users_count.ttl"), "{err}");
+        Ok(())
+    });
+}
+
+/// Redaction is a property of the secret types: serializing a config with every secret set
+/// (what `check-config` prints) shows none of them.
+#[test]
+fn serialized_config_redacts_every_secret() {
+    let text = r#"
+        [admin]
+        token = "admin-token-value-1"
+        [tenants.acme]
+        client_id = "1000.ABC"
+        client_secret = "client-secret-value-2"
+        refresh_token = "refresh-token-value-3"
+        [tenants.pass]
+        [tenants.pass.pass_through]
+        hmac_secret = "hmac-secret-value-4-0123456789abcdef0123"
+        [clients.reporting]
+        tenant = "acme"
+        key = "client-key-value-5"
+        [clients.env]
+        tenant = "acme"
+        key = { env = "SOME_KEY_VARIABLE" }
+    "#;
+    let raw = RawConfig::from_toml_str(text).unwrap();
+    let printed = serde_json::to_string_pretty(&raw).unwrap();
+    for secret in [
+        "admin-token-value-1",
+        "client-secret-value-2",
+        "refresh-token-value-3",
+        "hmac-secret-value-4",
+        "client-key-value-5",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    assert_eq!(printed.matches(REDACTED).count(), 5, "{printed}");
+    assert!(printed.contains("SOME_KEY_VARIABLE"), "{printed}");
+    assert_eq!(
+        serde_json::to_string(&Secret::new("x")).unwrap(),
+        "\"[redacted]\""
+    );
+}

@@ -418,4 +418,15 @@ async fn admin_methods_and_bearer_scheme() {
         )
         .await;
     assert_eq!(ok.status, 200);
+    // Two Authorization headers (the right one first) are refused, as on the proxy listener.
+    let two = h
+        .admin_get(
+            "/admin/cache",
+            &[
+                ("authorization", "Bearer t0ken-for-admin"),
+                ("authorization", "Bearer something-else"),
+            ],
+        )
+        .await;
+    assert_eq!(two.status, 400, "{:?}", two.body);
 }

@@ -22,7 +22,9 @@ use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
 use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
 
 mod datacentre;
+mod routes;
 pub use datacentre::{DataCentre, Environment};
+pub use routes::{RawCachedRoute, RawParam};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
@@ -346,6 +348,8 @@ pub struct RawRoutes {
     pub associated_users_count: RawCountRoute,
     /// `[routes.passthrough]`.
     pub passthrough: RawPassthrough,
+    /// `[[routes.cached]]`: further cached routes, matched in order after the count route.
+    pub cached: Vec<RawCachedRoute>,
 }
 
 /// `[routes.passthrough]`: other Zoho routes, forwarded uncached with the tenant's token.
@@ -859,7 +863,21 @@ impl RawConfig {
             credit_cost: 1,
             group: "user_groups".to_owned(),
         };
-        let routes = vec![count_route];
+        let mut routes = vec![count_route];
+        for (i, raw) in self.routes.cached.iter().enumerate() {
+            let policy = raw.validate(i)?;
+            if routes.iter().any(|r| r.name == policy.name) {
+                return Err(ConfigError::invalid(
+                    format!("routes.cached[{i}].name"),
+                    &policy.name,
+                    "another route has this name",
+                ));
+            }
+            routes.push(policy);
+        }
+        if routes.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("routes.cached", "", "too many routes"));
+        }
 
         let mut passthrough = Vec::new();
         for (i, rule) in self.routes.passthrough.allow.iter().enumerate() {

@@ -79,6 +79,9 @@ pub enum GatewayError {
         param: std::borrow::Cow<'static, str>,
         /// Short explanation, safe to show the client.
         message: String,
+        /// Zoho's error code: `INVALID_DATA`, or `REQUIRED_PARAM_MISSING` for a missing
+        /// mandatory parameter.
+        code: &'static str,
     },
     /// No route of this gateway matches the path.
     #[error("unknown route")]
@@ -245,7 +248,7 @@ impl GatewayError {
             GatewayError::UnknownKey => "INVALID_TOKEN",
             GatewayError::NoPermission => "NO_PERMISSION",
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
-            GatewayError::InvalidData { .. } => "INVALID_DATA",
+            GatewayError::InvalidData { code, .. } => code,
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -333,6 +336,7 @@ mod tests {
         let e = GatewayError::InvalidData {
             param: "filters".into(),
             message: "invalid JSON".into(),
+            code: "INVALID_DATA",
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["code"], "INVALID_DATA");

@@ -248,6 +248,7 @@ impl Gateway {
         let query = match policy.schema.canonicalize(raw_query) {
             Canonical::Invalid(bad) => {
                 return Err(GatewayError::InvalidData {
+                    code: bad.kind.zoho_code(),
                     param: bad.param,
                     message: bad.message,
                 });

@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::route::RouteKind;
+use crate::upstream::ZohoThrottle;
 
 /// What the gateway did with one request: the `Cache-Status` verb, the metric label and the log
 /// field are all [`Outcome::as_str`].
@@ -174,9 +175,17 @@ pub struct TenantMetrics {
     saved_stale: IntCounter,
     saved_held: IntCounter,
     saved_rejected: IntCounter,
+    /// Zoho throttling answers by code, in [`ZohoThrottle::ALL`] order (created at 0, so the
+    /// first 429 shows as an increase).
+    throttled: [IntCounter; 3],
 }
 
 impl TenantMetrics {
+    /// Counts one throttling answer from Zoho (429, or a throttling code).
+    pub fn record_throttled(&self, code: ZohoThrottle) {
+        self.throttled[code as usize].inc();
+    }
+
     /// Counts one Zoho credit saved by a request with this outcome (hit, collapsed or a local
     /// rejection); other outcomes spent a credit and count nothing.
     pub fn record_outcome(&self, outcome: Outcome) {
@@ -203,6 +212,7 @@ pub struct Metrics {
     durations: Vec<OnceLock<Histogram>>,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
+    upstream_throttled: IntCounterVec,
     token_refreshes: IntCounterVec,
     token_expiry: IntGaugeVec,
     credits_saved: IntCounterVec,
@@ -274,6 +284,13 @@ impl Metrics {
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["tenant", "route"],
+        )?;
+        let upstream_throttled = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_upstream_throttled_total",
+                "Throttling answers from Zoho (429, or a throttling code), by tenant and Zoho error code (TOO_MANY_REQUESTS, LIMIT_EXCEEDED, other).",
+            ),
+            &["tenant", "code"],
         )?;
         let token_refreshes = IntCounterVec::new(
             Opts::new(
@@ -353,6 +370,7 @@ impl Metrics {
         registry.register(Box::new(durations_vec.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_throttled.clone()))?;
         registry.register(Box::new(token_refreshes.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(credits_saved.clone()))?;
@@ -375,6 +393,7 @@ impl Metrics {
             durations,
             upstream_requests,
             upstream_duration,
+            upstream_throttled,
             token_refreshes,
             token_expiry,
             credits_saved,
@@ -467,6 +486,10 @@ impl Metrics {
             saved_stale: saved(Outcome::Stale),
             saved_held: saved(Outcome::Held),
             saved_rejected: saved(Outcome::Rejected),
+            throttled: ZohoThrottle::ALL.map(|c| {
+                self.upstream_throttled
+                    .with_label_values(&[tenant, c.as_str()])
+            }),
         }
     }
 

@@ -391,7 +391,7 @@ impl Gateway {
             if req.method() != Method::GET {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            let auth = self.authenticate(&cfg, req.headers(), m.kind)?;
+            let auth = self.authenticate(&cfg, req.headers(), req.extensions().get(), m.kind)?;
             ctx.tenant = Some(auth.client.tenant);
             return self.count_route(&cfg, &req, m.version, &auth, ctx).await;
         }
@@ -401,7 +401,12 @@ impl Gateway {
             .any(|r| r.matches(req.method(), path, &cfg.count_route.versions))
         {
             ctx.route = RouteKind::Passthrough;
-            let auth = self.authenticate(&cfg, req.headers(), RouteKind::Passthrough)?;
+            let auth = self.authenticate(
+                &cfg,
+                req.headers(),
+                req.extensions().get(),
+                RouteKind::Passthrough,
+            )?;
             ctx.tenant = Some(auth.client.tenant);
             ctx.outcome = Outcome::Bypass;
             let tenant = auth.client.tenant;

@@ -36,6 +36,7 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
@@ -116,7 +117,10 @@ impl App {
         clock: Clock,
     ) -> Result<Running, StartError> {
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::register(config.cache_max_bytes)?);
+        let metrics = Arc::new(Metrics::register(
+            config.cache_max_bytes,
+            config.route_labels(),
+        )?);
         let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -144,6 +148,7 @@ impl App {
             drain_timeout: config.drain_timeout,
             max_connections: config.max_connections,
             max_header_bytes: config.max_header_bytes,
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
         };
         let mut tasks = Vec::new();
         // The proxy drains first, with its own token; the admin listener (and `/readyz`, which
@@ -213,7 +218,7 @@ impl Running {
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
-    pub fn reload(&self, config: GatewayConfig) -> Result<(), String> {
+    pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
         let tls = config.tls.clone();
         self.gateway.reload(config)?;
         match (&self.tls, &tls) {

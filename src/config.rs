@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use crate::canonical::{CanonicalRules, FilterLimits, FilterMode};
 
 mod datacentre;
+mod redis;
 pub use datacentre::{DataCentre, Environment};
+pub use redis::{RawRedis, RedisConfig};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
@@ -161,6 +163,8 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
     /// `[clients.NAME]`: gateway client keys, by name.
     pub clients: BTreeMap<String, RawClient>,
+    /// `[redis]`: the optional fleet tier (off by default).
+    pub redis: RawRedis,
 }
 
 /// `[server]`.
@@ -579,6 +583,8 @@ pub struct GatewayConfig {
     pub tenants: Vec<TenantConfig>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
+    /// The fleet tier (`None`: off, each replica on its own).
+    pub redis: Option<RedisConfig>,
 }
 
 /// Validated policy of the count route (see [`RawCountRoute`] for meanings and defaults).
@@ -789,6 +795,8 @@ impl RawConfig {
             None => None,
         };
 
+        let redis = self.redis.validate()?;
+
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
             tenants.push(validate_tenant(name, t)?);
@@ -903,6 +911,7 @@ impl RawConfig {
             admin_token,
             tenants,
             clients,
+            redis,
         })
     }
 }

@@ -133,6 +133,11 @@ fn the_reference_config_validates_with_its_defaults() {
             serde_json::to_value(&defaults.upstream).unwrap()
         );
         assert_eq!(
+            serde_json::to_value(&raw.redis).unwrap(),
+            serde_json::to_value(&defaults.redis).unwrap()
+        );
+        assert!(cfg.redis.is_none(), "the reference config leaves Redis off");
+        assert_eq!(
             serde_json::to_value(&raw.routes).unwrap(),
             serde_json::to_value(&defaults.routes).unwrap()
         );

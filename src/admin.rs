@@ -3,7 +3,7 @@
 //! behind `Authorization: Bearer <admin.token>` (compared in constant time):
 //!
 //! - `GET /admin/cache` → `{"entries":…,"weighted_bytes":…,"capacity_bytes":…,"hits":…,"misses":…,"hit_ratio":…}`
-//! - `POST /admin/cache/purge[?tenant=NAME][&route=associated_users_count]` → drops all entries,
+//! - `POST /admin/cache/purge[?tenant=NAME][&route=NAME]` → drops all entries,
 //!   or one tenant's, or one route's; answers `{"purged":{"tenant":…,"route":…}}`.
 //!
 //! Without a configured `admin.token` the admin API answers 403; a wrong or missing token, 401.
@@ -19,7 +19,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::proxy::{Body, Gateway};
-use crate::route::RouteKind;
+use crate::route::RouteId;
 use crate::token::TokenHealth;
 
 /// Handles one admin request.
@@ -118,12 +118,13 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
             )
         }
         (&Method::POST, "/admin/cache/purge") => {
+            let cfg = gw.config();
             let mut tenant = None;
-            let mut route = None;
+            let mut route: Option<(RouteId, String)> = None;
             for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
                 match &*k {
-                    "tenant" => match gw.tenants().iter().position(|t| t.config.name == v) {
-                        Some(i) => tenant = Some(i),
+                    "tenant" => match gw.tenant_named(&v) {
+                        Some(t) => tenant = Some(t.id),
                         None => {
                             return json(
                                 StatusCode::BAD_REQUEST,
@@ -131,23 +132,34 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                             );
                         }
                     },
-                    "route" if v == "associated_users_count" => {
-                        route = Some(RouteKind::AssociatedUsersCount);
-                    }
+                    "route" => match cfg.route_names().find(|(_, name)| *name == v) {
+                        Some((id, name)) => route = Some((id, name.to_owned())),
+                        None => {
+                            let names: Vec<&str> = cfg.route_names().map(|(_, n)| n).collect();
+                            return json(
+                                StatusCode::BAD_REQUEST,
+                                json!({"error": "unknown route", "routes": names}),
+                            );
+                        }
+                    },
                     _ => {
                         return json(
                             StatusCode::BAD_REQUEST,
-                            json!({"error": "parameters: tenant=NAME, route=associated_users_count"}),
+                            json!({"error": "parameters: tenant=NAME, route=NAME"}),
                         );
                     }
                 }
             }
-            gw.invalidate(tenant, route);
-            let name = tenant.map(|i| gw.tenants()[i].config.name.clone());
-            tracing::info!(tenant = ?name, route = ?route.map(RouteKind::as_str), "cache purged by admin");
+            gw.invalidate(
+                tenant,
+                route.as_ref().map(|(id, _)| std::slice::from_ref(id)),
+            );
+            let name = tenant.map(|id| gw.tenant(id).config.name.clone());
+            let route = route.map(|(_, name)| name);
+            tracing::info!(tenant = ?name, route = ?route, "cache purged by admin");
             json(
                 StatusCode::OK,
-                json!({"purged": {"tenant": name, "route": route.map(RouteKind::as_str)}}),
+                json!({"purged": {"tenant": name, "route": route}}),
             )
         }
         _ => json(StatusCode::NOT_FOUND, json!({"error": "not found"})),

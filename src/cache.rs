@@ -15,7 +15,16 @@
 //!   matching entries at once; memory is reclaimed during maintenance.
 //! - **Stored headers** are only those safe to replay to any client of the tenant
 //!   ([`STORED_HEADERS`]); Zoho's per-user `Set-Cookie` and `X-ACCESSTOKEN-RESET` never are.
+//! - **Holds**: after an upstream failure a key is held ([`Hold`]): no new upstream attempt
+//!   until the hold ends; a stale entry or the failure itself is answered meanwhile. Holds are
+//!   owned here, per key, and dropped with their tenant's entries on invalidation.
+//! - **Lookup** answers one typed value ([`Lookup`]); the request path turns it into a
+//!   [`CachePhase`], from which `Cache-Status`, the metric and the log outcome are derived.
 //! - The cache fails open: nothing here returns an error; a miss just means an upstream call.
+
+mod phase;
+
+pub use phase::{BypassReason, CACHE_NAME, CachePhase, Outcome};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,17 +37,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::canonical::CacheKey;
-use crate::route::RouteKind;
+use crate::config::TenantId;
+use crate::error::GatewayError;
+use crate::route::RouteId;
 use crate::upstream::UpstreamResponse;
 
 /// Fixed bytes charged per entry for the key, the `Arc`, moka's node and bookkeeping.
 pub const ENTRY_OVERHEAD: u32 = 256;
 
 /// Response headers kept with an upstream answer and replayed (`Retry-After` only ever comes
-/// with 429 / 5xx answers, which are relayed but never stored as cache entries).
+/// with 429 / 5xx answers, which are relayed but never stored as cache entries;
+/// `Content-Encoding` only with answers that are relayed, never stored: the cache stores
+/// identity-coded JSON only).
 pub const STORED_HEADERS: &[HeaderName] = &[
     header::CONTENT_TYPE,
     header::CONTENT_LANGUAGE,
+    header::CONTENT_ENCODING,
     header::RETRY_AFTER,
 ];
 
@@ -61,10 +75,10 @@ pub struct CachedResponse {
     pub stale_while_revalidate: Duration,
     /// How long after expiry the entry may be served when the refresh fails.
     pub stale_if_error: Duration,
-    /// Tenant index (for per-tenant invalidation).
-    pub tenant: usize,
-    /// Route (for per-route purge).
-    pub route: RouteKind,
+    /// Its tenant (for per-tenant invalidation).
+    pub tenant: TenantId,
+    /// Its route (for per-route purge and invalidation groups).
+    pub route: RouteId,
 }
 
 /// Where an entry stands at some instant.
@@ -97,8 +111,8 @@ impl CachedResponse {
         resp: UpstreamResponse,
         stored_at: Instant,
         lifetimes: Lifetimes,
-        tenant: usize,
-        route: RouteKind,
+        tenant: TenantId,
+        route: RouteId,
     ) -> Self {
         let headers = STORED_HEADERS
             .iter()
@@ -181,6 +195,67 @@ impl CachedResponse {
     }
 }
 
+/// What a held key answers until its hold ends: the failed upstream answer (a 5xx or 429,
+/// relayed as received) or the gateway error of the failed attempt.
+pub type HeldAnswer = Result<Arc<CachedResponse>, GatewayError>;
+
+/// A key on hold after an upstream failure: until `until`, no new upstream attempt; a stale
+/// entry or `answer` is served.
+#[derive(Debug)]
+pub struct Hold {
+    /// End of the hold (gateway clock).
+    pub until: Instant,
+    /// Length of the hold (for moka's expiry).
+    pub length: Duration,
+    /// Whose key (per-tenant invalidation).
+    pub tenant: TenantId,
+    /// Which route (per-route purge).
+    pub route: RouteId,
+    /// What to answer meanwhile when no stale entry can stand in.
+    pub answer: HeldAnswer,
+}
+
+/// What a lookup found: the cache's decision before any upstream work.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh entry: serve it.
+    Fresh(Arc<CachedResponse>),
+    /// A just-expired entry: serve it at once; `revalidate` says whether to start one
+    /// background refresh (not while the key is held).
+    StaleWhileRevalidate {
+        /// The entry.
+        entry: Arc<CachedResponse>,
+        /// Start a background refresh.
+        revalidate: bool,
+    },
+    /// The key is held and an expired entry may stand in for the failure: serve it.
+    StaleIfError(Arc<CachedResponse>),
+    /// The key is held and nothing can stand in: answer the held failure.
+    Held(Arc<Hold>),
+    /// Nothing usable: fetch (single-flight). `stale` may stand in if the fetch fails.
+    Miss {
+        /// An expired entry still inside its stale-if-error window.
+        stale: Option<Arc<CachedResponse>>,
+    },
+}
+
+struct HoldExpiry;
+
+impl Expiry<CacheKey, Arc<Hold>> for HoldExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<Hold>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.length)
+    }
+}
+
+/// Bound on keys held at once (each hold is small; a storm of distinct failing keys evicts
+/// the oldest holds, which only means an earlier retry).
+const MAX_HOLDS: u64 = 100_000;
+
 struct PerEntryTtl;
 
 impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
@@ -198,6 +273,7 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
 #[derive(Clone)]
 pub struct ResponseCache {
     inner: moka::future::Cache<CacheKey, Arc<CachedResponse>>,
+    holds: moka::sync::Cache<CacheKey, Arc<Hold>>,
     max_bytes: u64,
 }
 
@@ -237,7 +313,71 @@ impl ResponseCache {
             });
         }
         let inner = builder.build();
-        ResponseCache { inner, max_bytes }
+        let holds = moka::sync::Cache::builder()
+            .max_capacity(MAX_HOLDS)
+            .expire_after(HoldExpiry)
+            .support_invalidation_closures()
+            .build();
+        ResponseCache {
+            inner,
+            holds,
+            max_bytes,
+        }
+    }
+
+    /// Looks `key` up at `now`. `no_cache`: the client asked for a fresh answer (RFC 9111
+    /// §5.2.1.4), so fresh and stale-while-revalidate entries are not served, but an expired
+    /// entry may still stand in for a failure.
+    pub async fn lookup(&self, key: &CacheKey, now: Instant, no_cache: bool) -> Lookup {
+        let cached = self.inner.get(key).await;
+        if let Some(entry) = cached.as_ref().filter(|_| !no_cache) {
+            match entry.freshness(now) {
+                Freshness::Fresh => return Lookup::Fresh(entry.clone()),
+                Freshness::StaleWhileRevalidate => {
+                    return Lookup::StaleWhileRevalidate {
+                        revalidate: self.held(key, now).is_none(),
+                        entry: entry.clone(),
+                    };
+                }
+                Freshness::StaleIfError | Freshness::Expired => {}
+            }
+        }
+        let stale = cached.filter(|e| e.usable_if_error(now));
+        match (self.held(key, now), stale) {
+            (Some(_), Some(entry)) => Lookup::StaleIfError(entry),
+            (Some(hold), None) => Lookup::Held(hold),
+            (None, stale) => Lookup::Miss { stale },
+        }
+    }
+
+    /// The hold on `key` if it is still on at `now`.
+    pub fn held(&self, key: &CacheKey, now: Instant) -> Option<Arc<Hold>> {
+        self.holds.get(key).filter(|h| h.until > now)
+    }
+
+    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`.
+    pub fn hold(
+        &self,
+        key: CacheKey,
+        now: Instant,
+        length: Duration,
+        tenant: TenantId,
+        route: RouteId,
+        answer: HeldAnswer,
+    ) {
+        let Some(until) = now.checked_add(length).filter(|_| !length.is_zero()) else {
+            return;
+        };
+        self.holds.insert(
+            key,
+            Arc::new(Hold {
+                until,
+                length,
+                tenant,
+                route,
+                answer,
+            }),
+        );
     }
 
     /// The entry for `key` if present and fresh at `now`.
@@ -250,20 +390,31 @@ impl ResponseCache {
         self.inner.get(key).await
     }
 
-    /// Drops every entry.
+    /// Drops every entry and every hold.
     pub fn invalidate_all(&self) {
         self.inner.invalidate_all();
+        self.holds.invalidate_all();
     }
 
-    /// Drops the entries of one tenant (and, if given, one route).
-    pub fn invalidate_where(&self, tenant: Option<usize>, route: Option<RouteKind>) {
-        if tenant.is_none() && route.is_none() {
+    /// Drops the entries and holds of one tenant (`None`: every tenant) whose route is in
+    /// `routes` (`None`: every route).
+    pub fn invalidate_where(&self, tenant: Option<TenantId>, routes: Option<&[RouteId]>) {
+        if tenant.is_none() && routes.is_none() {
             return self.invalidate_all();
         }
+        let routes: Option<Arc<[RouteId]>> = routes.map(Arc::from);
+        let matches = move |t: TenantId, r: RouteId| {
+            tenant.is_none_or(|want| want == t)
+                && routes.as_ref().is_none_or(|want| want.contains(&r))
+        };
+        let m = matches.clone();
         // Only fails when invalidation closures are not enabled, which `new` always does.
-        let _ = self.inner.invalidate_entries_if(move |_k, v| {
-            tenant.is_none_or(|t| v.tenant == t) && route.is_none_or(|r| v.route == r)
-        });
+        let _ = self
+            .inner
+            .invalidate_entries_if(move |_k, v| m(v.tenant, v.route));
+        let _ = self
+            .holds
+            .invalidate_entries_if(move |_k, h| matches(h.tenant, h.route));
     }
 
     /// Stores `entry` under `key`, replacing any previous one.
@@ -326,8 +477,8 @@ mod tests {
                 stale_while_revalidate: Duration::from_secs(10),
                 stale_if_error: Duration::from_secs(100),
             },
-            0,
-            RouteKind::AssociatedUsersCount,
+            TenantId(0),
+            RouteId(0),
         ))
     }
 
@@ -374,12 +525,12 @@ mod tests {
             .insert(mine, response(b"a", Duration::from_secs(60)))
             .await;
         let mut other = Arc::try_unwrap(response(b"b", Duration::from_secs(60))).unwrap();
-        other.tenant = 1;
+        other.tenant = TenantId(1);
         cache.insert(theirs, Arc::new(other)).await;
-        cache.invalidate_where(Some(0), None);
+        cache.invalidate_where(Some(TenantId(0)), None);
         assert!(cache.get(&mine).await.is_none());
         assert!(cache.get(&theirs).await.is_some());
-        cache.invalidate_where(None, Some(RouteKind::AssociatedUsersCount));
+        cache.invalidate_where(None, Some(&[RouteId(0)]));
         assert!(cache.get(&theirs).await.is_none());
     }
 

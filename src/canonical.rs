@@ -91,6 +91,9 @@ mod query;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 pub use key::{CacheKey, KeyScope, cache_key};
@@ -219,6 +222,9 @@ pub enum NoCacheReason {
     UnencodedCharacter,
     /// A JSON `\u` escape is an unpaired UTF-16 surrogate.
     LoneSurrogate,
+    /// A parameter the route's schema does not name, on a route that bypasses for those
+    /// ([`UnknownParams::Bypass`]).
+    UnknownParam,
 }
 
 impl NoCacheReason {
@@ -232,6 +238,7 @@ impl NoCacheReason {
             NoCacheReason::UnknownJsonMember => "unknown_json_member",
             NoCacheReason::UnencodedCharacter => "unencoded_character",
             NoCacheReason::LoneSurrogate => "lone_surrogate",
+            NoCacheReason::UnknownParam => "unknown_param",
         }
     }
 }
@@ -270,6 +277,9 @@ pub enum InvalidKind {
     TooDeep,
     /// More criteria than [`FilterLimits::max_criteria`].
     TooManyCriteria,
+    /// A parameter the route's schema does not name, on a route that rejects those
+    /// ([`UnknownParams::Reject`]).
+    UnknownParam,
 }
 
 impl InvalidKind {
@@ -288,6 +298,7 @@ impl InvalidKind {
             InvalidKind::TooLarge => "too_large",
             InvalidKind::TooDeep => "too_deep",
             InvalidKind::TooManyCriteria => "too_many_criteria",
+            InvalidKind::UnknownParam => "unknown_param",
         }
     }
 }
@@ -296,9 +307,9 @@ impl InvalidKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {param}: {message}")]
 pub struct InvalidQuery {
-    /// The offending parameter: `"filters"`, `"page"`, `"per_page"` or `"query"` (the query
-    /// string as a whole).
-    pub param: &'static str,
+    /// The offending parameter: a schema parameter's name (`"filters"`, `"page"`,
+    /// `"per_page"`, …) or `"query"` (the query string as a whole).
+    pub param: Cow<'static, str>,
     /// Short message safe to show the client; never echoes client input.
     pub message: String,
     /// Machine-readable kind.
@@ -306,62 +317,262 @@ pub struct InvalidQuery {
 }
 
 impl InvalidQuery {
-    fn new(param: &'static str, kind: InvalidKind, message: impl Into<String>) -> Self {
+    fn new(
+        param: impl Into<Cow<'static, str>>,
+        kind: InvalidKind,
+        message: impl Into<String>,
+    ) -> Self {
         InvalidQuery {
-            param,
+            param: param.into(),
             message: message.into(),
             kind,
         }
     }
 }
 
-/// The canonical form of one query: filter tree, page, per_page and the other parameters.
+/// How one query parameter of a route's [`ParamSchema`] enters the cache key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParamKind {
+    /// A plain decimal integer (ASCII digits only, leading zeros allowed) in `min..=max`; when
+    /// absent, `default` is filled in (so omitting it equals sending the default), or the
+    /// parameter stays absent when `default` is `None`. Outside the range or not a number:
+    /// [`Canonical::Invalid`] ([`InvalidKind::NotANumber`], [`InvalidKind::OutOfRange`]).
+    Integer {
+        /// Value used when the parameter is absent.
+        default: Option<u32>,
+        /// Smallest accepted value.
+        min: u32,
+        /// Largest accepted value.
+        max: u32,
+    },
+    /// URL-encoded JSON `filters` (see the `filters` section), under these rules.
+    Filters(CanonicalRules),
+}
+
+impl ParamKind {
+    fn tag(&self) -> u8 {
+        match self {
+            ParamKind::Integer { .. } => b'I',
+            ParamKind::Filters(_) => b'F',
+        }
+    }
+}
+
+/// One named parameter of a [`ParamSchema`]. Names are matched byte-exact after decoding, as
+/// Zoho matches them (`Page` is not `page`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// The decoded parameter name, e.g. `"per_page"`.
+    pub name: Cow<'static, str>,
+    /// How its value enters the key.
+    pub kind: ParamKind,
+}
+
+/// What a route does with query parameters its schema does not name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownParams {
+    /// They enter the key byte-exact (decoded name, decoded value or "no `=`"), sorted by name,
+    /// repeated values in request order. Default (the count route's behaviour).
+    #[default]
+    Key,
+    /// The request is forwarded uncached ([`NoCacheReason::UnknownParam`]).
+    Bypass,
+    /// The request is answered locally with 400 ([`InvalidKind::UnknownParam`]).
+    Reject,
+}
+
+/// The most parameters one schema may name (keeps canonicalisation allocation-free per
+/// parameter slot).
+pub const MAX_SCHEMA_PARAMS: usize = 16;
+
+/// A route's parameter schema: which query parameters it knows, how each enters the cache key,
+/// and what happens to the others. Built once (config validation), used for every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSchema {
+    params: Vec<ParamSpec>,
+    /// The parameter names, shared with every [`CanonicalQuery`] (for its accessors).
+    names: Arc<[Cow<'static, str>]>,
+    unknown: UnknownParams,
+    /// SHA-256 over the names and kinds: enters every key, so a schema change (a reload) never
+    /// lets an old entry answer a query read under different rules.
+    fingerprint: [u8; 32],
+}
+
+/// Why a [`ParamSchema`] could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// More than [`MAX_SCHEMA_PARAMS`] parameters.
+    #[error("at most {MAX_SCHEMA_PARAMS} parameters per route")]
+    TooManyParams,
+    /// The same name twice.
+    #[error("parameter {0:?} is listed twice")]
+    DuplicateName(String),
+    /// An integer whose range is empty or whose default lies outside it.
+    #[error("parameter {0:?}: empty range or default outside it")]
+    BadRange(String),
+}
+
+impl ParamSchema {
+    /// A schema from its parameters.
+    ///
+    /// # Errors
+    /// [`SchemaError`] for more than [`MAX_SCHEMA_PARAMS`] parameters, a repeated name, or an
+    /// integer range that is empty or excludes its default.
+    pub fn new(params: Vec<ParamSpec>, unknown: UnknownParams) -> Result<Self, SchemaError> {
+        if params.len() > MAX_SCHEMA_PARAMS {
+            return Err(SchemaError::TooManyParams);
+        }
+        for (i, p) in params.iter().enumerate() {
+            if params[..i].iter().any(|q| q.name == p.name) {
+                return Err(SchemaError::DuplicateName(p.name.to_string()));
+            }
+            if let ParamKind::Integer { default, min, max } = p.kind
+                && (min > max || default.is_some_and(|d| d < min || d > max))
+            {
+                return Err(SchemaError::BadRange(p.name.to_string()));
+            }
+        }
+        let fingerprint = key::schema_fingerprint(&params, unknown);
+        Ok(ParamSchema {
+            names: params.iter().map(|p| p.name.clone()).collect(),
+            params,
+            unknown,
+            fingerprint,
+        })
+    }
+
+    /// The `associated_users_count` endpoint's schema (seed spec): `filters` under `rules`,
+    /// `page` (≥ 1, default 1), `per_page` (1–200, default 200); other parameters enter the key
+    /// byte-exact.
+    pub fn associated_users_count(rules: CanonicalRules) -> Self {
+        let params = vec![
+            ParamSpec {
+                name: Cow::Borrowed("filters"),
+                kind: ParamKind::Filters(rules),
+            },
+            ParamSpec {
+                name: Cow::Borrowed("page"),
+                kind: ParamKind::Integer {
+                    default: Some(1),
+                    min: 1,
+                    max: u32::MAX,
+                },
+            },
+            ParamSpec {
+                name: Cow::Borrowed("per_page"),
+                kind: ParamKind::Integer {
+                    default: Some(200),
+                    min: 1,
+                    max: 200,
+                },
+            },
+        ];
+        // Three distinct names with valid ranges: cannot fail.
+        Self::new(params, UnknownParams::Key).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The named parameters, in schema order.
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    /// What happens to parameters the schema does not name.
+    pub fn unknown(&self) -> UnknownParams {
+        self.unknown
+    }
+
+    /// Canonicalises one raw query string (the part after `?`, without the `?`; `""` when
+    /// absent) under this schema.
+    ///
+    /// Never panics and never allocates more than a small multiple of the input. See the module
+    /// doc for the outcomes and their precedence.
+    pub fn canonicalize(&self, raw_query: &str) -> Canonical {
+        match canonicalize_inner(raw_query, self) {
+            Ok(q) => Canonical::Key(q),
+            Err(Reject::Uncacheable(r)) => Canonical::Uncacheable(r),
+            Err(Reject::Invalid(i)) => Canonical::Invalid(i),
+        }
+    }
+}
+
+/// One schema parameter's canonical value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Value {
+    /// Not sent and no default.
+    Absent,
+    Int(u32),
+    Filters(FilterMode, filters::Node),
+}
+
+/// The canonical form of one query under a [`ParamSchema`]: every schema parameter's value (in
+/// schema order, defaults filled in) and the other parameters.
 ///
 /// Only [`cache_key`] looks inside; two queries with equal canonical forms get equal keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CanonicalQuery {
-    mode: FilterMode,
-    filters: Option<filters::Node>,
-    page: u32,
-    per_page: u32,
+    schema: [u8; 32],
+    /// Schema parameter names, for the accessors (shared with the schema).
+    names: Arc<[Cow<'static, str>]>,
+    values: Vec<Value>,
     /// Other parameters: decoded name, decoded value (`None` when the segment had no `=`);
     /// stably sorted by name.
     others: Vec<(Box<str>, Option<Box<str>>)>,
 }
 
 impl CanonicalQuery {
-    /// The page number, `1` when absent. Always ≥ 1.
+    fn value(&self, name: &str) -> Option<&Value> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values.get(i)
+    }
+
+    /// The integer parameter `name` (its default when absent); `None` when the schema has no
+    /// such integer or it is absent without default.
+    pub fn int(&self, name: &str) -> Option<u32> {
+        match self.value(name)? {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The page number, `1` when absent (schemas with a `page` integer). Always ≥ 1.
     pub fn page(&self) -> u32 {
-        self.page
+        self.int("page").unwrap_or(1)
     }
 
-    /// Records per page, `200` when absent. Always in `1..=200`.
+    /// Records per page, `200` when absent (schemas with a `per_page` integer).
     pub fn per_page(&self) -> u32 {
-        self.per_page
+        self.int("per_page").unwrap_or(200)
     }
 
-    /// The mode this query was canonicalised in.
+    /// The mode the `filters` parameter was canonicalised in (the default when absent).
     pub fn mode(&self) -> FilterMode {
-        self.mode
+        self.values
+            .iter()
+            .find_map(|v| match v {
+                Value::Filters(m, _) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// The canonical filter tree rendered as compact JSON with sorted keys (`None` when the query
     /// has no `filters`). Canonicalising `filters=<this, encoded>` gives the same key again.
     pub fn canonical_filters_json(&self) -> Option<String> {
-        self.filters.as_ref().map(filters::render)
+        self.values.iter().find_map(|v| match v {
+            Value::Filters(_, n) => Some(filters::render(n)),
+            _ => None,
+        })
     }
 }
 
-/// Canonicalises one raw query string (the part after `?`, without the `?`; `""` when absent).
-///
-/// Never panics and never allocates more than a small multiple of the input. See the module doc
-/// for the outcomes and their precedence.
+/// Canonicalises `raw_query` under the `associated_users_count` schema with `rules`
+/// ([`ParamSchema::associated_users_count`]). A convenience for tests, benches and fuzzing: it
+/// builds the schema on every call; the gateway keeps one per route and calls
+/// [`ParamSchema::canonicalize`].
 pub fn canonicalize(raw_query: &str, rules: &CanonicalRules) -> Canonical {
-    match canonicalize_inner(raw_query, rules) {
-        Ok(q) => Canonical::Key(q),
-        Err(Reject::Uncacheable(r)) => Canonical::Uncacheable(r),
-        Err(Reject::Invalid(i)) => Canonical::Invalid(i),
-    }
+    ParamSchema::associated_users_count(rules.clone()).canonicalize(raw_query)
 }
 
 /// Why [`canonicalize_inner`] gave up.
@@ -371,25 +582,29 @@ enum Reject {
     Invalid(InvalidQuery),
 }
 
-fn canonicalize_inner(raw_query: &str, rules: &CanonicalRules) -> Result<CanonicalQuery, Reject> {
-    let parts = query::split(raw_query)?;
-    let page = match parts.page {
-        Some(v) => query::parse_page("page", &v, u32::MAX)?,
-        None => 1,
-    };
-    let per_page = match parts.per_page {
-        Some(v) => query::parse_page("per_page", &v, 200)?,
-        None => 200,
-    };
-    let filters = match parts.filters {
-        Some(f) => Some(filters::parse(&f, rules)?),
-        None => None,
-    };
+fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<CanonicalQuery, Reject> {
+    let mut parts = query::split(raw_query, schema)?;
+    let mut values = vec![Value::Absent; schema.params.len()];
+    // Precedence (module doc): integers are checked before the structured parameters.
+    for (i, spec) in schema.params.iter().enumerate() {
+        if let ParamKind::Integer { default, min, max } = &spec.kind {
+            values[i] = match parts.known[i].take() {
+                Some(v) => Value::Int(query::parse_int(&spec.name, &v, *min, *max)?),
+                None => default.map_or(Value::Absent, Value::Int),
+            };
+        }
+    }
+    for (i, spec) in schema.params.iter().enumerate() {
+        if let ParamKind::Filters(rules) = &spec.kind
+            && let Some(f) = parts.known[i].take()
+        {
+            values[i] = Value::Filters(rules.mode, filters::parse(&f, rules)?);
+        }
+    }
     Ok(CanonicalQuery {
-        mode: rules.mode,
-        filters,
-        page,
-        per_page,
+        schema: schema.fingerprint,
+        names: schema.names.clone(),
+        values,
         others: parts.others,
     })
 }

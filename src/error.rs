@@ -72,8 +72,8 @@ pub enum GatewayError {
     /// The query is one Zoho is known to reject; answered locally.
     #[error("invalid {param}: {message}")]
     InvalidData {
-        /// The offending parameter (`filters`, `page`, `per_page`, `query`).
-        param: &'static str,
+        /// The offending parameter (`filters`, `page`, `per_page`, `query`, …).
+        param: std::borrow::Cow<'static, str>,
         /// Short explanation, safe to show the client.
         message: String,
     },
@@ -108,6 +108,10 @@ pub enum GatewayError {
     /// The tenant's upstream concurrency limit is reached and its queue is full or timed out.
     #[error("too many requests in flight to Zoho for this tenant")]
     UpstreamBusy,
+    /// Too many requests are already waiting for upstream answers (the gateway's or the
+    /// tenant's `max_waiters`).
+    #[error("too many requests waiting for upstream answers")]
+    TooManyWaiters,
     /// The tenant's circuit breaker is open after consecutive upstream failures.
     #[error("upstream circuit open after consecutive failures")]
     CircuitOpen,
@@ -152,6 +156,7 @@ impl GatewayError {
             }
             GatewayError::TokenUnavailable(_)
             | GatewayError::CircuitOpen
+            | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamBusy => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -180,6 +185,7 @@ impl GatewayError {
             GatewayError::TokenUnavailable(_) => "token_unavailable",
             GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::CircuitOpen => "circuit_open",
+            GatewayError::TooManyWaiters => "too_many_waiters",
             GatewayError::UriTooLong => "uri_too_long",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal => "internal",
@@ -208,7 +214,9 @@ impl GatewayError {
             | GatewayError::UpstreamBusy
             | GatewayError::CircuitOpen
             | GatewayError::TokenUnavailable(_) => Blame::Upstream,
-            GatewayError::Internal | GatewayError::ShuttingDown => Blame::Gateway,
+            GatewayError::Internal | GatewayError::ShuttingDown | GatewayError::TooManyWaiters => {
+                Blame::Gateway
+            }
         }
     }
 
@@ -236,6 +244,7 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
             GatewayError::TokenUnavailable(_)
             | GatewayError::CircuitOpen
+            | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
             GatewayError::UpstreamBusy => "TOO_MANY_REQUESTS",
             GatewayError::UriTooLong => "URI_TOO_LONG",
@@ -284,7 +293,9 @@ impl GatewayError {
             return None;
         }
         match self {
-            GatewayError::UpstreamBusy | GatewayError::ShuttingDown => Some(1),
+            GatewayError::UpstreamBusy
+            | GatewayError::ShuttingDown
+            | GatewayError::TooManyWaiters => Some(1),
             GatewayError::CircuitOpen | GatewayError::TokenUnavailable(_) => Some(5),
             _ => None,
         }
@@ -303,7 +314,7 @@ mod tests {
     #[test]
     fn envelope_has_zoho_shape_and_marker() {
         let e = GatewayError::InvalidData {
-            param: "filters",
+            param: "filters".into(),
             message: "invalid JSON".into(),
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();

@@ -37,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fleet;
+pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
@@ -114,7 +115,10 @@ impl App {
         clock: Clock,
     ) -> Result<Running, StartError> {
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::register(config.cache_max_bytes)?);
+        let metrics = Arc::new(Metrics::register(
+            config.cache_max_bytes,
+            config.route_labels(),
+        )?);
         let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -142,6 +146,7 @@ impl App {
             drain_timeout: config.drain_timeout,
             max_connections: config.max_connections,
             max_header_bytes: config.max_header_bytes,
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
         };
         let mut tasks = Vec::new();
         // The proxy drains first, with its own token; the admin listener (and `/readyz`, which
@@ -205,7 +210,7 @@ impl Running {
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
-    pub fn reload(&self, config: GatewayConfig) -> Result<(), String> {
+    pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
         self.gateway.reload(config)
     }
 

@@ -197,7 +197,7 @@ async fn serve_until_shutdown(
                 let result = RawConfig::load(path)
                     .and_then(|raw| raw.validate())
                     .map_err(|e| e.to_string())
-                    .and_then(|cfg| running.reload(cfg));
+                    .and_then(|cfg| running.reload(cfg).map_err(|e| e.to_string()));
                 match result {
                     Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
                     Err(why) => tracing::error!(path = %path.display(), %why, "reload refused; keeping the current configuration"),

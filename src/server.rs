@@ -35,6 +35,8 @@ pub struct ListenerSettings {
     /// Open connections at most; the accept loop waits for a free slot (the kernel backlog
     /// holds further clients).
     pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection (RFC 9113 §6.5.2).
+    pub http2_max_concurrent_streams: u32,
     /// Largest request head in bytes (hyper answers 431 beyond it); at least 8192.
     pub max_header_bytes: usize,
 }
@@ -103,7 +105,8 @@ pub async fn serve<H, Fut>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(settings.http2_max_concurrent_streams);
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use zoho_gateway::cache::Lifetimes;
 use zoho_gateway::canonical::CacheKey;
+use zoho_gateway::config::TenantId;
 use zoho_gateway::config::{GatewayConfig, RawConfig, Secret};
 use zoho_gateway::error::TokenFailure;
 use zoho_gateway::fleet::flight::{Completion, FleetFlightError, FleetRole};
@@ -24,7 +25,7 @@ use zoho_gateway::fleet::l2::L2Entry;
 use zoho_gateway::fleet::lease::LeaseAttempt;
 use zoho_gateway::fleet::tokens::SharedRefresh;
 use zoho_gateway::fleet::{Availability, Fleet, FleetEvent, Unavailable};
-use zoho_gateway::route::RouteKind;
+use zoho_gateway::route::RouteId;
 
 const CLIENT_SECRET: &str = "fleet-test-client-secret-4f1c9a";
 const REFRESH_TOKEN: &str = "1000.fleet-test-refresh-token.9d2e7b";
@@ -236,7 +237,7 @@ async fn l2_round_trip_keeps_absolute_times_and_generations_refuse_old_answers()
     let got = r[1].l2_get(&key, SCOPE).await.unwrap().entry.unwrap();
     assert_eq!(got, e);
     let local = tokio::time::Instant::now();
-    let cached = got.to_cached(local, unix_ms(), 0, RouteKind::AssociatedUsersCount);
+    let cached = got.to_cached(local, unix_ms(), TenantId(0), RouteId(0));
     assert!(
         (12..=13).contains(&cached.age(local)),
         "{}",

@@ -61,7 +61,7 @@ async fn three_token_lifetimes_make_three_refreshes() {
     let (clock, manual) = Clock::manual();
     let mut cfg = gateway_config(&sim.base_url(), "");
     cfg.tenants.truncate(1);
-    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.clients.retain(|_, c| c.tenant.index() == 0);
     let gw = App::spawn_with_clock(cfg, clock).await.unwrap();
     let handle = sim.handle();
     let tokens = gw.gateway().tenants()[0].tokens.clone();
@@ -287,7 +287,7 @@ async fn failed_grants_and_holds_survive_restarts() {
     let state = dir.join("tokens.json");
     let mut cfg = gateway_config(&sim.base_url(), "");
     cfg.tenants.truncate(1);
-    cfg.clients.retain(|_, c| c.tenant == 0);
+    cfg.clients.retain(|_, c| c.tenant.index() == 0);
     cfg.tenants[0].token_state_file = Some(state.clone());
     let client = TestClient::new();
     for start in 0..5 {

@@ -68,7 +68,7 @@ fn env_overrides_and_secret_sources() {
         let raw = RawConfig::from_toml_str(MINIMAL).unwrap();
         let cfg = raw.validate().unwrap();
         assert_eq!(cfg.cache_max_bytes, 1_048_576);
-        assert_eq!(cfg.count_route.ttl, Duration::from_secs(5));
+        assert_eq!(cfg.routes[0].lifetimes.ttl, Duration::from_secs(5));
         let t = &cfg.tenants[0];
         assert_eq!(t.api_base, "https://www.zohoapis.eu");
         assert_eq!(t.token_url, "https://accounts.zoho.eu/oauth/v2/token");

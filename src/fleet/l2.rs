@@ -29,7 +29,8 @@ use super::generation::{GENERATION_TTL, Scope};
 use super::{Fleet, Op, Unavailable};
 use crate::cache::{CachedResponse, Lifetimes};
 use crate::canonical::CacheKey;
-use crate::route::RouteKind;
+use crate::config::TenantId;
+use crate::route::RouteId;
 
 const MAGIC: &[u8; 4] = b"ZGL2";
 const VERSION: u8 = 1;
@@ -108,8 +109,8 @@ impl L2Entry {
         &self,
         now: Instant,
         now_unix_ms: u64,
-        tenant: usize,
-        route: RouteKind,
+        tenant: TenantId,
+        route: RouteId,
     ) -> CachedResponse {
         let since = Duration::from_millis(now_unix_ms.saturating_sub(self.stored_at_unix_ms));
         CachedResponse {
@@ -343,14 +344,14 @@ mod tests {
         assert_eq!(e.usable_until_unix_ms(), 1_800_000_000_123 + 360_000);
         // Replica B reads it 42.5 s (wall clock) after the answer arrived.
         let now = Instant::now();
-        let cached = e.to_cached(now, 1_800_000_042_623, 0, RouteKind::AssociatedUsersCount);
+        let cached = e.to_cached(now, 1_800_000_042_623, TenantId(0), RouteId(0));
         assert_eq!(cached.age(now), 42 + 3);
         assert_eq!(cached.remaining_ttl(now), 17);
         // And back: the same arrival time in Unix milliseconds.
         let again = L2Entry::from_cached(&cached, now, 1_800_000_042_623, 7);
         assert_eq!(again, e);
         // Clock skew: an arrival "in the future" counts as now.
-        let skewed = e.to_cached(now, 1_800_000_000_000, 0, RouteKind::AssociatedUsersCount);
+        let skewed = e.to_cached(now, 1_800_000_000_000, TenantId(0), RouteId(0));
         assert_eq!(skewed.age(now), 3);
     }
 }

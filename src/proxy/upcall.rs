@@ -85,14 +85,14 @@ impl Gateway {
     /// (`OAUTH_SCOPE_MISMATCH` is not retried). With a client's own token: as is.
     pub(super) async fn call_upstream(
         &self,
-        tenant: usize,
+        tenant: TenantId,
         call: &CallCtx,
         route: RouteKind,
         method: Method,
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let t = &self.tenants[tenant];
+        let t = self.tenant(tenant);
         let up = Upcall {
             route,
             method,

@@ -117,6 +117,11 @@ fn fifteen_criteria() -> String {
 
 /// ns per `canonicalize_criteria` + SHA-256 over `Criteria::write_key` (the decoded value; the
 /// query split is measured above).
+///
+/// Run: `cargo bench --bench canonical -- criteria_and_key`. Measured on the 2-core dev machine
+/// under heavy shared load (load average 8-14, so read them as upper bounds), release: doc
+/// sample 2.2 µs, escaped value 1.2 µs, 20-value `in` list 6.6 µs, 15 nested criteria 17 µs,
+/// malformed 1.7 µs.
 fn bench_criteria(c: &mut Criterion) {
     let limits = CriteriaLimits::default();
     let in_list = format!(

@@ -12,7 +12,8 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 use zoho_gateway::cache::{CachedResponse, Lifetimes, ResponseCache};
 use zoho_gateway::canonical::CacheKey;
-use zoho_gateway::route::RouteKind;
+use zoho_gateway::config::TenantId;
+use zoho_gateway::route::RouteId;
 use zoho_gateway::upstream::UpstreamResponse;
 
 /// Cumulative Zipf(s) distribution over `n` items.
@@ -46,8 +47,8 @@ fn entry(body: &Bytes) -> Arc<CachedResponse> {
             ttl: Duration::from_secs(3600),
             ..Lifetimes::default()
         },
-        0,
-        RouteKind::AssociatedUsersCount,
+        TenantId(0),
+        RouteId(0),
     ))
 }
 

@@ -1,9 +1,11 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready to
-//! serve: not draining, and a token obtained or a cached answer available), and the admin API
-//! behind `Authorization: Bearer <admin.token>` (compared in constant time):
+//! serve: not draining, no tenant failing to get a token, and a token obtained or a cached answer
+//! available), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
+//! digests of the presented and configured tokens compared in constant time, so neither the
+//! token's bytes nor its length leak by timing; several `Authorization` headers are refused):
 //!
 //! - `GET /admin/cache` → `{"entries":…,"weighted_bytes":…,"capacity_bytes":…,"hits":…,"misses":…,"hit_ratio":…}`
-//! - `POST /admin/cache/purge[?tenant=NAME][&route=associated_users_count]` → drops all entries,
+//! - `POST /admin/cache/purge[?tenant=NAME][&route=NAME]` → drops all entries,
 //!   or one tenant's, or one route's; answers `{"purged":{"tenant":…,"route":…}}`.
 //!
 //! Without a configured `admin.token` the admin API answers 403; a wrong or missing token, 401.
@@ -16,10 +18,12 @@ use std::sync::atomic::Ordering;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::Secret;
 use crate::proxy::{Body, Gateway};
-use crate::route::RouteKind;
+use crate::route::RouteId;
 use crate::token::TokenHealth;
 
 /// Handles one admin request.
@@ -74,9 +78,16 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
             json!({"error": "admin API disabled: set admin.token"}),
         );
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let mut authorizations = req.headers().get_all(header::AUTHORIZATION).iter();
+    let first = authorizations.next();
+    if authorizations.next().is_some() {
+        // Which one would count is ambiguous (proxies differ): refuse, as the proxy listener does.
+        return json(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "several Authorization headers"}),
+        );
+    }
+    let presented = first
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
@@ -85,11 +96,7 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                 .then_some(token.trim())
         })
         .unwrap_or("");
-    let ok: bool = presented
-        .as_bytes()
-        .ct_eq(expected.expose().as_bytes())
-        .into();
-    if !ok {
+    if !token_matches(presented, expected) {
         return json(
             StatusCode::UNAUTHORIZED,
             json!({"error": "missing or wrong admin token"}),
@@ -118,12 +125,13 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
             )
         }
         (&Method::POST, "/admin/cache/purge") => {
+            let cfg = gw.config();
             let mut tenant = None;
-            let mut route = None;
+            let mut route: Option<(RouteId, String)> = None;
             for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
                 match &*k {
-                    "tenant" => match gw.tenants().iter().position(|t| t.config.name == v) {
-                        Some(i) => tenant = Some(i),
+                    "tenant" => match gw.tenant_named(&v) {
+                        Some(t) => tenant = Some(t.id),
                         None => {
                             return json(
                                 StatusCode::BAD_REQUEST,
@@ -131,34 +139,55 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                             );
                         }
                     },
-                    "route" if v == "associated_users_count" => {
-                        route = Some(RouteKind::AssociatedUsersCount);
-                    }
+                    "route" => match cfg.route_names().find(|(_, name)| *name == v) {
+                        Some((id, name)) => route = Some((id, name.to_owned())),
+                        None => {
+                            let names: Vec<&str> = cfg.route_names().map(|(_, n)| n).collect();
+                            return json(
+                                StatusCode::BAD_REQUEST,
+                                json!({"error": "unknown route", "routes": names}),
+                            );
+                        }
+                    },
                     _ => {
                         return json(
                             StatusCode::BAD_REQUEST,
-                            json!({"error": "parameters: tenant=NAME, route=associated_users_count"}),
+                            json!({"error": "parameters: tenant=NAME, route=NAME"}),
                         );
                     }
                 }
             }
-            gw.invalidate(tenant, route);
-            let name = tenant.map(|i| gw.tenants()[i].config.name.clone());
-            tracing::info!(tenant = ?name, route = ?route.map(RouteKind::as_str), "cache purged by admin");
+            gw.invalidate(
+                tenant,
+                route.as_ref().map(|(id, _)| std::slice::from_ref(id)),
+            );
+            let name = tenant.map(|id| gw.tenant(id).config.name.clone());
+            let route = route.map(|(_, name)| name);
+            tracing::info!(tenant = ?name, route = ?route, "cache purged by admin");
             json(
                 StatusCode::OK,
-                json!({"purged": {"tenant": name, "route": route.map(RouteKind::as_str)}}),
+                json!({"purged": {"tenant": name, "route": route}}),
             )
         }
         _ => json(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
 }
 
+/// Compares SHA-256 digests in constant time: fixed-length inputs, so the comparison's time
+/// depends neither on where the first difference is nor on the presented token's length.
+fn token_matches(presented: &str, expected: &Secret) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.expose().as_bytes());
+    presented.ct_eq(&expected).into()
+}
+
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     text(status, value.to_string().into_bytes(), "application/json")
 }
 
-/// Ready when not draining and every tenant has a valid token or the cache can answer.
+/// Ready when not draining, no tenant is failing to get a token (its grants held back after a
+/// failure: every miss of that tenant would get a 503), and every other tenant has a valid
+/// token or the cache can answer.
 fn readiness(gw: &Gateway) -> (bool, String) {
     if gw.is_draining() {
         return (false, "draining".into());
@@ -180,10 +209,19 @@ fn readiness(gw: &Gateway) -> (bool, String) {
         let state = match health {
             TokenHealth::Valid => "token valid".to_owned(),
             TokenHealth::Missing => "no token yet".to_owned(),
-            TokenHealth::Failing(why) => format!("token failing: {}", why.as_str()),
+            TokenHealth::Failing {
+                reason,
+                retry_after,
+            } => format!(
+                "token failing: {}; cannot get a token, next attempt in {} s",
+                reason.as_str(),
+                retry_after.as_secs().max(1)
+            ),
         };
-        if health != TokenHealth::Valid && !cache_has_entries {
-            ready = false;
+        match health {
+            TokenHealth::Valid => {}
+            TokenHealth::Failing { .. } => ready = false,
+            TokenHealth::Missing => ready &= cache_has_entries,
         }
         lines.push(format!("tenant {}: {state}", t.config.name));
     }
@@ -199,4 +237,18 @@ fn text(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Respon
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_must_match_exactly() {
+        let expected = Secret::new("admin-token-0123456789");
+        assert!(token_matches("admin-token-0123456789", &expected));
+        for wrong in ["", "admin-token-012345678", "admin-token-0123456789x", "x"] {
+            assert!(!token_matches(wrong, &expected), "{wrong:?}");
+        }
+    }
 }

@@ -160,6 +160,9 @@ mod query;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 pub use criteria::{Criteria, CriteriaLimits};
@@ -312,6 +315,11 @@ pub enum NoCacheReason {
     CriteriaValueCount,
     /// Whitespace other than spaces between `criteria` tokens.
     CriteriaUnusualWhitespace,
+    /// A parameter the route's schema does not name, on a route that bypasses for those
+    /// ([`UnknownParams::Bypass`]).
+    UnknownParam,
+    /// A comma-separated set with an empty item, or more items than the schema caches.
+    UnsupportedSet,
 }
 
 impl NoCacheReason {
@@ -336,6 +344,8 @@ impl NoCacheReason {
             NoCacheReason::CriteriaUnescapedComma => "criteria_unescaped_comma",
             NoCacheReason::CriteriaValueCount => "criteria_value_count",
             NoCacheReason::CriteriaUnusualWhitespace => "criteria_unusual_whitespace",
+            NoCacheReason::UnknownParam => "unknown_param",
+            NoCacheReason::UnsupportedSet => "unsupported_set",
         }
     }
 }
@@ -381,9 +391,45 @@ pub enum InvalidKind {
     CriteriaLimitExceeded,
     /// More values in one `in` list than [`CriteriaLimits::max_in_values`].
     TooManyValues,
+    /// A parameter the route's schema does not name, on a route that rejects those
+    /// ([`UnknownParams::Reject`]).
+    UnknownParam,
+    /// An enum parameter with a value outside its list.
+    NotInEnum,
+    /// A parameter Zoho requires is absent (Zoho's `REQUIRED_PARAM_MISSING`).
+    RequiredParamMissing,
+    /// Two parameters Zoho refuses together (e.g. `page` and `page_token`).
+    Conflict,
 }
 
 impl InvalidKind {
+    /// Zoho's error `code` for the 400 the gateway answers: `REQUIRED_PARAM_MISSING` for a
+    /// missing mandatory parameter; `INVALID_QUERY` for a malformed search `criteria` or too
+    /// many `in` values and `CRITERIA_LIMIT_EXCEEDED` for too many criteria (both from Zoho's
+    /// v8 OpenAPI spec, `module_search.json`); `INVALID_DATA` otherwise (API-NOTES §4).
+    pub fn zoho_code(self) -> &'static str {
+        match self {
+            InvalidKind::RequiredParamMissing => "REQUIRED_PARAM_MISSING",
+            InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
+            InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
+            InvalidKind::BadEncoding
+            | InvalidKind::InvalidJson
+            | InvalidKind::BadShape
+            | InvalidKind::EmptyGroup
+            | InvalidKind::UnknownOperator
+            | InvalidKind::FieldNotAllowed
+            | InvalidKind::ComparatorNotAllowed
+            | InvalidKind::NotANumber
+            | InvalidKind::OutOfRange
+            | InvalidKind::TooLarge
+            | InvalidKind::TooDeep
+            | InvalidKind::TooManyCriteria
+            | InvalidKind::UnknownParam
+            | InvalidKind::NotInEnum
+            | InvalidKind::Conflict => "INVALID_DATA",
+        }
+    }
+
     /// Stable snake_case label for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -402,29 +448,10 @@ impl InvalidKind {
             InvalidKind::CriteriaSyntax => "criteria_syntax",
             InvalidKind::CriteriaLimitExceeded => "criteria_limit_exceeded",
             InvalidKind::TooManyValues => "too_many_values",
-        }
-    }
-
-    /// The `code` Zoho answers this problem with (HTTP 400): `INVALID_QUERY` for a malformed
-    /// search `criteria` or too many `in` values, `CRITERIA_LIMIT_EXCEEDED` for too many
-    /// criteria (both from Zoho's v8 OpenAPI spec, `module_search.json`), `INVALID_DATA` for
-    /// everything else (API-NOTES §4).
-    pub fn zoho_code(self) -> &'static str {
-        match self {
-            InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
-            InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
-            InvalidKind::BadEncoding
-            | InvalidKind::InvalidJson
-            | InvalidKind::BadShape
-            | InvalidKind::EmptyGroup
-            | InvalidKind::UnknownOperator
-            | InvalidKind::FieldNotAllowed
-            | InvalidKind::ComparatorNotAllowed
-            | InvalidKind::NotANumber
-            | InvalidKind::OutOfRange
-            | InvalidKind::TooLarge
-            | InvalidKind::TooDeep
-            | InvalidKind::TooManyCriteria => "INVALID_DATA",
+            InvalidKind::UnknownParam => "unknown_param",
+            InvalidKind::NotInEnum => "not_in_enum",
+            InvalidKind::RequiredParamMissing => "required_param_missing",
+            InvalidKind::Conflict => "conflict",
         }
     }
 }
@@ -433,9 +460,9 @@ impl InvalidKind {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {param}: {message}")]
 pub struct InvalidQuery {
-    /// The offending parameter: `"filters"`, `"criteria"`, `"page"`, `"per_page"` or `"query"`
-    /// (the query string as a whole).
-    pub param: &'static str,
+    /// The offending parameter: a schema parameter's name (`"filters"`, `"page"`,
+    /// `"per_page"`, …) or `"query"` (the query string as a whole).
+    pub param: Cow<'static, str>,
     /// Short message safe to show the client; never echoes client input.
     pub message: String,
     /// Machine-readable kind.
@@ -443,62 +470,334 @@ pub struct InvalidQuery {
 }
 
 impl InvalidQuery {
-    fn new(param: &'static str, kind: InvalidKind, message: impl Into<String>) -> Self {
+    fn new(
+        param: impl Into<Cow<'static, str>>,
+        kind: InvalidKind,
+        message: impl Into<String>,
+    ) -> Self {
         InvalidQuery {
-            param,
+            param: param.into(),
             message: message.into(),
             kind,
         }
     }
 }
 
-/// The canonical form of one query: filter tree, page, per_page and the other parameters.
+/// How one query parameter of a route's [`ParamSchema`] enters the cache key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParamKind {
+    /// A plain decimal integer (ASCII digits only, leading zeros allowed) in `min..=max`; when
+    /// absent, `default` is filled in (so omitting it equals sending the default), or the
+    /// parameter stays absent when `default` is `None`. Outside the range or not a number:
+    /// [`Canonical::Invalid`] ([`InvalidKind::NotANumber`], [`InvalidKind::OutOfRange`]).
+    Integer {
+        /// Value used when the parameter is absent.
+        default: Option<u32>,
+        /// Smallest accepted value.
+        min: u32,
+        /// Largest accepted value.
+        max: u32,
+    },
+    /// URL-encoded JSON `filters` (see the `filters` section), under these rules.
+    Filters(CanonicalRules),
+    /// One of `values`, byte-exact (Zoho's enums are lower-case words: `asc`/`desc`,
+    /// `AllUsers`/`ActiveUsers`/…); absent = `default`. Another value: [`Canonical::Invalid`]
+    /// ([`InvalidKind::NotInEnum`]).
+    Enum {
+        /// The accepted values.
+        values: Vec<Cow<'static, str>>,
+        /// Value used when absent (`None`: stays absent).
+        default: Option<Cow<'static, str>>,
+    },
+    /// A comma-separated set (`fields`, `ids`): Zoho's answer does not depend on the order or
+    /// repetition of the items, so items are sorted and deduplicated; each stays byte-exact (no
+    /// trimming, no case folding). An empty value or an empty item, or more than `max_items`
+    /// items: [`NoCacheReason::UnsupportedSet`] (Zoho's reading is not documented).
+    Set {
+        /// Most items accepted for caching.
+        max_items: usize,
+    },
+    /// An opaque string (`page_token`, `cvid`, `email`): byte-exact after decoding.
+    Opaque,
+}
+
+impl ParamKind {
+    fn tag(&self) -> u8 {
+        match self {
+            ParamKind::Integer { .. } => b'I',
+            ParamKind::Filters(_) => b'F',
+            ParamKind::Enum { .. } => b'E',
+            ParamKind::Set { .. } => b'S',
+            ParamKind::Opaque => b'O',
+        }
+    }
+}
+
+/// One named parameter of a [`ParamSchema`]. Names are matched byte-exact after decoding, as
+/// Zoho matches them (`Page` is not `page`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// The decoded parameter name, e.g. `"per_page"`.
+    pub name: Cow<'static, str>,
+    /// How its value enters the key.
+    pub kind: ParamKind,
+    /// Zoho requires it (e.g. `fields` of a records read): absent (and no default) is
+    /// [`Canonical::Invalid`] ([`InvalidKind::RequiredParamMissing`], Zoho's
+    /// `REQUIRED_PARAM_MISSING`).
+    pub required: bool,
+}
+
+impl ParamSpec {
+    /// An optional parameter.
+    pub fn new(name: impl Into<Cow<'static, str>>, kind: ParamKind) -> Self {
+        ParamSpec {
+            name: name.into(),
+            kind,
+            required: false,
+        }
+    }
+}
+
+/// What a route does with query parameters its schema does not name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownParams {
+    /// They enter the key byte-exact (decoded name, decoded value or "no `=`"), sorted by name,
+    /// repeated values in request order. Default (the count route's behaviour).
+    #[default]
+    Key,
+    /// The request is forwarded uncached ([`NoCacheReason::UnknownParam`]).
+    Bypass,
+    /// The request is answered locally with 400 ([`InvalidKind::UnknownParam`]).
+    Reject,
+}
+
+/// The most parameters one schema may name (keeps canonicalisation allocation-free per
+/// parameter slot).
+pub const MAX_SCHEMA_PARAMS: usize = 16;
+
+/// A route's parameter schema: which query parameters it knows, how each enters the cache key,
+/// and what happens to the others. Built once (config validation), used for every request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSchema {
+    params: Vec<ParamSpec>,
+    /// Pairs of parameters Zoho refuses together (`page` and `page_token`).
+    exclusive: Vec<(usize, usize)>,
+    /// The parameter names, shared with every [`CanonicalQuery`] (for its accessors).
+    names: Arc<[Cow<'static, str>]>,
+    unknown: UnknownParams,
+    /// SHA-256 over the names and kinds: enters every key, so a schema change (a reload) never
+    /// lets an old entry answer a query read under different rules.
+    fingerprint: [u8; 32],
+}
+
+/// Why a [`ParamSchema`] could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    /// More than [`MAX_SCHEMA_PARAMS`] parameters.
+    #[error("at most {MAX_SCHEMA_PARAMS} parameters per route")]
+    TooManyParams,
+    /// The same name twice.
+    #[error("parameter {0:?} is listed twice")]
+    DuplicateName(String),
+    /// An integer whose range is empty or whose default lies outside it, or an enum whose
+    /// default is not one of its values.
+    #[error("parameter {0:?}: empty range or default outside it")]
+    BadRange(String),
+    /// An exclusive pair names a parameter the schema does not have.
+    #[error("parameter {0:?} is not in the schema")]
+    UnknownName(String),
+}
+
+impl ParamSchema {
+    /// A schema from its parameters.
+    ///
+    /// # Errors
+    /// [`SchemaError`] for more than [`MAX_SCHEMA_PARAMS`] parameters, a repeated name, or an
+    /// integer range that is empty or excludes its default.
+    pub fn new(params: Vec<ParamSpec>, unknown: UnknownParams) -> Result<Self, SchemaError> {
+        if params.len() > MAX_SCHEMA_PARAMS {
+            return Err(SchemaError::TooManyParams);
+        }
+        for (i, p) in params.iter().enumerate() {
+            if params[..i].iter().any(|q| q.name == p.name) {
+                return Err(SchemaError::DuplicateName(p.name.to_string()));
+            }
+            let bad = match &p.kind {
+                ParamKind::Integer { default, min, max } => {
+                    min > max || default.is_some_and(|d| d < *min || d > *max)
+                }
+                ParamKind::Enum { values, default } => {
+                    values.is_empty() || default.as_ref().is_some_and(|d| !values.contains(d))
+                }
+                ParamKind::Set { max_items } => *max_items == 0,
+                ParamKind::Filters(_) | ParamKind::Opaque => false,
+            };
+            if bad {
+                return Err(SchemaError::BadRange(p.name.to_string()));
+            }
+        }
+        let fingerprint = key::schema_fingerprint(&params, unknown);
+        Ok(ParamSchema {
+            names: params.iter().map(|p| p.name.clone()).collect(),
+            params,
+            exclusive: Vec::new(),
+            unknown,
+            fingerprint,
+        })
+    }
+
+    /// Declares that `a` and `b` may not be sent together (Zoho refuses `page` with
+    /// `page_token`): both present is [`Canonical::Invalid`] ([`InvalidKind::Conflict`]).
+    ///
+    /// # Errors
+    /// [`SchemaError::UnknownName`] when either is not a parameter of the schema.
+    pub fn with_exclusive(mut self, a: &str, b: &str) -> Result<Self, SchemaError> {
+        let pos = |n: &str| {
+            self.params
+                .iter()
+                .position(|p| p.name == n)
+                .ok_or_else(|| SchemaError::UnknownName(n.to_owned()))
+        };
+        let pair = (pos(a)?, pos(b)?);
+        self.exclusive.push(pair);
+        self.fingerprint = key::schema_fingerprint(&self.params, self.unknown);
+        Ok(self)
+    }
+
+    /// The `associated_users_count` endpoint's schema (seed spec): `filters` under `rules`,
+    /// `page` (≥ 1, default 1), `per_page` (1–200, default 200); other parameters enter the key
+    /// byte-exact.
+    pub fn associated_users_count(rules: CanonicalRules) -> Self {
+        let params = vec![
+            ParamSpec::new("filters", ParamKind::Filters(rules)),
+            ParamSpec::new(
+                "page",
+                ParamKind::Integer {
+                    default: Some(1),
+                    min: 1,
+                    max: u32::MAX,
+                },
+            ),
+            ParamSpec::new(
+                "per_page",
+                ParamKind::Integer {
+                    default: Some(200),
+                    min: 1,
+                    max: 200,
+                },
+            ),
+        ];
+        // Three distinct names with valid ranges: cannot fail.
+        Self::new(params, UnknownParams::Key).unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The named parameters, in schema order.
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    /// What happens to parameters the schema does not name.
+    pub fn unknown(&self) -> UnknownParams {
+        self.unknown
+    }
+
+    /// Canonicalises one raw query string (the part after `?`, without the `?`; `""` when
+    /// absent) under this schema.
+    ///
+    /// Never panics and never allocates more than a small multiple of the input. See the module
+    /// doc for the outcomes and their precedence.
+    pub fn canonicalize(&self, raw_query: &str) -> Canonical {
+        match canonicalize_inner(raw_query, self) {
+            Ok(q) => Canonical::Key(q),
+            Err(Reject::Uncacheable(r)) => Canonical::Uncacheable(r),
+            Err(Reject::Invalid(i)) => Canonical::Invalid(i),
+        }
+    }
+}
+
+/// One schema parameter's canonical value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Value {
+    /// Not sent and no default.
+    Absent,
+    Int(u32),
+    Filters(FilterMode, filters::Node),
+    /// Index into the enum's values.
+    Enum(u16),
+    /// Sorted, deduplicated items.
+    Set(Vec<Box<str>>),
+    Str(Box<str>),
+}
+
+/// The canonical form of one query under a [`ParamSchema`]: every schema parameter's value (in
+/// schema order, defaults filled in) and the other parameters.
 ///
 /// Only [`cache_key`] looks inside; two queries with equal canonical forms get equal keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CanonicalQuery {
-    mode: FilterMode,
-    filters: Option<filters::Node>,
-    page: u32,
-    per_page: u32,
+    schema: [u8; 32],
+    /// Schema parameter names, for the accessors (shared with the schema).
+    names: Arc<[Cow<'static, str>]>,
+    values: Vec<Value>,
     /// Other parameters: decoded name, decoded value (`None` when the segment had no `=`);
     /// stably sorted by name.
     others: Vec<(Box<str>, Option<Box<str>>)>,
 }
 
 impl CanonicalQuery {
-    /// The page number, `1` when absent. Always ≥ 1.
+    fn value(&self, name: &str) -> Option<&Value> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values.get(i)
+    }
+
+    /// The integer parameter `name` (its default when absent); `None` when the schema has no
+    /// such integer or it is absent without default.
+    pub fn int(&self, name: &str) -> Option<u32> {
+        match self.value(name)? {
+            Value::Int(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The page number, `1` when absent (schemas with a `page` integer). Always ≥ 1.
     pub fn page(&self) -> u32 {
-        self.page
+        self.int("page").unwrap_or(1)
     }
 
-    /// Records per page, `200` when absent. Always in `1..=200`.
+    /// Records per page, `200` when absent (schemas with a `per_page` integer).
     pub fn per_page(&self) -> u32 {
-        self.per_page
+        self.int("per_page").unwrap_or(200)
     }
 
-    /// The mode this query was canonicalised in.
+    /// The mode the `filters` parameter was canonicalised in (the default when absent).
     pub fn mode(&self) -> FilterMode {
-        self.mode
+        self.values
+            .iter()
+            .find_map(|v| match v {
+                Value::Filters(m, _) => Some(*m),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 
     /// The canonical filter tree rendered as compact JSON with sorted keys (`None` when the query
     /// has no `filters`). Canonicalising `filters=<this, encoded>` gives the same key again.
     pub fn canonical_filters_json(&self) -> Option<String> {
-        self.filters.as_ref().map(filters::render)
+        self.values.iter().find_map(|v| match v {
+            Value::Filters(_, n) => Some(filters::render(n)),
+            _ => None,
+        })
     }
 }
 
-/// Canonicalises one raw query string (the part after `?`, without the `?`; `""` when absent).
-///
-/// Never panics and never allocates more than a small multiple of the input. See the module doc
-/// for the outcomes and their precedence.
+/// Canonicalises `raw_query` under the `associated_users_count` schema with `rules`
+/// ([`ParamSchema::associated_users_count`]). A convenience for tests, benches and fuzzing: it
+/// builds the schema on every call; the gateway keeps one per route and calls
+/// [`ParamSchema::canonicalize`].
 pub fn canonicalize(raw_query: &str, rules: &CanonicalRules) -> Canonical {
-    match canonicalize_inner(raw_query, rules) {
-        Ok(q) => Canonical::Key(q),
-        Err(Reject::Uncacheable(r)) => Canonical::Uncacheable(r),
-        Err(Reject::Invalid(i)) => Canonical::Invalid(i),
-    }
+    ParamSchema::associated_users_count(rules.clone()).canonicalize(raw_query)
 }
 
 /// Result of canonicalising one decoded `criteria` value.
@@ -532,25 +831,87 @@ enum Reject {
     Invalid(InvalidQuery),
 }
 
-fn canonicalize_inner(raw_query: &str, rules: &CanonicalRules) -> Result<CanonicalQuery, Reject> {
-    let parts = query::split(raw_query)?;
-    let page = match parts.page {
-        Some(v) => query::parse_page("page", &v, u32::MAX)?,
-        None => 1,
-    };
-    let per_page = match parts.per_page {
-        Some(v) => query::parse_page("per_page", &v, 200)?,
-        None => 200,
-    };
-    let filters = match parts.filters {
-        Some(f) => Some(filters::parse(&f, rules)?),
-        None => None,
-    };
+fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<CanonicalQuery, Reject> {
+    let mut parts = query::split(raw_query, schema)?;
+    // Which parameters the client sent (defaults do not count for exclusive pairs).
+    let sent: [bool; MAX_SCHEMA_PARAMS] = std::array::from_fn(|i| parts.known[i].is_some());
+    let mut values = vec![Value::Absent; schema.params.len()];
+    // Precedence (module doc): scalar parameters are checked before the structured ones.
+    for (i, spec) in schema.params.iter().enumerate() {
+        values[i] = match &spec.kind {
+            ParamKind::Integer { default, min, max } => match parts.known[i].take() {
+                Some(v) => Value::Int(query::parse_int(&spec.name, &v, *min, *max)?),
+                None => default.map_or(Value::Absent, Value::Int),
+            },
+            ParamKind::Enum { values, default } => {
+                match parts.known[i].take().or_else(|| default.clone()) {
+                    None => Value::Absent,
+                    Some(v) => match values.iter().position(|x| *x == v) {
+                        Some(at) => Value::Enum(at as u16),
+                        None => {
+                            return Err(Reject::Invalid(InvalidQuery::new(
+                                spec.name.clone(),
+                                InvalidKind::NotInEnum,
+                                format!("{} must be one of {}", spec.name, values.join(", ")),
+                            )));
+                        }
+                    },
+                }
+            }
+            ParamKind::Set { max_items } => match parts.known[i].take() {
+                None => Value::Absent,
+                Some(v) => {
+                    let mut items: Vec<Box<str>> = Vec::new();
+                    for item in v.split(',') {
+                        if item.is_empty() || items.len() == *max_items {
+                            return Err(Reject::Uncacheable(NoCacheReason::UnsupportedSet));
+                        }
+                        items.push(item.into());
+                    }
+                    items.sort_unstable();
+                    items.dedup();
+                    Value::Set(items)
+                }
+            },
+            ParamKind::Opaque => match parts.known[i].take() {
+                None => Value::Absent,
+                Some(v) => Value::Str(v.into()),
+            },
+            ParamKind::Filters(_) => continue,
+        };
+    }
+    for (i, spec) in schema.params.iter().enumerate() {
+        if let ParamKind::Filters(rules) = &spec.kind
+            && let Some(f) = parts.known[i].take()
+        {
+            values[i] = Value::Filters(rules.mode, filters::parse(&f, rules)?);
+        }
+    }
+    for (spec, value) in schema.params.iter().zip(&values) {
+        if spec.required && *value == Value::Absent {
+            return Err(Reject::Invalid(InvalidQuery::new(
+                spec.name.clone(),
+                InvalidKind::RequiredParamMissing,
+                format!("required parameter {} is missing", spec.name),
+            )));
+        }
+    }
+    for &(a, b) in &schema.exclusive {
+        if sent[a] && sent[b] {
+            return Err(Reject::Invalid(InvalidQuery::new(
+                schema.params[b].name.clone(),
+                InvalidKind::Conflict,
+                format!(
+                    "{} and {} cannot be used together",
+                    schema.params[a].name, schema.params[b].name
+                ),
+            )));
+        }
+    }
     Ok(CanonicalQuery {
-        mode: rules.mode,
-        filters,
-        page,
-        per_page,
+        schema: schema.fingerprint,
+        names: schema.names.clone(),
+        values,
         others: parts.others,
     })
 }

@@ -18,16 +18,20 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::canonical::{CanonicalRules, FilterLimits, FilterMode};
+use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
+use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
 
 mod datacentre;
+mod routes;
 pub use datacentre::{DataCentre, Environment};
+pub use routes::{RawCachedRoute, RawParam};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
 pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
 
-/// A secret string. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the value.
+/// A secret string. `Debug`, `Display` and `Serialize` print `[redacted]`; only
+/// [`Secret::expose`] gives the value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -54,9 +58,21 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The text every secret prints as.
+pub const REDACTED: &str = "[redacted]";
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
 /// Where a secret comes from: a literal string, `{ env = "VAR" }` or `{ file = "path" }`
 /// (the file's content, surrounding whitespace trimmed).
-#[derive(Clone, Deserialize, Serialize)]
+///
+/// `Serialize` (what `check-config` prints) and `Debug` redact a literal to `[redacted]`; the
+/// name of a variable or file is not secret and is shown.
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
     /// The value itself (fine for the demo; prefer `env` or `file` in production).
@@ -83,6 +99,20 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+impl Serialize for SecretSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, value) = match self {
+            SecretSource::Literal(_) => return s.serialize_str(REDACTED),
+            SecretSource::Env { env } => ("env", env.clone()),
+            SecretSource::File { file } => ("file", file.display().to_string()),
+        };
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(key, &value)?;
+        map.end()
+    }
+}
+
 impl SecretSource {
     fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
         let value = match self {
@@ -101,11 +131,6 @@ impl SecretSource {
             return Err(ConfigError::invalid(key, "[redacted]", "must not be empty"));
         }
         Ok(Secret(value))
-    }
-
-    /// A redacted description for `check-config`: `[redacted]`, `env:NAME` or `file:PATH`.
-    pub fn describe(&self) -> String {
-        format!("{self:?}")
     }
 }
 
@@ -192,6 +217,9 @@ pub struct RawServer {
     pub max_header_bytes: usize,
     /// Largest request target (path + query), bytes; longer: 414. Default: `8192`.
     pub max_uri_bytes: usize,
+    /// Concurrent HTTP/2 streams per client connection (`SETTINGS_MAX_CONCURRENT_STREAMS`,
+    /// RFC 9113 §6.5.2). Default: `100`.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for RawServer {
@@ -206,6 +234,7 @@ impl Default for RawServer {
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
+            http2_max_concurrent_streams: 100,
         }
     }
 }
@@ -214,12 +243,16 @@ impl Default for RawServer {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawCache {
-    /// Bound on the weighted size of all entries (key + body + stored headers), bytes.
+    /// Bound on the weighted size of all entries (key + body + stored headers + a measured
+    /// per-entry overhead, [`crate::cache::ENTRY_OVERHEAD`]), bytes.
     /// Default: 268435456 (256 MiB).
     pub max_bytes: u64,
     /// How long a coalesced waiter waits for the shared fetch before it gets a 504. Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub coalesce_timeout: Duration,
+    /// Requests waiting for an upstream answer (a flight) at once, all tenants together;
+    /// beyond: 503 `SERVICE_UNAVAILABLE` with `Retry-After`. Default: `4096`.
+    pub max_waiters: usize,
 }
 
 impl Default for RawCache {
@@ -227,6 +260,7 @@ impl Default for RawCache {
         RawCache {
             max_bytes: 256 * 1024 * 1024,
             coalesce_timeout: Duration::from_secs(30),
+            max_waiters: 4096,
         }
     }
 }
@@ -314,6 +348,8 @@ pub struct RawRoutes {
     pub associated_users_count: RawCountRoute,
     /// `[routes.passthrough]`.
     pub passthrough: RawPassthrough,
+    /// `[[routes.cached]]`: further cached routes, matched in order after the count route.
+    pub cached: Vec<RawCachedRoute>,
 }
 
 /// `[routes.passthrough]`: other Zoho routes, forwarded uncached with the tenant's token.
@@ -467,6 +503,10 @@ pub struct RawTenant {
     /// Longest wait for an upstream slot; then 429. Default: `10s`.
     #[serde(default = "default_queue_timeout", with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// Requests of this tenant waiting for an upstream answer (a flight) at once; beyond: 503
+    /// `SERVICE_UNAVAILABLE` with `Retry-After`. Default: `2048`.
+    #[serde(default = "default_max_waiters")]
+    pub max_waiters: usize,
     /// Consecutive upstream failures that open the circuit. Default: `5`.
     #[serde(default = "default_breaker_failures")]
     pub breaker_failures: u32,
@@ -495,6 +535,9 @@ pub struct RawPassThroughTenant {
 
 fn default_queue_limit() -> usize {
     1000
+}
+fn default_max_waiters() -> usize {
+    2048
 }
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(10)
@@ -563,12 +606,18 @@ pub struct GatewayConfig {
     pub cache_max_bytes: u64,
     /// Coalesced waiter deadline.
     pub coalesce_timeout: Duration,
+    /// Requests waiting for a flight at once, all tenants.
+    pub max_waiters: usize,
+    /// HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
     /// Upstream client settings.
     pub upstream: RawUpstream,
     /// Logging settings.
     pub logging: RawLogging,
-    /// Count-route policy.
-    pub count_route: CountRoutePolicy,
+    /// API versions `{version}` may take in route templates and pass-through rules (`v7`, …).
+    pub versions: Vec<String>,
+    /// The cached routes, in match order; [`RouteId`] indexes this.
+    pub routes: Vec<RoutePolicy>,
     /// Pass-through allowlist.
     pub passthrough: Vec<crate::route::AllowRule>,
     /// Pass-through request body limit, bytes.
@@ -581,31 +630,58 @@ pub struct GatewayConfig {
     pub clients: HashMap<[u8; 32], ClientKey>,
 }
 
-/// Validated policy of the count route (see [`RawCountRoute`] for meanings and defaults).
-#[derive(Clone, Debug)]
-pub struct CountRoutePolicy {
-    /// Freshness lifetime of a 200.
-    pub ttl: Duration,
-    /// Freshness lifetime of a 204.
-    pub no_content_ttl: Duration,
-    /// TTL jitter, percent (0..=50).
-    pub ttl_jitter_percent: u8,
-    /// Stale-while-revalidate window.
-    pub stale_while_revalidate: Duration,
-    /// Stale-if-error window.
-    pub stale_if_error: Duration,
-    /// Per-key hold after an upstream failure.
-    pub error_hold: Duration,
-    /// Cap on a `Retry-After` hold.
-    pub max_error_hold: Duration,
-    /// Honour client `no-cache`.
-    pub honor_no_cache: bool,
-    /// Honour client `no-store`.
-    pub honor_no_store: bool,
-    /// Allowed API versions (`v7`, …).
-    pub versions: Vec<String>,
-    /// Canonicalisation rules.
-    pub rules: CanonicalRules,
+impl GatewayConfig {
+    /// The cached route `id`.
+    ///
+    /// # Panics
+    /// Never for ids handed out by [`GatewayConfig::match_route`] or client-key validation (the
+    /// route set does not change on reload).
+    pub fn route(&self, id: RouteId) -> &RoutePolicy {
+        &self.routes[id.index()]
+    }
+
+    /// The first cached route whose template matches `path` (normal form, no query), whatever
+    /// the method (the caller answers 405 for another method).
+    pub fn match_route<'a>(&self, path: &'a str) -> Option<(RouteId, PathMatch<'a>)> {
+        self.routes.iter().enumerate().find_map(|(i, r)| {
+            r.template
+                .matches(path, &self.versions)
+                .map(|m| (RouteId(i as u16), m))
+        })
+    }
+
+    /// The cached routes' ids and names, in table order.
+    pub fn route_names(&self) -> impl Iterator<Item = (RouteId, &str)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (RouteId(i as u16), r.name.as_str()))
+    }
+
+    /// The `route` metric labels: each cached route's template, then `passthrough`, then
+    /// `unmatched` (see [`RouteKind::index`]).
+    pub fn route_labels(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|r| r.template.as_str().to_owned())
+            .chain([
+                crate::route::PASSTHROUGH_LABEL.to_owned(),
+                crate::route::UNMATCHED_LABEL.to_owned(),
+            ])
+            .collect()
+    }
+}
+
+/// A tenant's position in [`GatewayConfig::tenants`] (name order): the typed handle the request
+/// path passes around instead of a bare index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(pub u16);
+
+impl TenantId {
+    /// The index into [`GatewayConfig::tenants`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
 }
 
 /// A validated tenant.
@@ -639,6 +715,8 @@ pub struct TenantConfig {
     pub queue_limit: usize,
     /// Queue wait deadline.
     pub queue_timeout: Duration,
+    /// Requests waiting for a flight at once.
+    pub max_waiters: usize,
     /// Failures that open the circuit.
     pub breaker_failures: u32,
     /// Open-circuit cool-down.
@@ -654,10 +732,10 @@ pub struct TenantConfig {
 pub struct ClientKey {
     /// Configured client name (for logs).
     pub name: String,
-    /// Index into [`GatewayConfig::tenants`].
-    pub tenant: usize,
+    /// Its tenant.
+    pub tenant: TenantId,
     /// Routes allowed (`None`: all).
-    pub routes: Option<Vec<crate::route::RouteKind>>,
+    pub routes: Option<Vec<RouteKind>>,
     /// SHA-256 of the key, for the constant-time confirmation after lookup.
     pub digest: [u8; 32],
 }
@@ -714,6 +792,7 @@ impl RawConfig {
                 Ok(d)
             }
         };
+        self.check_durations()?;
         let listen = addr("server.listen", &self.server.listen)?;
         let admin_listen = addr("server.admin_listen", &self.server.admin_listen)?;
         nonzero("server.request_timeout", self.server.request_timeout)?;
@@ -759,24 +838,46 @@ impl RawConfig {
                 "must be 0..=50",
             ));
         }
-        let count_route = CountRoutePolicy {
-            ttl: route.ttl,
-            no_content_ttl: route.no_content_ttl,
-            ttl_jitter_percent: route.ttl_jitter_percent,
-            stale_while_revalidate: route.stale_while_revalidate,
-            stale_if_error: route.stale_if_error,
-            error_hold: route.error_hold,
-            max_error_hold: route.max_error_hold,
-            honor_no_cache: route.honor_no_cache,
-            honor_no_store: route.honor_no_store,
-            versions: route.versions.clone(),
-            rules: CanonicalRules {
+        let count_route = RoutePolicy {
+            name: "associated_users_count".to_owned(),
+            method: http::Method::GET,
+            template: PathTemplate::parse(crate::route::ASSOCIATED_USERS_COUNT)
+                .map_err(|e| ConfigError::invalid("routes.associated_users_count", "", e))?,
+            schema: ParamSchema::associated_users_count(CanonicalRules {
                 mode: route.filter_mode,
                 allowed_fields: route.allowed_fields.clone(),
                 allowed_comparators: route.allowed_comparators.clone(),
                 limits: route.filter_limits.clone(),
+            }),
+            lifetimes: RouteLifetimes {
+                ttl: route.ttl,
+                no_content_ttl: route.no_content_ttl,
+                ttl_jitter_percent: route.ttl_jitter_percent,
+                stale_while_revalidate: route.stale_while_revalidate,
+                stale_if_error: route.stale_if_error,
+                error_hold: route.error_hold,
+                max_error_hold: route.max_error_hold,
             },
+            honor_no_cache: route.honor_no_cache,
+            honor_no_store: route.honor_no_store,
+            credit_cost: 1,
+            group: "user_groups".to_owned(),
         };
+        let mut routes = vec![count_route];
+        for (i, raw) in self.routes.cached.iter().enumerate() {
+            let policy = raw.validate(i)?;
+            if routes.iter().any(|r| r.name == policy.name) {
+                return Err(ConfigError::invalid(
+                    format!("routes.cached[{i}].name"),
+                    &policy.name,
+                    "another route has this name",
+                ));
+            }
+            routes.push(policy);
+        }
+        if routes.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("routes.cached", "", "too many routes"));
+        }
 
         let mut passthrough = Vec::new();
         for (i, rule) in self.routes.passthrough.allow.iter().enumerate() {
@@ -846,19 +947,24 @@ impl RawConfig {
                 Some(list) => {
                     let mut kinds = Vec::new();
                     for r in list {
-                        kinds.push(match r.as_str() {
-                            "associated_users_count" => {
-                                crate::route::RouteKind::AssociatedUsersCount
-                            }
-                            "passthrough" => crate::route::RouteKind::Passthrough,
-                            _ => {
-                                return Err(ConfigError::invalid(
+                        let kind = if r == crate::route::PASSTHROUGH_LABEL {
+                            RouteKind::Passthrough
+                        } else {
+                            let i = routes.iter().position(|p| p.name == *r).ok_or_else(|| {
+                                let names: Vec<&str> = routes
+                                    .iter()
+                                    .map(|p| p.name.as_str())
+                                    .chain([crate::route::PASSTHROUGH_LABEL])
+                                    .collect();
+                                ConfigError::invalid(
                                     format!("{prefix}.routes"),
                                     r,
-                                    "expected associated_users_count or passthrough",
-                                ));
-                            }
-                        });
+                                    format!("expected one of {}", names.join(", ")),
+                                )
+                            })?;
+                            RouteKind::Cached(RouteId(i as u16))
+                        };
+                        kinds.push(kind);
                     }
                     Some(kinds)
                 }
@@ -868,7 +974,7 @@ impl RawConfig {
                     digest,
                     ClientKey {
                         name: name.clone(),
-                        tenant,
+                        tenant: TenantId(tenant as u16),
                         routes,
                         digest,
                     },
@@ -895,15 +1001,77 @@ impl RawConfig {
             max_uri_bytes: self.server.max_uri_bytes,
             cache_max_bytes: self.cache.max_bytes,
             coalesce_timeout: self.cache.coalesce_timeout,
+            max_waiters: self.cache.max_waiters.max(1),
+            http2_max_concurrent_streams: self.server.http2_max_concurrent_streams.max(1),
             upstream: self.upstream.clone(),
             logging: self.logging.clone(),
-            count_route,
+            versions: route.versions.clone(),
+            routes,
             passthrough,
             passthrough_max_body: self.routes.passthrough.max_body_bytes,
             admin_token,
             tenants,
             clients,
         })
+    }
+}
+
+/// Longest duration any key accepts. Durations are added to clock readings (`Instant + ttl`,
+/// `now + lockout`); humantime parses up to ~584 billion years, which would overflow them.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl RawConfig {
+    /// Refuses any duration beyond [`MAX_DURATION`], naming its key.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let (s, c, u) = (&self.server, &self.cache, &self.upstream);
+        let r = &self.routes.associated_users_count;
+        let mut all = vec![
+            ("server.request_timeout".to_owned(), s.request_timeout),
+            ("server.drain_timeout".to_owned(), s.drain_timeout),
+            (
+                "server.header_read_timeout".to_owned(),
+                s.header_read_timeout,
+            ),
+            ("server.idle_timeout".to_owned(), s.idle_timeout),
+            ("cache.coalesce_timeout".to_owned(), c.coalesce_timeout),
+            ("upstream.connect_timeout".to_owned(), u.connect_timeout),
+            ("upstream.timeout".to_owned(), u.timeout),
+            ("upstream.pool_idle_timeout".to_owned(), u.pool_idle_timeout),
+            ("upstream.retry_base_delay".to_owned(), u.retry_base_delay),
+            ("upstream.retry_max_delay".to_owned(), u.retry_max_delay),
+            ("upstream.max_retry_after".to_owned(), u.max_retry_after),
+        ];
+        let route = "routes.associated_users_count";
+        for (key, d) in [
+            ("ttl", r.ttl),
+            ("no_content_ttl", r.no_content_ttl),
+            ("stale_while_revalidate", r.stale_while_revalidate),
+            ("stale_if_error", r.stale_if_error),
+            ("error_hold", r.error_hold),
+            ("max_error_hold", r.max_error_hold),
+        ] {
+            all.push((format!("{route}.{key}"), d));
+        }
+        for (name, t) in &self.tenants {
+            for (key, d) in [
+                ("refresh_margin", t.refresh_margin),
+                ("token_timeout", t.token_timeout),
+                ("refresh_window", t.refresh_window),
+                ("throttle_lockout", t.throttle_lockout),
+                ("queue_timeout", t.queue_timeout),
+                ("breaker_cool_down", t.breaker_cool_down),
+            ] {
+                all.push((format!("tenants.{name}.{key}"), d));
+            }
+        }
+        match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((key, d)) => Err(ConfigError::invalid(
+                key,
+                humantime::format_duration(d).to_string(),
+                "must be at most 365 days",
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1039,6 +1207,7 @@ fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigErro
         max_concurrency,
         queue_limit: t.queue_limit,
         queue_timeout: t.queue_timeout,
+        max_waiters: t.max_waiters.max(1),
         breaker_failures: t.breaker_failures,
         breaker_cool_down: t.breaker_cool_down,
         token_state_file: t.token_state_file.clone(),

@@ -1,11 +1,8 @@
-//! Header names and values the gateway writes: `Cache-Status` (RFC 9211), `Age` (RFC 9111 §5.1),
-//! the request id.
+//! Header names the gateway reads and writes (`Cache-Status` (RFC 9211; its value comes from
+//! [`crate::cache::CachePhase::cache_status`]), the request id, the gateway key), and the
+//! hop-by-hop rules for relayed answers (RFC 9110 §7.6.1).
 
-use std::fmt::Write as _;
-
-use http::{HeaderMap, HeaderName, HeaderValue};
-
-use crate::metrics::Outcome;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// `Cache-Status` (RFC 9211).
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -17,47 +14,35 @@ pub static GATEWAY_KEY: HeaderName = HeaderName::from_static("x-gateway-key");
 /// `X-Forwarded-For`: the client's address, set on upstream requests.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The cache's identifier in `Cache-Status`.
-pub const CACHE_NAME: &str = "zoho-gateway";
-
-/// What to say in `Cache-Status` about one response.
-#[derive(Clone, Copy, Debug)]
-pub struct CacheStatus<'a> {
-    /// What happened.
-    pub outcome: Outcome,
-    /// The response was stored by this request's fetch (`stored`).
-    pub stored: bool,
-    /// Remaining freshness, seconds (`ttl`); negative for a stale entry (RFC 9211 §2.6).
-    pub ttl: Option<i64>,
-    /// Reason for a bypass or error (`detail`), a token from a closed set.
-    pub detail: Option<&'a str>,
-}
-
-impl CacheStatus<'_> {
-    /// Renders the header value, e.g. `zoho-gateway; hit; ttl=42`,
-    /// `zoho-gateway; fwd=miss; stored; ttl=60`, `zoho-gateway; fwd=miss; collapsed`,
-    /// `zoho-gateway; fwd=bypass; detail=repeated-param`.
-    pub fn value(&self) -> HeaderValue {
-        let mut s = String::with_capacity(48);
-        s.push_str(CACHE_NAME);
-        match self.outcome {
-            Outcome::Hit | Outcome::Stale => s.push_str("; hit"),
-            Outcome::Miss | Outcome::Error => s.push_str("; fwd=miss"),
-            Outcome::Collapsed => s.push_str("; fwd=miss; collapsed"),
-            Outcome::Bypass => s.push_str("; fwd=bypass"),
-            Outcome::Rejected | Outcome::Held => {}
+/// Copies the end-to-end headers of an upstream answer: drops the hop-by-hop headers (RFC 9110
+/// §7.6.1: `Connection` and the headers it names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`,
+/// `Transfer-Encoding`, `Upgrade`), `Content-Length` (hyper sets its own), and Zoho's per-user
+/// headers that never leave the gateway (`Set-Cookie`, `X-ACCESSTOKEN-RESET`).
+pub fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    let mut hop: Vec<&str> = Vec::new();
+    for v in from.get_all(header::CONNECTION) {
+        hop.extend(v.to_str().unwrap_or("").split(',').map(str::trim));
+    }
+    for (name, value) in from {
+        let n = name.as_str();
+        let dropped = matches!(
+            n,
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "set-cookie"
+                | "x-accesstoken-reset"
+                | "content-length"
+        ) || hop.iter().any(|h| h.eq_ignore_ascii_case(n));
+        if !dropped {
+            to.append(name.clone(), value.clone());
         }
-        if self.stored {
-            s.push_str("; stored");
-        }
-        if let Some(ttl) = self.ttl {
-            let _ = write!(s, "; ttl={ttl}");
-        }
-        if let Some(detail) = self.detail {
-            s.push_str("; detail=");
-            s.push_str(detail);
-        }
-        HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
     }
 }
 
@@ -77,34 +62,6 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_status_values() {
-        let hit = CacheStatus {
-            outcome: Outcome::Hit,
-            stored: false,
-            ttl: Some(42),
-            detail: None,
-        };
-        assert_eq!(hit.value(), "zoho-gateway; hit; ttl=42");
-        let miss = CacheStatus {
-            outcome: Outcome::Miss,
-            stored: true,
-            ttl: Some(60),
-            detail: None,
-        };
-        assert_eq!(miss.value(), "zoho-gateway; fwd=miss; stored; ttl=60");
-        let bypass = CacheStatus {
-            outcome: Outcome::Bypass,
-            stored: false,
-            ttl: None,
-            detail: Some("repeated-param"),
-        };
-        assert_eq!(
-            bypass.value(),
-            "zoho-gateway; fwd=bypass; detail=repeated-param"
-        );
-    }
 
     #[test]
     fn request_id_echoes_sane_values_only() {

@@ -36,6 +36,7 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
@@ -113,7 +114,10 @@ impl App {
         clock: Clock,
     ) -> Result<Running, StartError> {
         let config = Arc::new(config);
-        let metrics = Arc::new(Metrics::register(config.cache_max_bytes)?);
+        let metrics = Arc::new(Metrics::register(
+            config.cache_max_bytes,
+            config.route_labels(),
+        )?);
         let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock));
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -139,8 +143,9 @@ impl App {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
-            max_connections: config.max_connections,
+            max_connections: max_connections(&config),
             max_header_bytes: config.max_header_bytes,
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
         };
         let mut tasks = Vec::new();
         // The proxy drains first, with its own token; the admin listener (and `/readyz`, which
@@ -157,7 +162,10 @@ impl App {
         tasks.push(tokio::spawn(server::serve(
             admin_listener,
             move |req, _peer| admin::handle(gw.clone(), req),
-            settings,
+            ListenerSettings {
+                max_connections: server::ADMIN_MAX_CONNECTIONS,
+                ..settings
+            },
             shutdown.clone(),
         )));
         // Pass-through tenants use their clients' tokens: nothing to refresh.
@@ -189,6 +197,33 @@ impl App {
     }
 }
 
+/// `server.max_connections`, clamped (with a warning) so that client connections, the admin
+/// listener's, one upstream connection per concurrency slot and token request of every tenant,
+/// and [`server::FD_BASE_RESERVE`] fit under the open-file limit in force.
+fn max_connections(config: &GatewayConfig) -> usize {
+    let configured = config.max_connections;
+    let Some(limit) = server::open_file_limit() else {
+        return configured;
+    };
+    let upstream: u64 = config
+        .tenants
+        .iter()
+        .map(|t| t.max_concurrency as u64 + 1)
+        .sum();
+    let reserved = server::FD_BASE_RESERVE + server::ADMIN_MAX_CONNECTIONS as u64 + upstream;
+    let fit = server::fit_connections(configured, limit, reserved);
+    if fit < configured {
+        tracing::warn!(
+            configured,
+            max_connections = fit,
+            open_file_limit = limit,
+            reserved,
+            "server.max_connections clamped to fit the open-file limit (raise `ulimit -n`)"
+        );
+    }
+    fit
+}
+
 impl Running {
     /// Address of the proxy listener.
     pub fn proxy_addr(&self) -> SocketAddr {
@@ -204,7 +239,7 @@ impl Running {
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
-    pub fn reload(&self, config: GatewayConfig) -> Result<(), String> {
+    pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
         self.gateway.reload(config)
     }
 

@@ -14,62 +14,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::cache::Outcome;
 use crate::route::RouteKind;
-
-/// What the gateway did with one request: the `Cache-Status` verb, the metric label and the log
-/// field are all [`Outcome::as_str`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from a fresh cache entry; no upstream call.
-    Hit,
-    /// This request's own upstream call (it led the flight).
-    Miss,
-    /// Joined another request's in-flight upstream call.
-    Collapsed,
-    /// Served a stale entry (stale-while-revalidate or stale-if-error).
-    Stale,
-    /// Answered from a hold after a recent upstream failure (the failure again, with
-    /// `Retry-After`); no upstream call.
-    Held,
-    /// Forwarded without using the cache (not canonicalisable, or not a cached route).
-    Bypass,
-    /// Answered locally with an error (bad input, unknown key or route); no upstream call.
-    Rejected,
-    /// Failed with a gateway-produced error after trying upstream.
-    Error,
-}
-
-impl Outcome {
-    /// All variants, in label order.
-    pub const ALL: [Outcome; 8] = [
-        Outcome::Hit,
-        Outcome::Miss,
-        Outcome::Collapsed,
-        Outcome::Stale,
-        Outcome::Held,
-        Outcome::Bypass,
-        Outcome::Rejected,
-        Outcome::Error,
-    ];
-
-    /// Stable label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Collapsed => "collapsed",
-            Outcome::Stale => "stale",
-            Outcome::Held => "held",
-            Outcome::Bypass => "bypass",
-            Outcome::Rejected => "rejected",
-            Outcome::Error => "error",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// The `method` label: the methods the gateway routes, everything else as `other`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,15 +123,16 @@ pub struct TenantMetrics {
 }
 
 impl TenantMetrics {
-    /// Counts one Zoho credit saved by a request with this outcome (hit, collapsed or a local
-    /// rejection); other outcomes spent a credit and count nothing.
-    pub fn record_outcome(&self, outcome: Outcome) {
+    /// Counts the Zoho credits saved by a request with this outcome (hit, stale, held,
+    /// collapsed or a local rejection): `credits`, the route's cost per call. Other outcomes
+    /// spent credits and count nothing.
+    pub fn record_outcome(&self, outcome: Outcome, credits: u64) {
         match outcome {
-            Outcome::Hit => self.saved_hit.inc(),
-            Outcome::Collapsed => self.saved_collapsed.inc(),
-            Outcome::Stale => self.saved_stale.inc(),
-            Outcome::Held => self.saved_held.inc(),
-            Outcome::Rejected => self.saved_rejected.inc(),
+            Outcome::Hit => self.saved_hit.inc_by(credits),
+            Outcome::Collapsed => self.saved_collapsed.inc_by(credits),
+            Outcome::Stale => self.saved_stale.inc_by(credits),
+            Outcome::Held => self.saved_held.inc_by(credits),
+            Outcome::Rejected => self.saved_rejected.inc_by(credits),
             Outcome::Miss | Outcome::Bypass | Outcome::Error => {}
         }
     }
@@ -194,6 +141,9 @@ impl TenantMetrics {
 /// Every metric of one gateway.
 pub struct Metrics {
     registry: Registry,
+    /// `route` label values, in [`RouteKind::index`] order (cached routes, then `passthrough`,
+    /// `unmatched`).
+    route_labels: Vec<String>,
     requests_vec: IntCounterVec,
     durations_vec: HistogramVec,
     /// `(method, route, outcome, status class)` → counter, resolved on first use (series that
@@ -234,7 +184,12 @@ impl Metrics {
     ///
     /// # Errors
     /// A [`prometheus::Error`] only on a programming error (duplicate names).
-    pub fn register(cache_capacity_bytes: u64) -> Result<Self, prometheus::Error> {
+    /// `route_labels` are the `route` label values in [`RouteKind::index`] order
+    /// ([`crate::config::GatewayConfig::route_labels`]).
+    pub fn register(
+        cache_capacity_bytes: u64,
+        route_labels: Vec<String>,
+    ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests_vec = IntCounterVec::new(
             Opts::new(
@@ -251,13 +206,12 @@ impl Metrics {
             .buckets(DURATION_BUCKETS.to_vec()),
             &["route", "outcome"],
         )?;
-        let requests = (0..MethodLabel::ALL.len()
-            * RouteKind::ALL.len()
-            * Outcome::ALL.len()
-            * STATUS_CLASSES.len())
-            .map(|_| OnceLock::new())
-            .collect();
-        let durations = (0..RouteKind::ALL.len() * Outcome::ALL.len())
+        let routes = route_labels.len();
+        let requests =
+            (0..MethodLabel::ALL.len() * routes * Outcome::ALL.len() * STATUS_CLASSES.len())
+                .map(|_| OnceLock::new())
+                .collect();
+        let durations = (0..routes * Outcome::ALL.len())
             .map(|_| OnceLock::new())
             .collect();
         let upstream_requests = IntCounterVec::new(
@@ -369,6 +323,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         Ok(Metrics {
             registry,
+            route_labels,
             requests_vec,
             durations_vec,
             requests,
@@ -400,16 +355,18 @@ impl Metrics {
         took: Duration,
     ) {
         let method = MethodLabel::of(method);
-        let per_route = route.index() * Outcome::ALL.len() + outcome.index();
+        let routes = self.route_labels.len();
+        let route = route.index(routes - 2);
+        let per_route = route * Outcome::ALL.len() + outcome.index();
         let class = status_index(status);
-        let i = (method as usize * RouteKind::ALL.len() * Outcome::ALL.len() + per_route)
-            * STATUS_CLASSES.len()
+        let i = (method as usize * routes * Outcome::ALL.len() + per_route) * STATUS_CLASSES.len()
             + class;
+        let label = self.route_labels[route].as_str();
         self.requests[i]
             .get_or_init(|| {
                 self.requests_vec.with_label_values(&[
                     method.as_str(),
-                    route.as_str(),
+                    label,
                     outcome.as_str(),
                     STATUS_CLASSES[class],
                 ])
@@ -418,9 +375,14 @@ impl Metrics {
         self.durations[per_route]
             .get_or_init(|| {
                 self.durations_vec
-                    .with_label_values(&[route.as_str(), outcome.as_str()])
+                    .with_label_values(&[label, outcome.as_str()])
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// The `route` label of `route`.
+    pub fn route_label(&self, route: RouteKind) -> &str {
+        &self.route_labels[route.index(self.route_labels.len() - 2)]
     }
 
     /// Records one upstream request; `status` is `None` when no response arrived.
@@ -432,11 +394,12 @@ impl Metrics {
         took: Duration,
     ) {
         let class = status.map_or("error", status_class);
+        let route = self.route_label(route);
         self.upstream_requests
-            .with_label_values(&[tenant, route.as_str(), class])
+            .with_label_values(&[tenant, route, class])
             .inc();
         self.upstream_duration
-            .with_label_values(&[tenant, route.as_str()])
+            .with_label_values(&[tenant, route])
             .observe(took.as_secs_f64());
     }
 

@@ -1,5 +1,6 @@
 //! Listeners: accept loop, HTTP/1.1 and h2c (hyper-util's auto builder), connection limits,
-//! idle and slow-client timeouts, graceful drain.
+//! idle and slow-client timeouts, graceful drain; and the open-file limit those connections
+//! must fit in ([`raise_open_file_limit`], [`fit_connections`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +21,51 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::proxy::Body;
+use crate::telemetry::LogLimiter;
+
+/// Client connections the admin listener holds at once (probes and scrapes need few).
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// File descriptors kept for everything but client and upstream connections: stdio, the
+/// listeners, epoll and its wake-up, signal pipes, token state files, blocking threads.
+pub const FD_BASE_RESERVE: u64 = 64;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (a process may, unprivileged) and returns
+/// the soft limit now in force; `None` where there is no such limit or it cannot be read.
+pub fn raise_open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(limit) => Some(limit),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-file limit");
+                open_file_limit()
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// The soft `RLIMIT_NOFILE` in force; `None` where there is none or it cannot be read.
+pub fn open_file_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rlimit::getrlimit(rlimit::Resource::NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// `configured` client connections, or fewer (at least 1) so that they and `reserved` other
+/// descriptors fit under the open-file `limit`: past it, `accept` fails with `EMFILE` and
+/// upstream connections fail too.
+pub fn fit_connections(configured: usize, limit: u64, reserved: u64) -> usize {
+    let room = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
+    configured.min(room).max(1)
+}
 
 /// Per-listener settings.
 #[derive(Clone, Copy, Debug)]
@@ -33,8 +79,10 @@ pub struct ListenerSettings {
     /// How long shutdown waits for open connections to finish their requests.
     pub drain_timeout: Duration,
     /// Open connections at most; the accept loop waits for a free slot (the kernel backlog
-    /// holds further clients).
+    /// holds further clients). See [`fit_connections`] for the open-file limit.
     pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection (RFC 9113 §6.5.2).
+    pub http2_max_concurrent_streams: u32,
     /// Largest request head in bytes (hyper answers 431 beyond it); at least 8192.
     pub max_header_bytes: usize,
 }
@@ -103,10 +151,12 @@ pub async fn serve<H, Fut>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(settings.http2_max_concurrent_streams);
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let accept_errors = LogLimiter::new(Duration::from_secs(5));
     loop {
         let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -122,8 +172,11 @@ pub async fn serve<H, Fut>(
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                // EMFILE and friends: back off briefly instead of spinning, and log at most
+                // once per 5 s.
+                if let Some(suppressed) = accept_errors.allow() {
+                    tracing::warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -201,5 +254,17 @@ pub async fn serve<H, Fut>(
             open = connections.len(),
             "drain deadline passed with connections still open"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_fit_under_the_open_file_limit() {
+        assert_eq!(fit_connections(10_000, 1_048_576, 500), 10_000);
+        assert_eq!(fit_connections(10_000, 256, 150), 106);
+        assert_eq!(fit_connections(10_000, 100, 150), 1);
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! Every call is bounded: connect deadline, total deadline for headers and body, and a body size
 //! limit. The client is cheap to clone.
+//!
+//! A response's body and header values may be slices of hyper's connection read buffer: fine
+//! for relaying, but whatever is kept beyond the request must be copied
+//! ([`crate::cache::CachedResponse::from_upstream`] does).
 
 pub mod breaker;
 pub mod limit;
@@ -20,6 +24,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::RawUpstream;
 use crate::error::GatewayError;
+use crate::telemetry::{ErrorChain, LogLimiter};
+
+/// At most one "upstream attempt failed" event per this period per gateway (the others are
+/// counted in the next event's `suppressed`).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A response read completely from the upstream.
 #[derive(Clone, Debug)]
@@ -38,6 +47,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
     max_body_bytes: usize,
+    failure_log: Arc<LogLimiter>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -71,6 +81,41 @@ impl Upstream {
             client,
             timeout: cfg.timeout,
             max_body_bytes: cfg.max_body_bytes,
+            failure_log: Arc::new(LogLimiter::new(FAILURE_LOG_EVERY)),
+        }
+    }
+
+    /// Logs one failed upstream attempt (no response, or a 429 / 5xx one) with the error's cause
+    /// chain (the connect, DNS or TLS error underneath), rate-limited per gateway. Called where
+    /// the retry decision is made. Logs no header, token or query.
+    pub fn log_failed_attempt(
+        &self,
+        tenant: &str,
+        route: &str,
+        attempt: u32,
+        outcome: Result<StatusCode, &GatewayError>,
+    ) {
+        let Some(suppressed) = self.failure_log.allow() else {
+            return;
+        };
+        match outcome {
+            Ok(status) => tracing::warn!(
+                tenant,
+                route,
+                attempt,
+                status = status.as_u16(),
+                suppressed,
+                "upstream attempt failed"
+            ),
+            Err(e) => tracing::warn!(
+                tenant,
+                route,
+                attempt,
+                kind = e.kind(),
+                error = %ErrorChain(e),
+                suppressed,
+                "upstream attempt failed"
+            ),
         }
     }
 

@@ -2,8 +2,8 @@
 
 use sha2::{Digest, Sha256};
 
-use super::CanonicalQuery;
 use super::filters::Node;
+use super::{CanonicalQuery, ParamKind, ParamSpec, UnknownParams, Value};
 
 /// Who asks and where: the request properties outside the query string that enter the key.
 #[derive(Clone, Copy, Debug)]
@@ -17,8 +17,9 @@ pub struct KeyScope<'a> {
     pub method: &'a str,
     /// The API version path segment, e.g. `"v7"`, byte-exact.
     pub version: &'a str,
-    /// The concrete route after the version, e.g.
-    /// `"/settings/user_groups/actions/associated_users_count"`, byte-exact.
+    /// The concrete path after the version, ids and module names included, e.g.
+    /// `"/settings/user_groups/actions/associated_users_count"` or `"/Leads/4150868000001"`,
+    /// byte-exact.
     pub route: &'a str,
 }
 
@@ -50,7 +51,9 @@ impl std::fmt::Debug for CacheKey {
 }
 
 /// Domain separation: bump the version whenever the encoding below changes.
-const DOMAIN: &[u8] = b"zoho-gateway/cache-key/v1";
+const DOMAIN: &[u8] = b"zoho-gateway/cache-key/v2";
+/// Domain of [`schema_fingerprint`].
+const SCHEMA_DOMAIN: &[u8] = b"zoho-gateway/param-schema/v1";
 
 // Field tags: every field is written as `tag, then its bytes`; variable-length bytes are prefixed
 // with their length as u64 little-endian, lists with their count. The stream is therefore
@@ -60,15 +63,18 @@ const T_CREDENTIAL: u8 = 2;
 const T_METHOD: u8 = 3;
 const T_VERSION: u8 = 4;
 const T_ROUTE: u8 = 5;
-const T_MODE: u8 = 6;
-const T_PAGE: u8 = 7;
-const T_PER_PAGE: u8 = 8;
-const T_FILTERS: u8 = 9;
+const T_SCHEMA: u8 = 6;
+const T_PARAMS: u8 = 7;
 const T_OTHERS: u8 = 10;
 const N_ABSENT: u8 = 0;
 const N_PRESENT: u8 = 1;
 const N_CRITERION: u8 = b'C';
 const N_GROUP: u8 = b'G';
+const V_INT: u8 = b'I';
+const V_FILTERS: u8 = b'F';
+const V_ENUM: u8 = b'E';
+const V_SET: u8 = b'S';
+const V_STR: u8 = b'O';
 
 struct KeyWriter(Sha256);
 
@@ -107,6 +113,60 @@ impl KeyWriter {
     }
 }
 
+/// SHA-256 over a schema's parameter names, kinds and rules and its unknown-parameter policy
+/// (tagged, length-prefixed like the key). Equal schemas give equal fingerprints.
+pub(super) fn schema_fingerprint(params: &[ParamSpec], unknown: UnknownParams) -> [u8; 32] {
+    let mut w = KeyWriter(Sha256::new());
+    w.bytes(SCHEMA_DOMAIN);
+    w.count(params.len());
+    for p in params {
+        w.bytes(p.name.as_bytes());
+        w.byte(p.kind.tag());
+        match &p.kind {
+            ParamKind::Integer { default, min, max } => {
+                match default {
+                    Some(d) => {
+                        w.byte(N_PRESENT);
+                        w.0.update(d.to_le_bytes());
+                    }
+                    None => w.byte(N_ABSENT),
+                }
+                w.0.update(min.to_le_bytes());
+                w.0.update(max.to_le_bytes());
+            }
+            ParamKind::Enum { values, default } => {
+                w.count(values.len());
+                for v in values {
+                    w.bytes(v.as_bytes());
+                }
+                match default {
+                    Some(d) => {
+                        w.byte(N_PRESENT);
+                        w.bytes(d.as_bytes());
+                    }
+                    None => w.byte(N_ABSENT),
+                }
+            }
+            ParamKind::Set { max_items } => w.count(*max_items),
+            ParamKind::Opaque => {}
+            ParamKind::Filters(rules) => {
+                w.bytes(rules.mode.as_str().as_bytes());
+                for list in [&rules.allowed_fields, &rules.allowed_comparators] {
+                    w.count(list.len());
+                    for item in list {
+                        w.bytes(item.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+    w.byte(unknown as u8);
+    for p in params {
+        w.byte(u8::from(p.required));
+    }
+    w.0.finalize().into()
+}
+
 /// The cache key of a canonical query in a scope: SHA-256 over a domain tag and every
 /// key-relevant property as tagged, length-prefixed fields (see the `canonical` module doc).
 pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
@@ -124,18 +184,38 @@ pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
     w.field(T_METHOD, scope.method.as_bytes());
     w.field(T_VERSION, scope.version.as_bytes());
     w.field(T_ROUTE, scope.route.as_bytes());
-    w.field(T_MODE, query.mode.as_str().as_bytes());
-    w.byte(T_PAGE);
-    w.0.update(query.page.to_le_bytes());
-    w.byte(T_PER_PAGE);
-    w.0.update(query.per_page.to_le_bytes());
-    w.byte(T_FILTERS);
-    match &query.filters {
-        Some(n) => {
-            w.byte(N_PRESENT);
-            w.node(n);
+    w.byte(T_SCHEMA);
+    w.0.update(query.schema);
+    w.byte(T_PARAMS);
+    w.count(query.values.len());
+    for value in &query.values {
+        match value {
+            Value::Absent => w.byte(N_ABSENT),
+            Value::Int(n) => {
+                w.byte(V_INT);
+                w.0.update(n.to_le_bytes());
+            }
+            Value::Filters(mode, node) => {
+                w.byte(V_FILTERS);
+                w.bytes(mode.as_str().as_bytes());
+                w.node(node);
+            }
+            Value::Enum(i) => {
+                w.byte(V_ENUM);
+                w.0.update(i.to_le_bytes());
+            }
+            Value::Set(items) => {
+                w.byte(V_SET);
+                w.count(items.len());
+                for item in items {
+                    w.bytes(item.as_bytes());
+                }
+            }
+            Value::Str(v) => {
+                w.byte(V_STR);
+                w.bytes(v.as_bytes());
+            }
         }
-        None => w.byte(N_ABSENT),
     }
     w.byte(T_OTHERS);
     w.count(query.others.len());

@@ -2,13 +2,16 @@
 
 use std::borrow::Cow;
 
-use super::{InvalidKind, InvalidQuery, NoCacheReason, Reject};
+use super::{
+    InvalidKind, InvalidQuery, MAX_SCHEMA_PARAMS, NoCacheReason, ParamSchema, Reject, UnknownParams,
+};
 
-/// The query split into the parameters the canonical form treats specially and the rest.
+/// The query split into the schema's parameters (raw decoded values, by schema position) and
+/// the rest.
 pub(super) struct Parts<'a> {
-    pub(super) filters: Option<Cow<'a, str>>,
-    pub(super) page: Option<Cow<'a, str>>,
-    pub(super) per_page: Option<Cow<'a, str>>,
+    /// Decoded value of each schema parameter, in schema order (`Some("")` for a segment
+    /// without `=`).
+    pub(super) known: [Option<Cow<'a, str>>; MAX_SCHEMA_PARAMS],
     /// Decoded (name, value), value `None` for a segment without `=`; stably sorted by name.
     pub(super) others: Vec<(Box<str>, Option<Box<str>>)>,
 }
@@ -18,13 +21,12 @@ pub(super) struct Parts<'a> {
 /// # Errors
 /// [`Reject::Invalid`] (`param = "query"`, [`InvalidKind::BadEncoding`]) for bad percent-encoding
 /// or UTF-8 anywhere; then [`NoCacheReason::UnencodedCharacter`] for raw characters RFC 3986 does
-/// not allow in a query; then [`NoCacheReason::RepeatedParam`] for a repeated `filters`, `page` or
-/// `per_page`.
-pub(super) fn split(raw: &str) -> Result<Parts<'_>, Reject> {
+/// not allow in a query; then [`NoCacheReason::RepeatedParam`] for a repeated schema parameter;
+/// then, for a parameter the schema does not name, [`NoCacheReason::UnknownParam`] or
+/// [`InvalidKind::UnknownParam`] as the schema's [`UnknownParams`] says.
+pub(super) fn split<'a>(raw: &'a str, schema: &ParamSchema) -> Result<Parts<'a>, Reject> {
     let mut parts = Parts {
-        filters: None,
-        page: None,
-        per_page: None,
+        known: Default::default(),
         others: Vec::new(),
     };
     let mut repeated = false;
@@ -38,17 +40,13 @@ pub(super) fn split(raw: &str) -> Result<Parts<'_>, Reject> {
         };
         let name = decode(name)?;
         let value = value.map(decode).transpose()?;
-        let slot = match &*name {
-            "filters" => &mut parts.filters,
-            "page" => &mut parts.page,
-            "per_page" => &mut parts.per_page,
-            _ => {
-                parts
-                    .others
-                    .push((name.into(), value.map(Box::<str>::from)));
-                continue;
-            }
+        let Some(i) = schema.params().iter().position(|p| p.name == name) else {
+            parts
+                .others
+                .push((name.into(), value.map(Box::<str>::from)));
+            continue;
         };
+        let slot = &mut parts.known[i];
         if slot.is_some() {
             repeated = true;
         }
@@ -60,6 +58,21 @@ pub(super) fn split(raw: &str) -> Result<Parts<'_>, Reject> {
     }
     if repeated {
         return Err(Reject::Uncacheable(NoCacheReason::RepeatedParam));
+    }
+    if !parts.others.is_empty() {
+        match schema.unknown() {
+            UnknownParams::Key => {}
+            UnknownParams::Bypass => {
+                return Err(Reject::Uncacheable(NoCacheReason::UnknownParam));
+            }
+            UnknownParams::Reject => {
+                return Err(Reject::Invalid(InvalidQuery::new(
+                    "query",
+                    InvalidKind::UnknownParam,
+                    "unknown parameter for this route",
+                )));
+            }
+        }
     }
     // Stable: repeated names keep their request order.
     parts.others.sort_by(|a, b| a.0.cmp(&b.0));
@@ -156,18 +169,28 @@ fn bad_encoding(message: &str) -> Reject {
     ))
 }
 
-/// Parses `page` (`max = u32::MAX`) or `per_page` (`max = 200`): ASCII digits only, leading zeros
-/// allowed, value in `1..=max`.
+/// Parses an integer parameter: ASCII digits only, leading zeros allowed, value in `min..=max`.
 ///
 /// # Errors
 /// [`InvalidKind::NotANumber`] for an empty value or any non-digit (signs and spaces included);
-/// [`InvalidKind::OutOfRange`] for 0 or above `max`.
-pub(super) fn parse_page(param: &'static str, v: &str, max: u32) -> Result<u32, Reject> {
+/// [`InvalidKind::OutOfRange`] outside `min..=max`.
+#[allow(clippy::ptr_arg)] // a `Cow` so that the error clones a borrowed name for free
+pub(super) fn parse_int(
+    param: &Cow<'static, str>,
+    v: &str,
+    min: u32,
+    max: u32,
+) -> Result<u32, Reject> {
+    let name = || Cow::clone(param);
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Reject::Invalid(InvalidQuery::new(
-            param,
+            name(),
             InvalidKind::NotANumber,
-            format!("{param} must be a positive integer"),
+            if min >= 1 {
+                format!("{param} must be a positive integer")
+            } else {
+                format!("{param} must be a non-negative integer")
+            },
         )));
     }
     let digits = v.trim_start_matches('0');
@@ -178,15 +201,11 @@ pub(super) fn parse_page(param: &'static str, v: &str, max: u32) -> Result<u32, 
         _ => None,
     };
     match n {
-        Some(n) if n >= 1 && n <= u64::from(max) => Ok(n as u32),
+        Some(n) if n >= u64::from(min) && n <= u64::from(max) => Ok(n as u32),
         _ => Err(Reject::Invalid(InvalidQuery::new(
-            param,
+            name(),
             InvalidKind::OutOfRange,
-            if max == 200 {
-                format!("{param} must be between 1 and 200")
-            } else {
-                format!("{param} must be between 1 and {max}")
-            },
+            format!("{param} must be between {min} and {max}"),
         ))),
     }
 }

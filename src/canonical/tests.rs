@@ -4,6 +4,7 @@ use super::*;
 
 mod criteria;
 mod props;
+mod schema;
 mod table;
 
 /// The seed's sample filter, as Zoho's curl sample sends it (`%20` after `:` and `,`).

@@ -53,7 +53,7 @@ impl Gateway {
         if client.routes.as_ref().is_some_and(|r| !r.contains(&route)) {
             return Err(GatewayError::NoPermission);
         }
-        let tenant = &self.tenants[client.tenant];
+        let tenant = self.tenant(client.tenant);
         let Some(hmac_key) = tenant.config.pass_through_hmac.as_ref() else {
             return Ok(Authenticated {
                 client,

@@ -1,87 +1,42 @@
-//! Forwarding without the cache: uncacheable count queries (bypass) and allowlisted routes
-//! (pass-through), with hop-by-hop and per-user headers stripped.
+//! Forwarding without the cache: uncacheable queries of cached routes (bypass) and
+//! allowlisted routes (pass-through), with hop-by-hop and per-user headers stripped.
 
 use super::*;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1), plus Zoho's per-user headers that never leave the
-/// gateway (`Set-Cookie`, `X-ACCESSTOKEN-RESET`).
-pub(super) fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    let mut hop: Vec<&str> = Vec::new();
-    for v in from.get_all(header::CONNECTION) {
-        hop.extend(v.to_str().unwrap_or("").split(',').map(str::trim));
-    }
-    for (name, value) in from {
-        let n = name.as_str();
-        let dropped = matches!(
-            n,
-            "connection"
-                | "keep-alive"
-                | "proxy-connection"
-                | "proxy-authenticate"
-                | "proxy-authorization"
-                | "te"
-                | "trailer"
-                | "transfer-encoding"
-                | "upgrade"
-                | "set-cookie"
-                | "x-accesstoken-reset"
-                | "content-length"
-        ) || hop.iter().any(|h| h.eq_ignore_ascii_case(n));
-        if !dropped {
-            to.append(name.clone(), value.clone());
-        }
-    }
-}
+use crate::headers::copy_end_to_end_headers;
+use respond::forwarded_response;
 
 impl Gateway {
-    /// Forwards a count request the gateway will not cache (no single-flight: its meaning is
-    /// not known for sure, or the client said `no-store`).
+    /// Forwards a cached route's request the gateway will not cache (no single-flight: its
+    /// meaning is not known for sure, or the client said `no-store`).
     pub(super) async fn bypass(
         &self,
-        tenant: usize,
+        tenant: TenantId,
+        route: RouteId,
         call: &CallCtx,
         path: &str,
         raw_query: &str,
-        detail: &str,
+        phase: CachePhase,
     ) -> Result<Response<Body>, GatewayError> {
         let resp = self
             .call_upstream(
                 tenant,
                 call,
-                RouteKind::AssociatedUsersCount,
+                RouteKind::Cached(route),
                 Method::GET,
                 &upstream_path(path, raw_query),
                 None,
             )
             .await?;
-        let mut out = Response::new(Full::new(resp.body));
-        *out.status_mut() = resp.status;
-        let h = out.headers_mut();
-        for name in crate::cache::STORED_HEADERS {
-            if let Some(v) = resp.headers.get(name) {
-                h.insert(name.clone(), v.clone());
-            }
-        }
-        h.insert(
-            &headers::CACHE_STATUS,
-            CacheStatus {
-                outcome: Outcome::Bypass,
-                stored: false,
-                ttl: None,
-                detail: Some(detail),
-            }
-            .value(),
-        );
-        Ok(out)
+        Ok(forwarded_response(resp, phase))
     }
 
     /// An allowlisted route: forwarded with the tenant's token, never cached. A successful
-    /// user-group write drops the tenant's cached user-group answers.
+    /// write drops the tenant's cached answers of the write's invalidation group.
     pub(super) async fn passthrough<B>(
         &self,
         cfg: &GatewayConfig,
         req: Request<B>,
-        tenant: usize,
+        tenant: TenantId,
         call: CallCtx,
     ) -> Result<Response<Body>, GatewayError>
     where
@@ -119,22 +74,18 @@ impl Gateway {
                 body,
             )
             .await?;
-        if resp.status.is_success() && route::invalidates_user_groups(&parts.method, path) {
-            self.invalidate(Some(tenant), None);
-            tracing::info!(tenant = %self.tenants[tenant].config.name, "user-group write: tenant's cached entries dropped");
+        if resp.status.is_success()
+            && let Some(group) = route::write_invalidates(&parts.method, path)
+        {
+            self.invalidate_group(tenant, group);
+            tracing::info!(tenant = %self.tenant(tenant).config.name, group, "write: tenant's cached entries of the group dropped");
         }
         let mut out = Response::new(Full::new(resp.body));
         *out.status_mut() = resp.status;
         copy_end_to_end_headers(&resp.headers, out.headers_mut());
         out.headers_mut().insert(
             &headers::CACHE_STATUS,
-            CacheStatus {
-                outcome: Outcome::Bypass,
-                stored: false,
-                ttl: None,
-                detail: Some("passthrough"),
-            }
-            .value(),
+            CachePhase::Bypass(BypassReason::Passthrough).cache_status(false, None, None),
         );
         Ok(out)
     }

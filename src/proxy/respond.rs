@@ -1,7 +1,8 @@
-//! Building client responses (cache hits, flight results, gateway errors) and recording each
-//! request once.
+//! Building client responses (cache hits, flight results, held failures, gateway errors) and
+//! recording each request once. Every `Cache-Status` comes from the request's [`CachePhase`].
 
 use super::*;
+use crate::cache::{Hold, Outcome, STORED_HEADERS};
 
 /// Measures and logs a request exactly once: at the end, or — if the client went away and the
 /// request's future was dropped — on drop, with status 499 (client closed request).
@@ -18,25 +19,33 @@ impl Recorder {
         self.done = true;
         let gw = &self.gw;
         let ctx = &self.ctx;
+        let outcome = ctx.phase.outcome(ctx.error);
         let took = self.started.elapsed();
         gw.metrics
-            .record_request(&self.method, ctx.route, ctx.outcome, status, took);
-        match ctx.outcome {
+            .record_request(&self.method, ctx.route, outcome, status, took);
+        match ctx.phase {
+            CachePhase::StaleWhileRevalidate => {
+                gw.metrics.record_stale_served("stale-while-revalidate");
+            }
+            CachePhase::StaleIfError => gw.metrics.record_stale_served("stale-if-error"),
+            _ => {}
+        }
+        match outcome {
             Outcome::Hit | Outcome::Stale => gw.tally.hits.fetch_add(1, Ordering::Relaxed),
             Outcome::Miss | Outcome::Collapsed => gw.tally.misses.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        let tenant = ctx.tenant.map(|i| &gw.tenants[i]);
+        let tenant = ctx.tenant.map(|id| gw.tenant(id));
         if let Some(t) = tenant {
-            t.metrics.record_outcome(ctx.outcome);
+            t.metrics.record_outcome(outcome, u64::from(ctx.credits));
         }
         tracing::info!(
             target: "zoho_gateway::access",
             request_id = ctx.request_id.to_str().unwrap_or(""),
             method = %self.method,
-            route = ctx.route.as_str(),
+            route = gw.metrics.route_label(ctx.route),
             status,
-            outcome = ctx.outcome.as_str(),
+            outcome = outcome.as_str(),
             tenant = tenant.map_or("", |t| t.config.name.as_str()),
             duration_us = took.as_micros() as u64,
             upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
@@ -55,62 +64,76 @@ impl Drop for Recorder {
 /// Status recorded for a request whose client went away first (nginx's 499).
 pub(super) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-/// A response from a stored entry served from cache (`hit` or `stale`), with `Age`.
-pub(super) fn hit_response(
+/// A stored entry served from the cache (fresh, stale-while-revalidate or stale-if-error),
+/// with `Age` (RFC 9111 §5.1) and the remaining (or, stale, negative) `ttl`.
+pub(super) fn cached_response(
     entry: &CachedResponse,
     now: Instant,
-    outcome: Outcome,
-    detail: Option<&str>,
+    phase: CachePhase,
 ) -> Response<Body> {
-    let ttl = match outcome {
-        Outcome::Stale => -(entry.staleness(now) as i64),
-        _ => entry.remaining_ttl(now) as i64,
+    let ttl = match phase {
+        CachePhase::Fresh => entry.remaining_ttl(now) as i64,
+        _ => -(entry.staleness(now) as i64),
     };
-    let mut resp = entry_response(
-        entry,
-        CacheStatus {
-            outcome,
-            stored: false,
-            ttl: Some(ttl),
-            detail,
-        },
-    );
+    let mut resp = entry_response(entry, phase.cache_status(false, Some(ttl), None));
     resp.headers_mut()
         .insert(header::AGE, HeaderValue::from(entry.age(now)));
     resp
 }
 
-/// A response from a flight's result.
-pub(super) fn fetched_response(
-    f: &Fetched,
-    outcome: Outcome,
-    detail: Option<&str>,
-    now: Instant,
-) -> Response<Body> {
-    entry_response(
-        &f.entry,
-        CacheStatus {
-            outcome,
-            stored: f.stored && outcome == Outcome::Miss,
-            ttl: f.stored.then(|| f.entry.remaining_ttl(now) as i64),
-            detail,
-        },
-    )
+/// A flight's answer (`phase`: miss or collapsed); `stored` is said by the leader only.
+pub(super) fn fetched_response(f: &Fetched, phase: CachePhase, now: Instant) -> Response<Body> {
+    let status = phase.cache_status(
+        f.stored && phase == CachePhase::Miss,
+        f.stored.then(|| f.entry.remaining_ttl(now) as i64),
+        None,
+    );
+    entry_response(&f.entry, status)
 }
 
-pub(super) fn entry_response(entry: &CachedResponse, status: CacheStatus<'_>) -> Response<Body> {
+/// The held failure of a key on hold, with `Retry-After` = the hold's remaining time.
+pub(super) fn held_response(hold: &Hold, now: Instant) -> Response<Body> {
+    let mut resp = match &hold.answer {
+        Ok(entry) => entry_response(entry, CachePhase::Held.cache_status(false, None, None)),
+        Err(e) => error_response(e, CachePhase::Held),
+    };
+    let retry_after = hold.until.saturating_duration_since(now).as_secs().max(1);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// A response replaying `entry` with the given `Cache-Status`.
+pub(super) fn entry_response(entry: &CachedResponse, cache_status: HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Full::new(entry.body.clone()));
     *resp.status_mut() = entry.status;
     let h = resp.headers_mut();
     for (name, value) in &entry.headers {
         h.append(name.clone(), value.clone());
     }
-    h.insert(&headers::CACHE_STATUS, status.value());
+    h.insert(&headers::CACHE_STATUS, cache_status);
     resp
 }
 
-/// The Zoho-shaped response for a gateway error.
-pub(super) fn error_response(err: &GatewayError, outcome: Outcome) -> Response<Body> {
+/// An upstream answer relayed without the cache (bypass): the replayable headers only.
+pub(super) fn forwarded_response(resp: UpstreamResponse, phase: CachePhase) -> Response<Body> {
+    let mut out = Response::new(Full::new(resp.body));
+    *out.status_mut() = resp.status;
+    let h = out.headers_mut();
+    for name in STORED_HEADERS {
+        if let Some(v) = resp.headers.get(name) {
+            h.insert(name.clone(), v.clone());
+        }
+    }
+    h.insert(
+        &headers::CACHE_STATUS,
+        phase.cache_status(false, None, None),
+    );
+    out
+}
+
+/// The Zoho-shaped response for a gateway error, in the request's `phase`.
+pub(super) fn error_response(err: &GatewayError, phase: CachePhase) -> Response<Body> {
     let mut resp = Response::new(Full::new(err.body()));
     *resp.status_mut() = err.status();
     let h = resp.headers_mut();
@@ -121,13 +144,7 @@ pub(super) fn error_response(err: &GatewayError, outcome: Outcome) -> Response<B
     h.insert(GATEWAY_ERROR_HEADER, err.header_value());
     h.insert(
         &headers::CACHE_STATUS,
-        CacheStatus {
-            outcome,
-            stored: false,
-            ttl: None,
-            detail: Some(err.kind()),
-        }
-        .value(),
+        phase.cache_status(false, None, Some(err.kind())),
     );
     if matches!(err, GatewayError::MethodNotAllowed) {
         h.insert(header::ALLOW, HeaderValue::from_static("GET"));

@@ -85,14 +85,14 @@ impl Gateway {
     /// (`OAUTH_SCOPE_MISMATCH` is not retried). With a client's own token: as is.
     pub(super) async fn call_upstream(
         &self,
-        tenant: usize,
+        tenant: TenantId,
         call: &CallCtx,
         route: RouteKind,
         method: Method,
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let t = &self.tenants[tenant];
+        let t = self.tenant(tenant);
         let up = Upcall {
             route,
             method,
@@ -150,6 +150,9 @@ impl Gateway {
             drop(slot);
             let retry_after_hint = match &result {
                 Ok(r) if is_failure(r.status) => {
+                    let (tenant, route) = (&t.config.name, self.metrics.route_label(up.route));
+                    self.upstream
+                        .log_failed_attempt(tenant, route, attempt, Ok(r.status));
                     t.breaker
                         .record(if r.status == StatusCode::TOO_MANY_REQUESTS {
                             Verdict::Neutral
@@ -166,7 +169,10 @@ impl Gateway {
                     reopened = true;
                     continue;
                 }
-                Err(GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTimeout) => {
+                Err(e @ (GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTimeout)) => {
+                    let (tenant, route) = (&t.config.name, self.metrics.route_label(up.route));
+                    self.upstream
+                        .log_failed_attempt(tenant, route, attempt, Err(e));
                     t.breaker.record(Verdict::Failure);
                     None
                 }

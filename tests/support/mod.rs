@@ -49,7 +49,7 @@ impl Harness {
 
     /// Starts the simulator, then a gateway with the config `config(simulator URL)` and a
     /// manual freshness clock.
-    async fn start_configured(
+    pub async fn start_configured(
         sim_config: SimConfig,
         config: impl FnOnce(&str) -> zoho_gateway::config::GatewayConfig,
     ) -> Self {

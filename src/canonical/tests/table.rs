@@ -379,7 +379,11 @@ fn validation_rejections() {
     ];
     for (q, param, kind) in cases {
         let inv = invalid(&q);
-        assert_eq!((inv.param, inv.kind), (param, kind), "{q}: {inv:?}");
+        assert_eq!(
+            (inv.param.as_ref(), inv.kind),
+            (param, kind),
+            "{q}: {inv:?}"
+        );
         assert!(inv.message.len() < 120, "short message: {}", inv.message);
     }
 }

@@ -1,0 +1,367 @@
+//! The shared state of one running gateway: configuration, tenants (token manager, limits,
+//! breaker, invalidation generation), the cache, the single-flight table, the upstream client,
+//! metrics and the clock. The request path over it is `proxy`; the admin API reads it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::cache::ResponseCache;
+use crate::canonical::CacheKey;
+use crate::clock::Clock;
+use crate::coalesce::SingleFlight;
+use crate::config::{GatewayConfig, TenantConfig, TenantId};
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, TenantMetrics};
+use crate::proxy::FetchResult;
+use crate::route::RouteId;
+use crate::token::TokenManager;
+use crate::upstream::Upstream;
+use crate::upstream::breaker::CircuitBreaker;
+use crate::upstream::limit::ConcurrencyLimit;
+
+/// Runtime state of one tenant.
+#[derive(Debug)]
+pub struct Tenant {
+    /// Its handle.
+    pub id: TenantId,
+    /// Validated configuration.
+    pub config: Arc<TenantConfig>,
+    /// Its token manager.
+    pub tokens: Arc<TokenManager>,
+    pub(crate) metrics: TenantMetrics,
+    pub(crate) limit: ConcurrencyLimit,
+    pub(crate) breaker: CircuitBreaker,
+    /// Requests of this tenant waiting for a flight (bounded by `max_waiters`).
+    pub(crate) waiting: AtomicUsize,
+    /// Bumped by every invalidation of this tenant's entries; a fetch that started under an
+    /// older generation does not store its answer (it may predate the write).
+    generation: AtomicU64,
+}
+
+impl Tenant {
+    /// The current invalidation generation (read before a fetch, compared before storing).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+/// Hit/miss tallies for `GET /admin/cache`.
+#[derive(Debug, Default)]
+pub struct CacheTally {
+    /// Requests answered from the cache (fresh or stale).
+    pub hits: AtomicU64,
+    /// Requests that needed an upstream answer (led or joined a flight).
+    pub misses: AtomicU64,
+    /// Answers stored in the cache.
+    pub stores: AtomicU64,
+}
+
+/// Why [`Gateway::reload`] refused a new configuration (the old one stays).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The set of tenants (names or order) differs.
+    #[error("the set of tenants changed: restart to apply")]
+    TenantsChanged,
+    /// The set of cached routes (names or order) differs.
+    #[error("the set of cached routes changed: restart to apply")]
+    RoutesChanged,
+}
+
+/// Shared state of one running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(crate) config: ArcSwap<GatewayConfig>,
+    pub(crate) tenants: Vec<Tenant>,
+    pub(crate) cache: ResponseCache,
+    pub(crate) flights: Arc<SingleFlight<CacheKey, FetchResult>>,
+    pub(crate) upstream: Upstream,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Clock,
+    pub(crate) tally: CacheTally,
+    /// Requests waiting for a flight, all tenants (bounded by `cache.max_waiters`).
+    pub(crate) waiting: AtomicUsize,
+    draining: AtomicBool,
+    /// Cancelled shortly before the drain deadline: requests still waiting then are answered
+    /// with a 503 instead of losing their connection.
+    pub(crate) stop_waiting: tokio_util::sync::CancellationToken,
+}
+
+impl Gateway {
+    /// Builds the gateway state (no I/O).
+    pub fn new(config: Arc<GatewayConfig>, metrics: Arc<Metrics>, clock: Clock) -> Self {
+        let upstream = Upstream::new(&config.upstream);
+        let tenants = config
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let t = Arc::new(t.clone());
+                let tm = metrics.tenant(&t.name);
+                Tenant {
+                    id: TenantId(i as u16),
+                    limit: ConcurrencyLimit::new(
+                        t.max_concurrency,
+                        t.queue_limit,
+                        t.queue_timeout,
+                        tm.upstream_in_flight.clone(),
+                        tm.upstream_queue_depth.clone(),
+                    ),
+                    breaker: CircuitBreaker::new(
+                        t.breaker_failures,
+                        t.breaker_cool_down,
+                        clock.clone(),
+                        tm.circuit_open.clone(),
+                    ),
+                    tokens: Arc::new(TokenManager::new(
+                        t.clone(),
+                        upstream.clone(),
+                        metrics.clone(),
+                        clock.clone(),
+                    )),
+                    metrics: tm,
+                    config: t,
+                    waiting: AtomicUsize::new(0),
+                    generation: AtomicU64::new(0),
+                }
+            })
+            .collect();
+        Gateway {
+            cache: ResponseCache::new(
+                config.cache_max_bytes,
+                Some(metrics.cache_evictions.clone()),
+            ),
+            flights: Arc::new(SingleFlight::new()),
+            config: ArcSwap::new(config),
+            tenants,
+            upstream,
+            metrics,
+            clock,
+            tally: CacheTally::default(),
+            waiting: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            stop_waiting: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// The current configuration (replaced as a whole by [`Gateway::reload`]).
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.config.load_full()
+    }
+
+    /// Applies a new configuration without dropping the cache: TTLs and staleness windows,
+    /// route policies (parameter schemas, versions, pass-through allowlist), client keys,
+    /// request limits and the admin token take effect for the next request. Listeners, the cache
+    /// bound, upstream client settings and the tenants' hosts, credentials and limits need a
+    /// restart (a changed tenant is logged as such).
+    ///
+    /// # Errors
+    /// [`ReloadError`] when the set of tenants or of cached routes differs: the old config stays.
+    pub fn reload(&self, new: GatewayConfig) -> Result<(), ReloadError> {
+        let old = self.config.load();
+        let tenants =
+            |c: &GatewayConfig| c.tenants.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+        if tenants(&old) != tenants(&new) {
+            return Err(ReloadError::TenantsChanged);
+        }
+        let routes =
+            |c: &GatewayConfig| c.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        if routes(&old) != routes(&new) {
+            return Err(ReloadError::RoutesChanged);
+        }
+        for (before, after) in old.tenants.iter().zip(&new.tenants) {
+            if before != after {
+                tracing::warn!(tenant = %after.name, "tenant settings changed (hosts, credentials, limits): they apply after a restart");
+            }
+        }
+        self.config.store(Arc::new(new));
+        Ok(())
+    }
+
+    /// The tenants, in config order ([`TenantId`] indexes this).
+    pub fn tenants(&self) -> &[Tenant] {
+        &self.tenants
+    }
+
+    /// The tenant `id`.
+    ///
+    /// # Panics
+    /// Never for ids from the config (the tenant set does not change on reload).
+    pub fn tenant(&self, id: TenantId) -> &Tenant {
+        &self.tenants[id.index()]
+    }
+
+    /// The tenant named `name`.
+    pub fn tenant_named(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.config.name == name)
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
+    }
+
+    /// Hit/miss tallies.
+    pub fn tally(&self) -> &CacheTally {
+        &self.tally
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Marks the gateway as draining (`/readyz` turns 503).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends every wait still in progress with [`GatewayError::ShuttingDown`] (called by the
+    /// drain just before its deadline, so those clients get an answer before the close).
+    pub fn stop_waiting(&self) {
+        self.stop_waiting.cancel();
+    }
+
+    /// Whether the gateway is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Drops cached entries and holds of one tenant (`None`: all) and of the given routes
+    /// (`None`: all), and makes fetches already in flight for those tenants not store their
+    /// answers.
+    pub fn invalidate(&self, tenant: Option<TenantId>, routes: Option<&[RouteId]>) {
+        match tenant {
+            Some(t) => {
+                self.tenant(t).generation.fetch_add(1, Ordering::SeqCst);
+            }
+            None => {
+                for t in &self.tenants {
+                    t.generation.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        self.cache.invalidate_where(tenant, routes);
+    }
+
+    /// Drops one tenant's entries of every cached route in invalidation `group` (after a
+    /// successful write to it through the gateway).
+    pub fn invalidate_group(&self, tenant: TenantId, group: &str) {
+        let cfg = self.config();
+        let routes: Vec<RouteId> = cfg
+            .route_names()
+            .filter(|(id, _)| cfg.route(*id).group == group)
+            .map(|(id, _)| id)
+            .collect();
+        if !routes.is_empty() {
+            self.invalidate(Some(tenant), Some(&routes));
+        }
+    }
+
+    /// Runs `fut` until `deadline` (then the gateway's 504) or until the drain stops waits
+    /// (then its 503).
+    pub(crate) async fn by_deadline<T>(
+        &self,
+        deadline: Instant,
+        fut: impl std::future::Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, fut) => r.unwrap_or(Err(GatewayError::UpstreamTimeout)),
+            _ = self.stop_waiting.cancelled() => Err(GatewayError::ShuttingDown),
+        }
+    }
+
+    /// Registers one more request waiting for a flight of `tenant`, within the gateway's and
+    /// the tenant's `max_waiters`; the permit counts it until dropped.
+    ///
+    /// # Errors
+    /// [`GatewayError::TooManyWaiters`] when either bound is reached.
+    pub(crate) fn wait_permit<'a>(
+        &'a self,
+        tenant: &'a Tenant,
+    ) -> Result<WaitPermit<'a>, GatewayError> {
+        let cfg = self.config.load();
+        let global = Counted::acquire(&self.waiting, cfg.max_waiters)?;
+        let own = Counted::acquire(&tenant.waiting, tenant.config.max_waiters)?;
+        self.metrics.coalesce_waiters.inc();
+        Ok(WaitPermit {
+            _global: global,
+            _own: own,
+            gauge: &self.metrics.coalesce_waiters,
+        })
+    }
+}
+
+/// One slot of a counter bounded by a maximum, released on drop.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn acquire(counter: &'a AtomicUsize, max: usize) -> Result<Self, GatewayError> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| Counted(counter))
+            .map_err(|_| GatewayError::TooManyWaiters)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request counted as waiting for a flight (also when its future is dropped mid-way).
+pub(crate) struct WaitPermit<'a> {
+    _global: Counted<'a>,
+    _own: Counted<'a>,
+    gauge: &'a prometheus::IntGauge,
+}
+
+impl Drop for WaitPermit<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// `ttl` shortened by a random 0..=`percent`% (so entries stored together expire apart).
+pub(crate) fn jitter(ttl: Duration, percent: u8) -> Duration {
+    if percent == 0 {
+        return ttl;
+    }
+    let max_cut = ttl.as_millis() as u64 * u64::from(percent.min(100)) / 100;
+    ttl.saturating_sub(Duration::from_millis(rand::random_range(0..=max_cut)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_percent() {
+        let ttl = Duration::from_secs(60);
+        for _ in 0..1000 {
+            let j = jitter(ttl, 10);
+            assert!(j <= ttl && j >= Duration::from_secs(54), "{j:?}");
+        }
+        assert_eq!(jitter(ttl, 0), ttl);
+    }
+
+    #[test]
+    fn counted_slots_are_bounded_and_released() {
+        let n = AtomicUsize::new(0);
+        let a = Counted::acquire(&n, 2).unwrap();
+        let _b = Counted::acquire(&n, 2).unwrap();
+        assert!(matches!(
+            Counted::acquire(&n, 2),
+            Err(GatewayError::TooManyWaiters)
+        ));
+        drop(a);
+        assert!(Counted::acquire(&n, 2).is_ok());
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+}

@@ -25,6 +25,8 @@ mod datacentre;
 mod routes;
 pub use datacentre::{DataCentre, Environment};
 pub use routes::{RawCachedRoute, RawParam};
+mod redis;
+pub use redis::{RawRedis, RedisConfig};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
@@ -186,6 +188,8 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
     /// `[clients.NAME]`: gateway client keys, by name.
     pub clients: BTreeMap<String, RawClient>,
+    /// `[redis]`: the optional fleet tier (off by default).
+    pub redis: RawRedis,
 }
 
 /// `[server]`.
@@ -220,6 +224,9 @@ pub struct RawServer {
     /// Concurrent HTTP/2 streams per client connection (`SETTINGS_MAX_CONCURRENT_STREAMS`,
     /// RFC 9113 §6.5.2). Default: `100`.
     pub http2_max_concurrent_streams: u32,
+    /// `[server.tls]`: TLS (and optionally mutual TLS) on the proxy listener. Default: unset
+    /// (plain HTTP). See [`crate::tls`].
+    pub tls: Option<crate::tls::RawTls>,
 }
 
 impl Default for RawServer {
@@ -235,6 +242,7 @@ impl Default for RawServer {
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
             http2_max_concurrent_streams: 100,
+            tls: None,
         }
     }
 }
@@ -579,6 +587,17 @@ pub struct RawClient {
     /// Routes this key may use: `associated_users_count`, `passthrough`. Default: all.
     #[serde(default)]
     pub routes: Option<Vec<String>>,
+    /// The subject DN of this client's TLS certificate, RFC 4514 (`CN=reporting,O=Acme`, as
+    /// `openssl x509 -noout -subject -nameopt RFC2253` prints it). Needs
+    /// `server.tls.client_ca`. Without a key the certificate alone identifies the client; with
+    /// a key both are required. Default: unset.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    /// SHA-256 of this client's certificate's SubjectPublicKeyInfo, hex (`openssl x509 -pubkey
+    /// -noout | openssl pkey -pubin -outform der | sha256sum`). Like `cert_subject`, which it
+    /// excludes. Default: unset.
+    #[serde(default)]
+    pub cert_spki_sha256: Option<String>,
 }
 
 /// The validated, frozen configuration.
@@ -602,6 +621,8 @@ pub struct GatewayConfig {
     pub max_header_bytes: usize,
     /// Request target limit, bytes.
     pub max_uri_bytes: usize,
+    /// TLS on the proxy listener (`None`: plain HTTP).
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Cache bound, bytes.
     pub cache_max_bytes: u64,
     /// Coalesced waiter deadline.
@@ -628,6 +649,10 @@ pub struct GatewayConfig {
     pub tenants: Vec<TenantConfig>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
+    /// Clients identified by their TLS client certificate alone (no key).
+    pub client_certs: crate::tls::CertClients,
+    /// The fleet tier (`None`: off, each replica on its own).
+    pub redis: Option<RedisConfig>,
 }
 
 impl GatewayConfig {
@@ -736,8 +761,11 @@ pub struct ClientKey {
     pub tenant: TenantId,
     /// Routes allowed (`None`: all).
     pub routes: Option<Vec<RouteKind>>,
-    /// SHA-256 of the key, for the constant-time confirmation after lookup.
+    /// SHA-256 of the key, for the constant-time confirmation after lookup (all zero for a
+    /// client identified by its certificate alone).
     pub digest: [u8; 32],
+    /// The TLS client certificate this client must also present (`None`: none).
+    pub cert: Option<crate::tls::CertIdentity>,
 }
 
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
@@ -890,6 +918,8 @@ impl RawConfig {
             None => None,
         };
 
+        let redis = self.redis.validate()?;
+
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
             tenants.push(validate_tenant(name, t)?);
@@ -908,9 +938,45 @@ impl RawConfig {
             }
         }
 
+        let tls = match &self.server.tls {
+            Some(raw) => Some(raw.load().map_err(|e| {
+                ConfigError::invalid(e.key, e.path.display().to_string(), e.problem)
+            })?),
+            None => None,
+        };
+        let mutual_tls = tls.as_ref().is_some_and(|t| t.client_auth.is_some());
+
         let mut clients = HashMap::new();
+        let mut client_certs = crate::tls::CertClients::default();
         for (name, c) in &self.clients {
             let prefix = format!("clients.{name}");
+            let cert = match (&c.cert_subject, &c.cert_spki_sha256) {
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        prefix,
+                        "",
+                        "set at most one of `cert_subject` or `cert_spki_sha256`",
+                    ));
+                }
+                (Some(subject), None) => Some(crate::tls::CertIdentity::subject(subject).map_err(
+                    |problem| {
+                        ConfigError::invalid(format!("{prefix}.cert_subject"), subject, problem)
+                    },
+                )?),
+                (None, Some(pin)) => {
+                    Some(crate::tls::CertIdentity::spki(pin).map_err(|problem| {
+                        ConfigError::invalid(format!("{prefix}.cert_spki_sha256"), pin, problem)
+                    })?)
+                }
+            };
+            if cert.is_some() && !mutual_tls {
+                return Err(ConfigError::invalid(
+                    prefix,
+                    "",
+                    "a client certificate identity needs `server.tls.client_ca`",
+                ));
+            }
             let tenant = tenants
                 .iter()
                 .position(|t| t.name == c.tenant)
@@ -934,14 +1000,17 @@ impl RawConfig {
                 (None, Some(src)) => {
                     key_digest(src.resolve(&format!("{prefix}.key"))?.expose().as_bytes())
                 }
+                // Identified by its certificate alone.
+                (None, None) if cert.is_some() => [0u8; 32],
                 _ => {
                     return Err(ConfigError::invalid(
                         prefix,
                         "",
-                        "set exactly one of `key_sha256` or `key`",
+                        "set exactly one of `key_sha256` or `key` (or only a client certificate)",
                     ));
                 }
             };
+            let key_less = c.key_sha256.is_none() && c.key.is_none();
             let routes = match &c.routes {
                 None => None,
                 Some(list) => {
@@ -969,18 +1038,26 @@ impl RawConfig {
                     Some(kinds)
                 }
             };
-            if clients
-                .insert(
-                    digest,
-                    ClientKey {
-                        name: name.clone(),
-                        tenant: TenantId(tenant as u16),
-                        routes,
-                        digest,
-                    },
-                )
-                .is_some()
-            {
+            let client = ClientKey {
+                name: name.clone(),
+                tenant: TenantId(tenant as u16),
+                routes,
+                digest,
+                cert: cert.clone(),
+            };
+            if key_less {
+                if let Some(id) = cert
+                    && !client_certs.insert(id, client)
+                {
+                    return Err(ConfigError::invalid(
+                        prefix,
+                        "",
+                        "another key-less client has the same certificate identity",
+                    ));
+                }
+                continue;
+            }
+            if clients.insert(digest, client).is_some() {
                 return Err(ConfigError::invalid(
                     prefix,
                     "[redacted]",
@@ -999,6 +1076,7 @@ impl RawConfig {
             max_connections: self.server.max_connections.max(1),
             max_header_bytes: self.server.max_header_bytes.max(8192),
             max_uri_bytes: self.server.max_uri_bytes,
+            tls,
             cache_max_bytes: self.cache.max_bytes,
             coalesce_timeout: self.cache.coalesce_timeout,
             max_waiters: self.cache.max_waiters.max(1),
@@ -1012,6 +1090,8 @@ impl RawConfig {
             admin_token,
             tenants,
             clients,
+            client_certs,
+            redis,
         })
     }
 }

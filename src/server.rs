@@ -1,6 +1,7 @@
-//! Listeners: accept loop, HTTP/1.1 and h2c (hyper-util's auto builder), connection limits,
-//! idle and slow-client timeouts, graceful drain; and the open-file limit those connections
-//! must fit in ([`raise_open_file_limit`], [`fit_connections`]).
+//! Listeners: accept loop, optional TLS handshake ([`crate::tls`]), HTTP/1.1 and HTTP/2
+//! (hyper-util's auto builder: h2c on plain TCP, ALPN `h2` over TLS), connection limits, idle
+//! and slow-client timeouts, graceful drain; and the open-file limit those connections must fit
+//! in ([`raise_open_file_limit`], [`fit_connections`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -66,6 +68,7 @@ pub fn fit_connections(configured: usize, limit: u64, reserved: u64) -> usize {
     let room = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
     configured.min(room).max(1)
 }
+use crate::tls::{Acceptor, PeerCert};
 
 /// Per-listener settings.
 #[derive(Clone, Copy, Debug)]
@@ -132,9 +135,26 @@ impl Drop for InFlight {
 
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then stops accepting, asks
 /// every connection to finish (HTTP/1: close after the current response; HTTP/2: GOAWAY) and
-/// waits at most `drain_timeout` for them.
+/// waits at most `drain_timeout` for them. Plain TCP; [`serve_with_tls`] adds TLS.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
+    handler: H,
+    settings: ListenerSettings,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with_tls(listener, None, handler, settings, shutdown).await
+}
+
+/// [`serve`], with TLS when `tls` is set: each connection first completes a TLS handshake
+/// within `header_read_timeout` (a failed or slow handshake closes it); the client
+/// certificate, if any, is attached to every request of the connection as a [`PeerCert`]
+/// extension.
+pub async fn serve_with_tls<H, Fut>(
+    listener: TcpListener,
+    tls: Option<Acceptor>,
     handler: H,
     settings: ListenerSettings,
     shutdown: CancellationToken,
@@ -182,62 +202,28 @@ pub async fn serve<H, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            active: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-        });
-        let svc = {
-            let (handler, activity) = (handler.clone(), activity.clone());
-            service_fn(move |req| {
-                activity.active.fetch_add(1, Ordering::Relaxed);
-                activity.requests.fetch_add(1, Ordering::Relaxed);
-                let in_flight = InFlight(activity.clone());
-                let fut = handler(req, peer);
-                async move {
-                    let resp = fut.await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(resp)
-                }
-            })
-        };
-        let (builder, shutdown) = (builder.clone(), shutdown.clone());
+        let (builder, shutdown, handler, tls) = (
+            builder.clone(),
+            shutdown.clone(),
+            handler.clone(),
+            tls.clone(),
+        );
         connections.spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let every = settings.idle_timeout.min(settings.header_read_timeout) / 4;
-            let mut check = tokio::time::interval(every.max(Duration::from_millis(10)));
-            // Once asked to close, a connection that does not finish within its grace (an HTTP/2
-            // peer that never answers GOAWAY's ping, say) is dropped.
-            let mut close_by: Option<Instant> = None;
-            loop {
-                let hard_close = async {
-                    match close_by {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = hard_close => {
-                        tracing::debug!(%peer, "connection dropped after its close grace");
-                        break;
-                    }
-                    _ = shutdown.cancelled(), if close_by.is_none() => {
-                        conn.as_mut().graceful_shutdown();
-                        close_by = Some(Instant::now() + settings.drain_timeout);
-                    }
-                    _ = check.tick(), if close_by.is_none() => {
-                        if activity.expired(settings.header_read_timeout, settings.idle_timeout) {
-                            conn.as_mut().graceful_shutdown();
-                            close_by = Some(Instant::now() + settings.header_read_timeout);
-                        }
+            let conn = Conn {
+                peer,
+                settings,
+                builder,
+                shutdown,
+            };
+            match tls {
+                None => conn.run(stream, None, handler).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok((stream, cert))) => conn.run(stream, cert, handler).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
             }
@@ -254,6 +240,92 @@ pub async fn serve<H, Fut>(
             open = connections.len(),
             "drain deadline passed with connections still open"
         );
+    }
+}
+
+/// One accepted connection, after any TLS handshake.
+struct Conn {
+    peer: SocketAddr,
+    settings: ListenerSettings,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+}
+
+impl Conn {
+    /// Serves the connection's requests until it ends, is idle too long, or the drain closes it.
+    async fn run<I, H, Fut>(self, io: I, cert: Option<PeerCert>, handler: H)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let Conn {
+            peer,
+            settings,
+            builder,
+            shutdown,
+        } = self;
+        let activity = Arc::new(Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+        });
+        let svc = {
+            let activity = activity.clone();
+            service_fn(move |mut req: Request<Incoming>| {
+                activity.active.fetch_add(1, Ordering::Relaxed);
+                activity.requests.fetch_add(1, Ordering::Relaxed);
+                let in_flight = InFlight(activity.clone());
+                // The connection-level identity, for authentication (`src/proxy/auth.rs`).
+                if let Some(cert) = &cert {
+                    req.extensions_mut().insert(cert.clone());
+                }
+                let fut = handler(req, peer);
+                async move {
+                    let resp = fut.await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        let every = settings.idle_timeout.min(settings.header_read_timeout) / 4;
+        let mut check = tokio::time::interval(every.max(Duration::from_millis(10)));
+        // Once asked to close, a connection that does not finish within its grace (an HTTP/2
+        // peer that never answers GOAWAY's ping, say) is dropped.
+        let mut close_by: Option<Instant> = None;
+        loop {
+            let hard_close = async {
+                match close_by {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = hard_close => {
+                    tracing::debug!(%peer, "connection dropped after its close grace");
+                    break;
+                }
+                _ = shutdown.cancelled(), if close_by.is_none() => {
+                    conn.as_mut().graceful_shutdown();
+                    close_by = Some(Instant::now() + settings.drain_timeout);
+                }
+                _ = check.tick(), if close_by.is_none() => {
+                    if activity.expired(settings.header_read_timeout, settings.idle_timeout) {
+                        conn.as_mut().graceful_shutdown();
+                        close_by = Some(Instant::now() + settings.header_read_timeout);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -133,4 +133,45 @@ async fn disconnected_waiters_are_not_leaked_in_metrics() {
             .any(|s| s.has(&[("status_class", "4xx")]) && s.value == 5.0)
     })
     .await;
+    h.shutdown().await;
+}
+
+/// Zoho's 429s get their own counter, labelled with Zoho's code, one per upstream answer
+/// (retries included), counted against the simulator; a 500 or a 400 is not throttling.
+#[tokio::test]
+async fn zoho_throttling_is_counted_by_code() {
+    let h = Harness::start_with_extra(
+        SimConfig::default(),
+        Extra {
+            rest: "[upstream]\nmax_retries = 1\nretry_base_delay = \"1ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    const THROTTLED: &str = "zoho_gateway_upstream_throttled_total";
+    // Created at 0 for every code, so the first 429 is an increase.
+    let m = h.metrics().await;
+    for code in ["TOO_MANY_REQUESTS", "LIMIT_EXCEEDED", "other"] {
+        assert_eq!(
+            m.get(THROTTLED, &[("code", code), ("tenant", "a")]),
+            Some(0.0),
+            "{code} not pre-created:\n{m}"
+        );
+    }
+    // One request, two 429 answers (the call and its retry).
+    h.sim().fail_next(2, 429);
+    let r = h.get(&name_filter("equal", "Tier1")).await;
+    assert_eq!(r.status, 429);
+    let calls = h.calls();
+    assert_eq!(calls, 2);
+    // Not throttling: a 500 and its retry.
+    h.sim().fail_next(2, 500);
+    let r = h.get(&name_filter("equal", "Tier2")).await;
+    assert_eq!(r.status, 500);
+    let m = h.metrics().await;
+    let throttled = |code: &str| m.sum(THROTTLED, &[("tenant", "a"), ("code", code)]);
+    assert_eq!(throttled("TOO_MANY_REQUESTS"), calls as f64, "{m}");
+    assert_eq!(throttled("LIMIT_EXCEEDED"), 0.0);
+    assert_eq!(throttled("other"), 0.0);
+    h.shutdown().await;
 }

@@ -1,11 +1,13 @@
 //! What every test module shares: the simulator and a gateway on 127.0.0.1:0 ([`Harness`]),
 //! a small HTTP client ([`TestClient`]) and its responses ([`Resp`], with the gateway-error
 //! assertion), the count route's query builders and the seed's spellings ([`query`]), a
-//! Prometheus exposition reader ([`metrics`]) and raw TCP exchanges ([`raw`]).
+//! Prometheus exposition reader ([`metrics`]), raw TCP exchanges ([`raw`]) and a private
+//! `redis-server` per test ([`redis_server`]).
 
 pub mod metrics;
 pub mod query;
 pub mod raw;
+pub mod redis_server;
 
 pub use metrics::Metrics;
 pub use query::*;

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
+use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::App;
 use zoho_gateway::config::RawConfig;
 use zoho_gateway::proxy::Gateway;
-use zoho_gateway::simulator::{SimConfig, Simulator};
 
 const ROUTE: &str = "/crm/v7/settings/user_groups/actions/associated_users_count";
 const CONCURRENCY: usize = 8;
@@ -71,12 +71,7 @@ fn query(i: usize) -> String {
         .finish()
 }
 
-async fn start(
-    max_bytes: u64,
-) -> (
-    zoho_gateway::simulator::RunningSimulator,
-    zoho_gateway::Running,
-) {
+async fn start(max_bytes: u64) -> (zoho_crm_simulator::RunningSimulator, zoho_gateway::Running) {
     let sim = Simulator::spawn(SimConfig::default())
         .await
         .expect("simulator");

@@ -22,9 +22,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::App;
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{SimConfig, Simulator};
 
 const CALLERS: usize = 10_000;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(50);

@@ -66,6 +66,10 @@ pub enum GatewayError {
     /// A key was sent but is not configured.
     #[error("unknown gateway key")]
     UnknownKey,
+    /// The client's configuration asks for a TLS client certificate (`cert_subject` /
+    /// `cert_spki_sha256`) and the connection presented none, or another one.
+    #[error("this client must present its TLS client certificate")]
+    ClientCertificateRequired,
     /// The key is valid but not allowed on this route.
     #[error("this gateway key may not use this route")]
     NoPermission,
@@ -152,6 +156,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey
             | GatewayError::UnknownKey
+            | GatewayError::ClientCertificateRequired
             | GatewayError::MissingZohoToken => StatusCode::UNAUTHORIZED,
             GatewayError::NoPermission => StatusCode::FORBIDDEN,
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
@@ -183,6 +188,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "missing_key",
             GatewayError::UnknownKey => "unknown_key",
+            GatewayError::ClientCertificateRequired => "client_certificate_required",
             GatewayError::NoPermission => "no_permission",
             GatewayError::MissingZohoToken => "missing_zoho_token",
             GatewayError::InvalidData { .. } => "invalid_data",
@@ -211,6 +217,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey
             | GatewayError::UnknownKey
+            | GatewayError::ClientCertificateRequired
             | GatewayError::NoPermission
             | GatewayError::MissingZohoToken
             | GatewayError::InvalidData { .. }
@@ -246,6 +253,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "AUTHENTICATION_FAILURE",
             GatewayError::UnknownKey => "INVALID_TOKEN",
+            GatewayError::ClientCertificateRequired => "AUTHENTICATION_FAILURE",
             GatewayError::NoPermission => "NO_PERMISSION",
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
             GatewayError::InvalidData { code, .. } => code,

@@ -25,7 +25,8 @@
 //!
 //! [`App::spawn`] starts one gateway (proxy and admin listeners) from a validated
 //! [`config::GatewayConfig`]; tests, benches and the `demo` command all start it that way.
-//! [`simulator`] is the bundled Zoho CRM simulator.
+//! The bundled Zoho CRM simulator is its own crate, [`zoho_crm_simulator`] (`simulator/`): it
+//! imports nothing from the gateway, so it stays an independent oracle for the tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -36,14 +37,15 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod gateway;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
-pub mod simulator;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 
@@ -88,6 +90,8 @@ pub struct Running {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     gateway: Arc<Gateway>,
+    /// The proxy listener's TLS, whose certificate [`Running::reload`] swaps.
+    tls: Option<tls::Acceptor>,
     proxy_shutdown: CancellationToken,
     proxy: JoinHandle<()>,
     shutdown: CancellationToken,
@@ -152,8 +156,10 @@ impl App {
         // says "draining") stays up until the proxy is done.
         let proxy_shutdown = CancellationToken::new();
         let gw = gateway.clone();
-        let proxy = tokio::spawn(server::serve(
+        let tls = config.tls.as_ref().map(tls::Acceptor::new);
+        let proxy = tokio::spawn(server::serve_with_tls(
             proxy_listener,
+            tls.clone(),
             move |req, peer| gw.clone().handle(req, peer),
             settings,
             proxy_shutdown.clone(),
@@ -184,11 +190,12 @@ impl App {
                 .clone()
                 .run_maintenance(Duration::from_secs(1), shutdown.child_token()),
         ));
-        tracing::info!(%proxy_addr, %admin_addr, tenants = gateway.tenants().len(), "gateway listening");
+        tracing::info!(%proxy_addr, %admin_addr, tls = tls.is_some(), tenants = gateway.tenants().len(), "gateway listening");
         Ok(Running {
             proxy_addr,
             admin_addr,
             gateway,
+            tls,
             proxy_shutdown,
             proxy,
             shutdown,
@@ -235,12 +242,24 @@ impl Running {
         self.admin_addr
     }
 
-    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]).
+    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]), and
+    /// the new `[server.tls]` certificate, key and client CA: new connections handshake with
+    /// them, open connections finish with what they negotiated. Switching TLS on or off needs a
+    /// restart (logged).
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
     pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
-        self.gateway.reload(config)
+        let tls = config.tls.clone();
+        self.gateway.reload(config)?;
+        match (&self.tls, &tls) {
+            (Some(acceptor), Some(settings)) => acceptor.replace(settings),
+            (None, None) => {}
+            _ => tracing::warn!(
+                "[server.tls] switched on or off: the listener changes after a restart"
+            ),
+        }
+        Ok(())
     }
 
     /// The shared gateway state (metrics, cache, tenants).

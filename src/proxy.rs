@@ -202,7 +202,7 @@ impl Gateway {
             if *req.method() != policy.method {
                 return Err(GatewayError::MethodNotAllowed);
             }
-            let auth = self.authenticate(&cfg, req.headers(), ctx.route)?;
+            let auth = self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
             ctx.tenant = Some(auth.client.tenant);
             return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
         }
@@ -212,7 +212,12 @@ impl Gateway {
             .any(|r| r.matches(req.method(), path, &cfg.versions))
         {
             ctx.route = RouteKind::Passthrough;
-            let auth = self.authenticate(&cfg, req.headers(), RouteKind::Passthrough)?;
+            let auth = self.authenticate(
+                &cfg,
+                req.headers(),
+                req.extensions().get(),
+                RouteKind::Passthrough,
+            )?;
             ctx.tenant = Some(auth.client.tenant);
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
             let tenant = auth.client.tenant;

@@ -1,6 +1,7 @@
-//! Listeners: accept loop, HTTP/1.1 and h2c (hyper-util's auto builder), connection limits,
-//! idle and slow-client timeouts, graceful drain; and the open-file limit those connections
-//! must fit in ([`raise_open_file_limit`], [`fit_connections`]).
+//! Listeners: accept loop, optional TLS handshake ([`crate::tls`]), HTTP/1.1 and HTTP/2
+//! (hyper-util's auto builder: h2c on plain TCP, ALPN `h2` over TLS), connection limits, idle
+//! and slow-client timeouts, graceful drain; and the open-file limit those connections must fit
+//! in ([`raise_open_file_limit`], [`fit_connections`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -26,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::proxy::Body;
 use crate::telemetry::LogLimiter;
+use crate::tls::{Acceptor, PeerCert};
 
 /// Client connections the admin listener holds at once (probes and scrapes need few).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -214,9 +217,26 @@ fn order_all(registry: &SharedRegistry, command: u8, close_by: Instant) {
 
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then stops accepting, asks
 /// every connection to finish (HTTP/1: close after the current response; HTTP/2: GOAWAY) and
-/// waits at most `drain_timeout` for them.
+/// waits at most `drain_timeout` for them. Plain TCP; [`serve_with_tls`] adds TLS.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
+    handler: H,
+    settings: ListenerSettings,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_with_tls(listener, None, handler, settings, shutdown).await
+}
+
+/// [`serve`], with TLS when `tls` is set: each connection first completes a TLS handshake
+/// within `header_read_timeout` (a failed or slow handshake closes it); the client
+/// certificate, if any, is attached to every request of the connection as a [`PeerCert`]
+/// extension.
+pub async fn serve_with_tls<H, Fut>(
+    listener: TcpListener,
+    tls: Option<Acceptor>,
     handler: H,
     settings: ListenerSettings,
     shutdown: CancellationToken,
@@ -283,49 +303,26 @@ pub async fn serve<H, Fut>(
             r.open.insert(id, (conn.clone(), None));
             id
         };
-        let svc = {
-            let (handler, conn) = (handler.clone(), conn.clone());
-            service_fn(move |req: Request<Incoming>| {
-                conn.active.fetch_add(1, Ordering::Relaxed);
-                conn.requests.fetch_add(1, Ordering::Relaxed);
-                if req.version() == http::Version::HTTP_2 {
-                    conn.http2.store(true, Ordering::Relaxed);
-                }
-                let in_flight = InFlight(conn.clone());
-                let fut = handler(req, peer);
-                async move {
-                    let resp = fut.await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(resp)
-                }
-            })
-        };
-        let (builder, registry) = (builder.clone(), registry.clone());
+        let (builder, registry, handler, tls) = (
+            builder.clone(),
+            registry.clone(),
+            handler.clone(),
+            tls.clone(),
+        );
         connections.spawn(async move {
-            let served = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(served);
-            let mut closing = false;
-            // Each wake-up: register the waker (so an order is never missed), read the order,
-            // poll the connection. No timer and no lock here.
-            let ended = std::future::poll_fn(|cx| {
-                conn.waker.register(cx.waker());
-                match conn.command.load(Ordering::Acquire) {
-                    DROP => return Poll::Ready(None),
-                    CLOSE if !closing => {
-                        closing = true;
-                        served.as_mut().graceful_shutdown();
+            match tls {
+                None => serve_connection(&builder, stream, None, handler, peer, conn).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok((stream, cert))) => {
+                            serve_connection(&builder, stream, cert, handler, peer, conn).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                    _ => {}
                 }
-                served.as_mut().poll(cx).map(Some)
-            })
-            .await;
-            match ended {
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error")
-                }
-                Some(Ok(())) => {}
-                None => tracing::debug!(%peer, "connection dropped after its close grace"),
             }
             lock(&registry).open.remove(&id);
             drop(slot);
@@ -348,6 +345,66 @@ pub async fn serve<H, Fut>(
         order_all(&registry, DROP, Instant::now());
     }
     sweeper.abort();
+}
+
+/// Serves one connection's requests (after any TLS handshake) until it ends or the sweeper
+/// drops it; `conn` is its entry in the listener's registry.
+async fn serve_connection<I, H, Fut>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    cert: Option<PeerCert>,
+    handler: H,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let svc = {
+        let conn = conn.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            conn.active.fetch_add(1, Ordering::Relaxed);
+            conn.requests.fetch_add(1, Ordering::Relaxed);
+            if req.version() == http::Version::HTTP_2 {
+                conn.http2.store(true, Ordering::Relaxed);
+            }
+            let in_flight = InFlight(conn.clone());
+            // The connection-level identity, for authentication (`src/proxy/auth.rs`).
+            if let Some(cert) = &cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            let fut = handler(req, peer);
+            async move {
+                let resp = fut.await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(served);
+    let mut closing = false;
+    // Each wake-up: register the waker (so an order is never missed), read the order, poll
+    // the connection. No timer and no lock here.
+    let ended = std::future::poll_fn(|cx| {
+        conn.waker.register(cx.waker());
+        match conn.command.load(Ordering::Acquire) {
+            DROP => return Poll::Ready(None),
+            CLOSE if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            _ => {}
+        }
+        served.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match ended {
+        Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with an error"),
+        Some(Ok(())) => {}
+        None => tracing::debug!(%peer, "connection dropped after its close grace"),
+    }
 }
 
 #[cfg(test)]

@@ -177,6 +177,61 @@ pub fn is_incomplete_message(err: &GatewayError) -> bool {
     false
 }
 
+/// Zoho's throttling answers, by the `code` of its JSON error envelope: a closed set, so it can
+/// label a metric. Zoho answers 429 `TOO_MANY_REQUESTS` when the rolling 24 h API credit
+/// allowance or the per-user concurrency limit is exhausted (Zoho CRM API "Status codes" and
+/// "API limits"; API-NOTES §4 and §6), and `LIMIT_EXCEEDED` when a limit of the organisation is
+/// reached. Any other code, or no readable code, on a 429 is [`ZohoThrottle::Other`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZohoThrottle {
+    /// `TOO_MANY_REQUESTS`: credits or concurrency exhausted.
+    TooManyRequests,
+    /// `LIMIT_EXCEEDED`: an organisation limit reached.
+    LimitExceeded,
+    /// A 429 with another code, or a body that is not Zoho's envelope.
+    Other,
+}
+
+impl ZohoThrottle {
+    /// Every value, in label order.
+    pub const ALL: [ZohoThrottle; 3] = [
+        ZohoThrottle::TooManyRequests,
+        ZohoThrottle::LimitExceeded,
+        ZohoThrottle::Other,
+    ];
+
+    /// The metric label: Zoho's code, or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZohoThrottle::TooManyRequests => "TOO_MANY_REQUESTS",
+            ZohoThrottle::LimitExceeded => "LIMIT_EXCEEDED",
+            ZohoThrottle::Other => "other",
+        }
+    }
+
+    /// Classifies an upstream answer: `Some` for a 429 (any body) and for a 4xx whose `code` is
+    /// one of Zoho's throttling codes; `None` otherwise. Reads the body only for 4xx answers.
+    pub fn classify(status: StatusCode, body: &[u8]) -> Option<ZohoThrottle> {
+        if !status.is_client_error() {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            code: Option<&'a str>,
+        }
+        let code = serde_json::from_slice::<Envelope<'_>>(body)
+            .ok()
+            .and_then(|e| e.code);
+        match code {
+            Some("TOO_MANY_REQUESTS") => Some(ZohoThrottle::TooManyRequests),
+            Some("LIMIT_EXCEEDED") => Some(ZohoThrottle::LimitExceeded),
+            _ if status == StatusCode::TOO_MANY_REQUESTS => Some(ZohoThrottle::Other),
+            _ => None,
+        }
+    }
+}
+
 /// Jittered exponential backoff before retry `attempt` (0-based): a random delay in
 /// `[0, min(max, base * 2^attempt)]` ("full jitter"), or `retry_after` when the upstream gave one.
 pub fn backoff(
@@ -198,6 +253,38 @@ pub fn backoff(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zoho_throttle_codes_are_a_closed_set() {
+        let body = |code: &str| {
+            format!(r#"{{"code":"{code}","details":{{}},"message":"m","status":"error"}}"#)
+        };
+        let c = |status: u16, b: &str| {
+            ZohoThrottle::classify(StatusCode::from_u16(status).unwrap(), b.as_bytes())
+        };
+        assert_eq!(
+            c(429, &body("TOO_MANY_REQUESTS")),
+            Some(ZohoThrottle::TooManyRequests)
+        );
+        assert_eq!(
+            c(429, &body("LIMIT_EXCEEDED")),
+            Some(ZohoThrottle::LimitExceeded)
+        );
+        assert_eq!(
+            c(400, &body("LIMIT_EXCEEDED")),
+            Some(ZohoThrottle::LimitExceeded)
+        );
+        // A 429 with an unknown code or no envelope still counts, as `other`.
+        assert_eq!(c(429, &body("SOMETHING_NEW")), Some(ZohoThrottle::Other));
+        assert_eq!(c(429, "<html>busy</html>"), Some(ZohoThrottle::Other));
+        // Other 4xx and every non-4xx are not throttling.
+        assert_eq!(c(400, &body("INVALID_DATA")), None);
+        assert_eq!(c(401, &body("INVALID_TOKEN")), None);
+        assert_eq!(c(500, &body("TOO_MANY_REQUESTS")), None);
+        assert_eq!(c(200, &body("LIMIT_EXCEEDED")), None);
+        let labels: Vec<_> = ZohoThrottle::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(labels, ["TOO_MANY_REQUESTS", "LIMIT_EXCEEDED", "other"]);
+    }
 
     #[test]
     fn backoff_is_bounded_and_honours_retry_after() {

@@ -236,6 +236,11 @@ impl Gateway {
             result.as_ref().ok().map(|r| r.status.as_u16()),
             started.elapsed(),
         );
+        if let Ok(r) = &result
+            && let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body)
+        {
+            t.metrics.record_throttled(code);
+        }
         result
     }
 }

@@ -1,0 +1,52 @@
+//! The README's "run it" path: the embedded demo config, the simulator and the gateway wired
+//! together, and the seed's sample request answered twice, the second time from cache.
+
+use crate::support::{SEED_CURL, TestClient, count_calls, with_filters};
+use zoho_crm_simulator::SimConfig;
+use zoho_gateway::config::RawConfig;
+use zoho_gateway::demo;
+
+#[tokio::test]
+async fn demo_serves_the_seed_sample_then_from_cache() {
+    let mut raw = RawConfig::from_toml_str(demo::DEMO_CONFIG).unwrap();
+    // Same config, but free ports so tests can run beside a running demo.
+    raw.server.listen = "127.0.0.1:0".into();
+    raw.server.admin_listen = "127.0.0.1:0".into();
+    let d = demo::start(raw).await.expect("demo starts");
+    let banner = d.banner();
+    assert!(banner.contains(demo::DEMO_CLIENT_KEY));
+    assert!(banner.contains(SEED_CURL));
+
+    let client = TestClient::new();
+    let url = format!(
+        "http://{}{}",
+        d.gateway.proxy_addr(),
+        with_filters(SEED_CURL)
+    );
+    let auth = format!("Zoho-oauthtoken {}", demo::DEMO_CLIENT_KEY);
+    let first = client.get(&url, &[("authorization", &auth)]).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let second = client.get(&url, &[("authorization", &auth)]).await;
+    assert_eq!(second.body, first.body);
+    assert!(
+        second.cache_status().contains("; hit"),
+        "{}",
+        second.cache_status()
+    );
+    assert_eq!(count_calls(&d.simulator.handle()), 1);
+    d.shutdown().await;
+}
+
+#[test]
+fn demo_config_carries_the_simulators_demo_credentials() {
+    let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG).unwrap();
+    let t = &raw.tenants["demo"];
+    let (id, secret, refresh) = SimConfig::demo_credentials();
+    assert_eq!(t.client_id, id);
+    let literal = |s: &zoho_gateway::config::SecretSource| match s {
+        zoho_gateway::config::SecretSource::Literal(v) => v.clone(),
+        _ => panic!("demo secrets are literal"),
+    };
+    assert_eq!(literal(t.client_secret.as_ref().unwrap()), secret);
+    assert_eq!(literal(t.refresh_token.as_ref().unwrap()), refresh);
+}

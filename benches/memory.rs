@@ -6,7 +6,7 @@
 //! cargo bench --bench memory -- soak [SECS]        # default 60 s
 //! ```
 //!
-//! - **entries**: an in-process simulator and gateway (cache bound 1 GiB, so nothing is
+//! - **entries**: an in-process gateway (cache bound 1 GiB, so nothing is
 //!   evicted); after a warm-up of 1 000 misses, N cold keys are fetched (8 at a time). Reports
 //!   (RSS growth − body bytes) / N: the real cost of an entry beyond its body (key, headers,
 //!   moka's node, `Arc`, allocator slack, and any buffer the body pins). Target ≤ 1 KiB.
@@ -14,8 +14,8 @@
 //!   answers weigh 10× the bound (about half hits, half misses), RSS sampled every 5 s after a
 //!   10 s warm-up. Target: every sample within ±10 % of the first.
 //!
-//! The simulator shares the process (its per-request memory is freed); its dataset is loaded
-//! before the first measurement.
+//! The simulator runs in a child process (this binary with the argument `simulator`), so only
+//! the gateway's memory is measured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +44,15 @@ fn main() {
     match mode.as_str() {
         "entries" => rt.block_on(entries(n.unwrap_or(20_000) as usize)),
         "soak" => rt.block_on(soak(Duration::from_secs(n.unwrap_or(60)))),
+        // The simulator runs in a child process (this binary again), so its own memory (it
+        // keeps a call counter per distinct query) does not count as the gateway's.
+        "simulator" => rt.block_on(async {
+            let sim = Simulator::spawn(SimConfig::default())
+                .await
+                .expect("simulator");
+            println!("{}", sim.base_url());
+            std::future::pending::<()>().await;
+        }),
         other => {
             eprintln!("unknown mode {other:?}: entries [N] | soak [SECS]");
             std::process::exit(2);
@@ -62,21 +71,41 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-/// A query only `i` asks for (a distinct cache key; the answer is a count, or 204).
+/// A query only `i` asks for (a distinct cache key) whose answer is a 200 with a count body:
+/// groups named `Tier…`, or named exactly `x<i>` (none are).
 fn query(i: usize) -> String {
-    let filters =
-        format!(r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"T{i}"}}"#);
+    let filters = format!(
+        r#"{{"group_operator":"or","group":[{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"Tier"}},{{"field":{{"api_name":"name"}},"comparator":"equal","value":"x{i}"}}]}}"#
+    );
     form_urlencoded::Serializer::new(String::new())
         .append_pair("filters", &filters)
         .finish()
 }
 
-async fn start(max_bytes: u64) -> (zoho_crm_simulator::RunningSimulator, zoho_gateway::Running) {
-    let sim = Simulator::spawn(SimConfig::default())
-        .await
-        .expect("simulator");
+/// The simulator child process; killed on drop.
+struct SimChild(std::process::Child);
+
+impl Drop for SimChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start(max_bytes: u64) -> (SimChild, zoho_gateway::Running) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("simulator")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("simulator process");
+    let mut url = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut url)
+        .expect("simulator address");
+    let url = url.trim().to_owned();
+    let sim = SimChild(child);
     let (id, secret, refresh) = SimConfig::demo_credentials();
-    let url = sim.base_url();
     let toml = format!(
         r#"
         [server]
@@ -166,7 +195,7 @@ async fn entries(n: usize) {
         gw.cache().weighted_size() / entries_after.max(1)
     );
     app.shutdown().await;
-    sim.shutdown().await;
+    drop(sim);
 }
 
 async fn soak(secs: Duration) {
@@ -241,5 +270,5 @@ async fn soak(secs: Duration) {
         }
     );
     app.shutdown().await;
-    sim.shutdown().await;
+    drop(sim);
 }

@@ -7,6 +7,8 @@
 //!    barrier ask the gateway (in process: `Gateway::handle`, so 10 000 sockets are not needed)
 //!    for one cold key. Reports the simulator's call count (must be 1) and each caller's
 //!    latency from its own start: p50, p99, max, against the target p99 ≤ 50 ms + 2 ms.
+//!    `max_waiters` (default 2048 per tenant, 4096 in all) is raised to 20 000 so that every
+//!    caller waits on the flight instead of getting the gateway's 503.
 //! 2. **Miss overhead**: simulator latency 0; N serial rounds over loopback, each a cold key
 //!    through the gateway (`fwd=miss`) and the same query straight to the simulator with a
 //!    token, interleaved; reports the median and p90 of each and their difference.
@@ -75,7 +77,10 @@ async fn run() -> bool {
         admin_listen = "127.0.0.1:0"
         [logging]
         filter = "warn"
+        [cache]
+        max_waiters = 20000
         [tenants.bench]
+        max_waiters = 20000
         api_base = "{url}"
         accounts_url = "{url}"
         client_id = "{id}"
@@ -119,17 +124,25 @@ async fn run() -> bool {
             barrier.wait().await;
             let started = Instant::now();
             let resp = gw.handle(req, peer).await;
-            (started.elapsed(), resp.status())
+            let waited = resp
+                .headers()
+                .get("cache-status")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("fwd=miss"));
+            (started.elapsed(), resp.status(), waited)
         }));
     }
-    let mut took = Vec::with_capacity(CALLERS);
+    // Waiters: the leader and the callers that joined its flight (`fwd=miss`); the others
+    // arrived after it had stored the answer (hits).
+    let (mut took, mut hits) = (Vec::with_capacity(CALLERS), Vec::new());
     let mut failed = 0;
     for t in tasks {
-        let (d, status) = t.await.expect("caller");
+        let (d, status, waited) = t.await.expect("caller");
         failed += usize::from(status != StatusCode::OK && status != StatusCode::NO_CONTENT);
-        took.push(d);
+        if waited { took.push(d) } else { hits.push(d) }
     }
     took.sort();
+    hits.sort();
     let calls = sim_handle.total_api_calls();
     let p99 = percentile(&took, 0.99);
     let target = UPSTREAM_LATENCY + Duration::from_millis(2);
@@ -140,7 +153,14 @@ async fn run() -> bool {
     println!("  upstream calls      {calls} (target 1)");
     println!("  non-2xx answers     {failed}");
     println!(
-        "  latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 <= {:.0} ms): {}",
+        "  {} callers waited on the flight; {} arrived after it and were hits (p99 {:.1} ms)",
+        took.len(),
+        hits.len(),
+        hits.get(hits.len().saturating_sub(1) * 99 / 100)
+            .map_or(0.0, |d| ms(*d))
+    );
+    println!(
+        "  waiters' latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 <= {:.0} ms): {}",
         ms(percentile(&took, 0.5)),
         ms(p99),
         ms(took[took.len() - 1]),

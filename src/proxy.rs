@@ -39,7 +39,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
 
 use crate::cache::{BypassReason, CachePhase, CachedResponse, Lifetimes, Lookup};
-use crate::canonical::{self, CacheKey, Canonical, KeyScope};
+use crate::canonical::{CacheKey, KeyOutcome, KeyScope};
 use crate::coalesce::{FlightError, Role};
 use crate::config::{ClientKey, GatewayConfig, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
@@ -250,20 +250,28 @@ impl Gateway {
         let directives = client_directives(req.headers(), policy);
         let path = req.uri().path();
 
-        let query = match policy.schema.canonicalize(raw_query) {
-            Canonical::Invalid(bad) => {
+        let scope = KeyScope {
+            tenant: &self.tenant(tenant).config.name,
+            credential: auth.partition.as_ref(),
+            method: policy.method.as_str(),
+            version: m.version,
+            route: m.rest,
+        };
+        // A hot query's key comes from the schema's memo (no decode, parse or hash).
+        let key = match policy.schema.key(&scope, raw_query) {
+            KeyOutcome::Invalid(bad) => {
                 return Err(GatewayError::InvalidData {
                     code: bad.kind.zoho_code(),
                     param: bad.param,
                     message: bad.message,
                 });
             }
-            Canonical::Uncacheable(reason) => Err(BypassReason::Query(reason)),
-            Canonical::Key(_) if directives.no_store => Err(BypassReason::NoStore),
-            Canonical::Key(query) => Ok(query),
+            KeyOutcome::Uncacheable(reason) => Err(BypassReason::Query(reason)),
+            KeyOutcome::Key(_) if directives.no_store => Err(BypassReason::NoStore),
+            KeyOutcome::Key(key) => Ok(key),
         };
-        let query = match query {
-            Ok(query) => query,
+        let key = match key {
+            Ok(key) => key,
             Err(reason) => {
                 ctx.phase = CachePhase::Bypass(reason);
                 let started = Instant::now();
@@ -277,16 +285,7 @@ impl Gateway {
         let target = Target {
             route,
             tenant,
-            key: canonical::cache_key(
-                &KeyScope {
-                    tenant: &self.tenant(tenant).config.name,
-                    credential: auth.partition.as_ref(),
-                    method: policy.method.as_str(),
-                    version: m.version,
-                    route: m.rest,
-                },
-                &query,
-            ),
+            key,
             path,
             raw_query,
         };

@@ -5,8 +5,9 @@
 //! [`CanonicalRules`](super::CanonicalRules): equal bytes in an equal scope under equal rules
 //! give an equal key. The memo therefore compares the scope and the raw query **byte for byte**
 //! (a hash collision can never return another query's key), and it holds keys for **one set of
-//! rules**: make a new memo whenever the rules change (keep it beside the rules it serves, e.g.
-//! in the same `ArcSwap` as the configuration).
+//! rules**: the gateway's memos live inside each route's [`ParamSchema`](super::ParamSchema)
+//! ([`SchemaMemo`], used by [`ParamSchema::key`](super::ParamSchema::key)), so a reload, which
+//! builds new schemas, starts with empty memos, and a cloned schema gets an empty one.
 //!
 //! Only queries that canonicalised to a key are memoised (uncacheable and invalid ones are rare
 //! and not hot). Bounds: `slots` entries (direct-mapped: a new query takes its slot's place),
@@ -21,6 +22,48 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use super::key::{CacheKey, KeyScope};
+
+/// The memo a [`ParamSchema`](super::ParamSchema) keeps for
+/// [`ParamSchema::key`](super::ParamSchema::key): [`SchemaMemo::SLOTS`] slots, allocated on
+/// first use (schemas built for a single query, as [`canonicalize`](super::canonicalize) does,
+/// never pay for it). A clone is a new, empty memo (a cloned schema may be changed afterwards,
+/// and must not inherit keys worked out under other rules); two memos always compare equal (a
+/// memo is a cache, not part of the schema's meaning).
+#[derive(Default)]
+pub struct SchemaMemo(std::sync::OnceLock<KeyMemo>);
+
+impl SchemaMemo {
+    /// Slots per schema (one per cached route): at most about 1024 × 2.2 KiB ≈ 2.3 MiB each,
+    /// typically 1024 × ~0.4 KiB.
+    pub const SLOTS: usize = 1024;
+
+    /// The memo, allocated on first use.
+    pub(super) fn get(&self) -> &KeyMemo {
+        self.0.get_or_init(|| KeyMemo::new(Self::SLOTS))
+    }
+}
+
+impl Clone for SchemaMemo {
+    fn clone(&self) -> Self {
+        SchemaMemo::default()
+    }
+}
+
+impl PartialEq for SchemaMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SchemaMemo {}
+
+impl std::fmt::Debug for SchemaMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaMemo")
+            .field("in_use", &self.0.get().is_some())
+            .finish()
+    }
+}
 
 /// See the module doc.
 pub struct KeyMemo {

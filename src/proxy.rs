@@ -223,9 +223,11 @@ impl Gateway {
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
             let started = Instant::now();
-            let result = self
-                .by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call))
-                .await;
+            // Boxed, like every path that calls upstream: the request's future stays as small
+            // as a hit needs (hyper moves it on every request).
+            let result =
+                Box::pin(self.by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call)))
+                    .await;
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
@@ -277,7 +279,7 @@ impl Gateway {
                 let started = Instant::now();
                 let call = ctx.call(auth.credential.clone());
                 let bypass = self.bypass(tenant, route, &call, path, raw_query, ctx.phase);
-                let result = self.by_deadline(ctx.deadline, bypass).await;
+                let result = Box::pin(self.by_deadline(ctx.deadline, bypass)).await;
                 ctx.upstream_took = Some(started.elapsed());
                 return result;
             }
@@ -318,7 +320,7 @@ impl Gateway {
             }
             Lookup::Miss { stale } => {
                 let call = ctx.call(auth.credential.clone());
-                self.miss(cfg, &target, call, directives, stale, ctx).await
+                Box::pin(self.miss(cfg, &target, call, directives, stale, ctx)).await
             }
         }
     }
@@ -613,5 +615,22 @@ mod tests {
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
         assert_eq!(retry_after(&h), None);
+    }
+
+    /// hyper moves a request's future several times per request (into the service's wrapper,
+    /// into the dispatcher's slot): paths that call upstream are boxed so the future is only as
+    /// big as a hit needs. Was 7.5 KiB (debug build) before the boxing; a hit measured 0.88x
+    /// CPU after it.
+    #[test]
+    fn the_request_future_stays_small() {
+        fn size_of_future<F, Fut>(_: &F) -> usize
+        where
+            F: Fn(Arc<Gateway>, Request<http_body_util::Empty<Bytes>>, std::net::SocketAddr) -> Fut,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let handle = |gw: Arc<Gateway>, req, peer| gw.handle(req, peer);
+        let size = size_of_future(&handle);
+        assert!(size <= 3 * 1024, "Gateway::handle's future is {size} bytes");
     }
 }

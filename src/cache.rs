@@ -77,8 +77,11 @@ pub struct CachedResponse {
     pub stale_if_error: Duration,
     /// Its tenant (for per-tenant invalidation).
     pub tenant: TenantId,
-    /// Its route (for per-route purge and invalidation groups).
+    /// Its route (for per-route purge).
     pub route: RouteId,
+    /// Its resolved invalidation group ([`crate::route::group_hash`] of e.g. `records:leads`),
+    /// for write-through invalidation; 0 until [`CachedResponse::with_group`].
+    pub group: u64,
 }
 
 /// Where an entry stands at some instant.
@@ -135,7 +138,14 @@ impl CachedResponse {
             stale_if_error: lifetimes.stale_if_error,
             tenant,
             route,
+            group: 0,
         }
+    }
+
+    /// The entry with its resolved invalidation group (see [`CachedResponse::group`]).
+    pub fn with_group(mut self, group: u64) -> Self {
+        self.group = group;
+        self
     }
 
     /// Where the entry stands at `now`.
@@ -211,6 +221,8 @@ pub struct Hold {
     pub tenant: TenantId,
     /// Which route (per-route purge).
     pub route: RouteId,
+    /// Its resolved invalidation group (write-through invalidation drops holds too).
+    pub group: u64,
     /// What to answer meanwhile when no stale entry can stand in.
     pub answer: HeldAnswer,
 }
@@ -355,16 +367,17 @@ impl ResponseCache {
         self.holds.get(key).filter(|h| h.until > now)
     }
 
-    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`.
+    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`;
+    /// `owner` is the tenant, route and resolved group of the key.
     pub fn hold(
         &self,
         key: CacheKey,
         now: Instant,
         length: Duration,
-        tenant: TenantId,
-        route: RouteId,
+        owner: (TenantId, RouteId, u64),
         answer: HeldAnswer,
     ) {
+        let (tenant, route, group) = owner;
         let Some(until) = now.checked_add(length).filter(|_| !length.is_zero()) else {
             return;
         };
@@ -375,6 +388,7 @@ impl ResponseCache {
                 length,
                 tenant,
                 route,
+                group,
                 answer,
             }),
         );
@@ -415,6 +429,22 @@ impl ResponseCache {
         let _ = self
             .holds
             .invalidate_entries_if(move |_k, h| matches(h.tenant, h.route));
+    }
+
+    /// Drops one tenant's entries and holds of one resolved invalidation `group`
+    /// ([`crate::route::group_hash`]); `get` stops returning them at once.
+    pub fn invalidate_group(&self, tenant: TenantId, group: u64) {
+        let _ = self
+            .inner
+            .invalidate_entries_if(move |_k, v| v.tenant == tenant && v.group == group);
+        let _ = self
+            .holds
+            .invalidate_entries_if(move |_k, h| h.tenant == tenant && h.group == group);
+    }
+
+    /// Drops the entry stored under `key`, if any.
+    pub async fn remove(&self, key: &CacheKey) {
+        self.inner.invalidate(key).await;
     }
 
     /// Stores `entry` under `key`, replacing any previous one.

@@ -1,8 +1,8 @@
 //! The response cache: a moka future cache bounded in **bytes**, keyed by
 //! [`CacheKey`](crate::canonical::CacheKey).
 //!
-//! - **Weight** of an entry = key (32) + body + stored headers + a fixed per-entry overhead
-//!   ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
+//! - **Weight** of an entry = key (32) + body + stored headers + validators + a fixed per-entry
+//!   overhead ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
 //!   maintenance, which [`ResponseCache::run_maintenance`] also runs on a timer so the bound holds
 //!   under write bursts.
 //! - **Freshness** is judged by the gateway with its [`Clock`](crate::clock::Clock) (tokio's, so
@@ -20,10 +20,15 @@
 //!   owned here, per key, and dropped with their tenant's entries on invalidation.
 //! - **Lookup** answers one typed value ([`Lookup`]); the request path turns it into a
 //!   [`CachePhase`], from which `Cache-Status`, the metric and the log outcome are derived.
+//! - **Validators**: every entry carries an `ETag` and a `Last-Modified` ([`Validators`]: Zoho's,
+//!   or derived from the body and the time of receipt), against which a client's
+//!   `If-None-Match` / `If-Modified-Since` ([`Conditions`]) is answered `304` (RFC 9110 §13).
 //! - The cache fails open: nothing here returns an error; a miss just means an upstream call.
 
+mod conditional;
 mod phase;
 
+pub use conditional::{Conditions, Validators};
 pub use phase::{BypassReason, CACHE_NAME, CachePhase, Outcome};
 
 use std::sync::Arc;
@@ -65,6 +70,8 @@ pub struct CachedResponse {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Body bytes (shared, never copied on hits).
     pub body: Bytes,
+    /// `ETag` / `Last-Modified`: Zoho's when sent, else derived (see [`Validators`]).
+    pub validators: Validators,
     /// When the upstream response arrived.
     pub stored_at: Instant,
     /// `Age` the upstream reported, seconds (RFC 9111 §5.1), 0 when absent.
@@ -127,9 +134,11 @@ impl CachedResponse {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let validators = Validators::new(&resp.headers, &resp.body, std::time::SystemTime::now());
         CachedResponse {
             status: resp.status,
             headers,
+            validators,
             body: resp.body,
             stored_at,
             upstream_age,
@@ -182,7 +191,8 @@ impl CachedResponse {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum();
-        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers;
+        let validators = self.validators.etag.len() + self.validators.last_modified.len();
+        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers + validators;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 

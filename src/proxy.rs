@@ -38,7 +38,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
 
-use crate::cache::{BypassReason, CachePhase, CachedResponse, Lifetimes, Lookup};
+use crate::cache::{BypassReason, CachePhase, CachedResponse, Conditions, Lifetimes, Lookup};
 use crate::canonical::{self, CacheKey, Canonical, KeyScope};
 use crate::coalesce::{FlightError, Role};
 use crate::config::{ClientKey, GatewayConfig, TenantId, key_digest};
@@ -111,6 +111,14 @@ impl RequestCtx {
 struct Directives {
     no_cache: bool,
     no_store: bool,
+}
+
+/// What a miss needs besides its target: the client's directives and conditions, and the
+/// expired entry that may stand in for a failure.
+struct Miss<'c> {
+    directives: Directives,
+    stale: Option<Arc<CachedResponse>>,
+    conditions: Option<&'c Conditions>,
 }
 
 /// Whose a fetched answer is: tenant, route and resolved invalidation group.
@@ -311,6 +319,10 @@ impl Gateway {
             raw_query,
         };
 
+        // The client's `If-None-Match` / `If-Modified-Since`, answered from whatever entry is
+        // served (never forwarded, never in the key; RFC 9110 §13).
+        let conditions = Conditions::from_headers(req.headers());
+        let conditions = conditions.as_ref();
         let now = self.clock.now();
         match self
             .cache
@@ -319,7 +331,7 @@ impl Gateway {
         {
             Lookup::Fresh(entry) => {
                 ctx.phase = CachePhase::Fresh;
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleWhileRevalidate { entry, revalidate } => {
                 ctx.phase = CachePhase::StaleWhileRevalidate;
@@ -327,11 +339,11 @@ impl Gateway {
                     let call = ctx.call(auth.credential.clone());
                     self.revalidate_in_background(&target, &call);
                 }
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleIfError(entry) => {
                 ctx.phase = CachePhase::StaleIfError;
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::Held(hold) => {
                 ctx.phase = CachePhase::Held;
@@ -339,7 +351,12 @@ impl Gateway {
             }
             Lookup::Miss { stale } => {
                 let call = ctx.call(auth.credential.clone());
-                self.miss(cfg, &target, call, directives, stale, ctx).await
+                let miss = Miss {
+                    directives,
+                    stale,
+                    conditions,
+                };
+                self.miss(cfg, &target, call, miss, ctx).await
             }
         }
     }
@@ -351,10 +368,14 @@ impl Gateway {
         cfg: &GatewayConfig,
         target: &Target<'_>,
         call: CallCtx,
-        directives: Directives,
-        stale: Option<Arc<CachedResponse>>,
+        miss: Miss<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
+        let Miss {
+            directives,
+            stale,
+            conditions,
+        } = miss;
         ctx.phase = CachePhase::Miss;
         let waiting = self.wait_permit(self.tenant(target.tenant))?;
         let fetch = self.fetcher(target, &call, !directives.no_cache);
@@ -386,9 +407,20 @@ impl Gateway {
             .map_or(true, |f| is_failure(f.entry.status));
         if failed && let Some(entry) = &stale {
             ctx.phase = CachePhase::StaleIfError;
-            return Ok(cached_response(entry, self.clock.now(), ctx.phase));
+            return Ok(cached_response(
+                entry,
+                self.clock.now(),
+                ctx.phase,
+                conditions,
+            ));
         }
-        Ok(fetched_response(&fetched?, ctx.phase, self.clock.now()))
+        // Fetched unconditionally and stored; now the client's condition is evaluated.
+        Ok(fetched_response(
+            &fetched?,
+            ctx.phase,
+            self.clock.now(),
+            conditions,
+        ))
     }
 
     /// The fetch a flight runs for `target` (called only by the flight's leader). `recheck`:

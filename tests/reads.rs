@@ -20,7 +20,7 @@ use support::*;
 use tokio::sync::Semaphore;
 use zoho_gateway::canonical::{ParamKind, ParamSchema, ParamSpec, UnknownParams};
 use zoho_gateway::config::GatewayConfig;
-use zoho_gateway::route::{PathTemplate, RoutePolicy};
+use zoho_gateway::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 use zoho_gateway::simulator::{SimConfig, SimRoute};
 
 /// One request the fake Zoho API received.
@@ -29,6 +29,8 @@ struct Seen {
     method: String,
     path_and_query: String,
     external: Option<String>,
+    /// It carried `If-None-Match` or `If-Modified-Since`.
+    conditional: bool,
 }
 
 /// A fake Zoho API: a `GET` answers 200 JSON naming its path, the data revision and the
@@ -80,6 +82,7 @@ impl FakeZoho {
             method: req.method().to_string(),
             path_and_query: path_and_query.clone(),
             external: external.clone(),
+            conditional: header("if-none-match").is_some() || header("if-modified-since").is_some(),
         });
         if req.method() != http::Method::GET {
             self.revision.fetch_add(1, Ordering::SeqCst);
@@ -169,18 +172,24 @@ allow = [
 
 /// The harness with both tenants on `fake` and three more cached routes: records
 /// (`/crm/{version}/{module}`) and record (`…/{module}/{id}`) in group `records:{module}`, and
-/// `settings/modules` in group `metadata`.
+/// `settings/modules` (TTL 2 h) in group `metadata`.
 async fn start(fake: &FakeZoho) -> Harness {
     Harness::start_configured(SimConfig::default(), |url| {
         let mut cfg: GatewayConfig = gateway_config(url, WRITES);
         let count = cfg.routes[0].clone();
         cfg.routes.extend([
-            route(
-                &count,
-                "modules",
-                "/crm/{version}/settings/modules",
-                "metadata",
-            ),
+            RoutePolicy {
+                lifetimes: RouteLifetimes {
+                    ttl: Duration::from_secs(2 * 3600),
+                    ..count.lifetimes.clone()
+                },
+                ..route(
+                    &count,
+                    "modules",
+                    "/crm/{version}/settings/modules",
+                    "metadata",
+                )
+            },
             route(
                 &count,
                 "records",
@@ -416,5 +425,160 @@ allow = ["GET /crm/{version}/**"]"#,
     let q = name_filter("equal", "Tier1");
     assert!(h.get(&q).await.cache_status().contains("stored"));
     assert!(is_hit(&h.get(&q).await));
+    h.shutdown().await;
+}
+
+/// `at` as the ISO-8601 form Zoho's SDKs send, in UTC+05:00.
+fn iso(at: SystemTime) -> String {
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    jiff::Timestamp::from_second(secs as i64)
+        .unwrap()
+        .display_with_offset(jiff::tz::offset(5))
+        .to_string()
+}
+
+#[tokio::test]
+async fn an_sdk_hourly_if_modified_since_is_answered_304_from_the_cache() {
+    let fake = FakeZoho::start(false).await;
+    let h = start(&fake).await;
+    let modules = "/crm/v7/settings/modules";
+    let first = h.get(modules).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert!(first.cache_status().contains("fwd=miss; stored"));
+    let etag = first.header("etag").unwrap().to_owned();
+    let modified = first.header("last-modified").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    assert!(httpdate::parse_http_date(&modified).is_ok(), "{modified}");
+
+    // An hour later the SDK asks again with the time of its last fetch, ISO-8601 with offset.
+    h.advance(Duration::from_secs(3600));
+    let since = iso(SystemTime::now());
+    assert!(since.ends_with("+05:00"), "{since}");
+    let r = h.get_with(modules, &[("if-modified-since", &since)]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{r:?}");
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert_eq!(r.header("last-modified"), Some(modified.as_str()));
+    assert!(is_hit(&r), "{r:?}");
+    assert_eq!(r.header("age"), Some("3600"));
+    // The HTTP-date form, echoing Last-Modified.
+    let r = h
+        .get_with(modules, &[("if-modified-since", &modified)])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(fake.gets(modules), 1, "no upstream call for either");
+    // An older date: the whole answer, from the cache.
+    let old = h
+        .get_with(
+            modules,
+            &[("if-modified-since", "2020-01-01T00:00:00+00:00")],
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::OK);
+    assert!(is_hit(&old));
+    assert_eq!(old.body, first.body);
+    // A 304 from the cache counts as a hit.
+    let m = h.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("zoho_gateway_requests_total{")
+                && l.contains(r#"route="/crm/{version}/settings/modules""#)
+                && l.contains(r#"outcome="hit""#)
+                && l.contains(r#"status_class="3xx""#)
+                && l.ends_with(" 2")),
+        "{m}"
+    );
+    // On a miss the gateway fetches unconditionally, stores, then answers the condition.
+    let other = "/crm/v7/settings/modules?status=visible";
+    let r = h.get_with(other, &[("if-modified-since", &since)]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.cache_status().contains("fwd=miss; stored"), "{r:?}");
+    assert!(!fake.last().conditional, "conditions are never forwarded");
+    assert_eq!(h.get(other).await.status, StatusCode::OK);
+    assert_eq!(fake.gets("/crm/v7/settings/modules"), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn if_none_match_weak_strong_star_and_a_changed_entry() {
+    let fake = FakeZoho::start(false).await;
+    let h = start(&fake).await;
+    let leads = "/crm/v7/Leads?fields=Last_Name";
+    let first = h.get(leads).await;
+    let etag = first.header("etag").unwrap().to_owned();
+    let weak = format!("W/{etag}");
+    let listed = format!("\"nope\", {etag}");
+    for inm in [etag.as_str(), &weak, &listed, "*"] {
+        let r = h.get_with(leads, &[("if-none-match", inm)]).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{inm}");
+        assert!(is_hit(&r));
+    }
+    let r = h.get_with(leads, &[("if-none-match", "\"nope\"")]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, first.body);
+    // If-None-Match wins over an If-Modified-Since that would match (RFC 9110 §13.2.2).
+    let r = h
+        .get_with(
+            leads,
+            &[
+                ("if-none-match", "\"nope\""),
+                ("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(fake.gets(leads), 1);
+    // After a write the entry is refetched and changed: the old tag gets the new answer.
+    assert!(write(&h, "POST", "/crm/v7/Leads").await.status.is_success());
+    let changed = h.get_with(leads, &[("if-none-match", &etag)]).await;
+    assert_eq!(changed.status, StatusCode::OK, "{changed:?}");
+    assert_eq!(changed.json()["data"][0]["revision"], 1);
+    let new_tag = changed.header("etag").unwrap();
+    assert_ne!(new_tag, etag);
+    let r = h.get_with(leads, &[("if-none-match", new_tag)]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(fake.gets(leads), 2);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn zohos_own_validators_are_stored_and_replayed() {
+    let fake = FakeZoho::start(true).await;
+    let h = start(&fake).await;
+    let contacts = "/crm/v7/Contacts";
+    let first = h.get(contacts).await;
+    assert_eq!(first.header("etag"), Some("\"zoho-0\""));
+    let modified = first.header("last-modified").unwrap().to_owned();
+    assert_eq!(modified, "Tue, 14 Nov 2023 22:13:20 GMT");
+    let r = h
+        .get_with(contacts, &[("if-modified-since", &modified)])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(r.header("etag"), Some("\"zoho-0\""));
+    let r = h
+        .get_with(
+            contacts,
+            &[("if-modified-since", "2023-11-14T22:13:20+00:00")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(fake.gets(contacts), 1);
+    // A write changes Zoho's Last-Modified: the same date now gets the new answer.
+    assert!(
+        write(&h, "PUT", "/crm/v7/Contacts/4150868000001")
+            .await
+            .status
+            .is_success()
+    );
+    let r = h
+        .get_with(contacts, &[("if-modified-since", &modified)])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.header("etag"), Some("\"zoho-1\""));
+    assert_eq!(
+        r.header("last-modified"),
+        Some("Tue, 14 Nov 2023 22:13:21 GMT")
+    );
+    assert_eq!(fake.gets(contacts), 2);
     h.shutdown().await;
 }

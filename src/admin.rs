@@ -1,6 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready to
-//! serve: not draining, and a token obtained or a cached answer available), and the admin API
-//! behind `Authorization: Bearer <admin.token>` (compared in constant time):
+//! serve: not draining, no tenant failing to get a token, and a token obtained or a cached answer
+//! available), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
+//! digests of the presented and configured tokens compared in constant time, so neither the
+//! token's bytes nor its length leak by timing; several `Authorization` headers are refused):
 //!
 //! - `GET /admin/cache` → `{"entries":…,"weighted_bytes":…,"capacity_bytes":…,"hits":…,"misses":…,"hit_ratio":…}`
 //! - `POST /admin/cache/purge[?tenant=NAME][&route=NAME]` → drops all entries,
@@ -16,8 +18,10 @@ use std::sync::atomic::Ordering;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::Secret;
 use crate::proxy::{Body, Gateway};
 use crate::route::RouteId;
 use crate::token::TokenHealth;
@@ -74,9 +78,16 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
             json!({"error": "admin API disabled: set admin.token"}),
         );
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
+    let mut authorizations = req.headers().get_all(header::AUTHORIZATION).iter();
+    let first = authorizations.next();
+    if authorizations.next().is_some() {
+        // Which one would count is ambiguous (proxies differ): refuse, as the proxy listener does.
+        return json(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "several Authorization headers"}),
+        );
+    }
+    let presented = first
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
@@ -85,11 +96,7 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                 .then_some(token.trim())
         })
         .unwrap_or("");
-    let ok: bool = presented
-        .as_bytes()
-        .ct_eq(expected.expose().as_bytes())
-        .into();
-    if !ok {
+    if !token_matches(presented, expected) {
         return json(
             StatusCode::UNAUTHORIZED,
             json!({"error": "missing or wrong admin token"}),
@@ -166,11 +173,21 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
     }
 }
 
+/// Compares SHA-256 digests in constant time: fixed-length inputs, so the comparison's time
+/// depends neither on where the first difference is nor on the presented token's length.
+fn token_matches(presented: &str, expected: &Secret) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.expose().as_bytes());
+    presented.ct_eq(&expected).into()
+}
+
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     text(status, value.to_string().into_bytes(), "application/json")
 }
 
-/// Ready when not draining and every tenant has a valid token or the cache can answer.
+/// Ready when not draining, no tenant is failing to get a token (its grants held back after a
+/// failure: every miss of that tenant would get a 503), and every other tenant has a valid
+/// token or the cache can answer.
 fn readiness(gw: &Gateway) -> (bool, String) {
     if gw.is_draining() {
         return (false, "draining".into());
@@ -192,10 +209,19 @@ fn readiness(gw: &Gateway) -> (bool, String) {
         let state = match health {
             TokenHealth::Valid => "token valid".to_owned(),
             TokenHealth::Missing => "no token yet".to_owned(),
-            TokenHealth::Failing(why) => format!("token failing: {}", why.as_str()),
+            TokenHealth::Failing {
+                reason,
+                retry_after,
+            } => format!(
+                "token failing: {}; cannot get a token, next attempt in {} s",
+                reason.as_str(),
+                retry_after.as_secs().max(1)
+            ),
         };
-        if health != TokenHealth::Valid && !cache_has_entries {
-            ready = false;
+        match health {
+            TokenHealth::Valid => {}
+            TokenHealth::Failing { .. } => ready = false,
+            TokenHealth::Missing => ready &= cache_has_entries,
         }
         lines.push(format!("tenant {}: {state}", t.config.name));
     }
@@ -211,4 +237,18 @@ fn text(status: StatusCode, body: Vec<u8>, content_type: &'static str) -> Respon
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_must_match_exactly() {
+        let expected = Secret::new("admin-token-0123456789");
+        assert!(token_matches("admin-token-0123456789", &expected));
+        for wrong in ["", "admin-token-012345678", "admin-token-0123456789x", "x"] {
+            assert!(!token_matches(wrong, &expected), "{wrong:?}");
+        }
+    }
 }

@@ -237,6 +237,8 @@ pub enum NoCacheReason {
     /// A parameter the route's schema does not name, on a route that bypasses for those
     /// ([`UnknownParams::Bypass`]).
     UnknownParam,
+    /// A comma-separated set with an empty item, or more items than the schema caches.
+    UnsupportedSet,
 }
 
 impl NoCacheReason {
@@ -251,6 +253,7 @@ impl NoCacheReason {
             NoCacheReason::UnencodedCharacter => "unencoded_character",
             NoCacheReason::LoneSurrogate => "lone_surrogate",
             NoCacheReason::UnknownParam => "unknown_param",
+            NoCacheReason::UnsupportedSet => "unsupported_set",
         }
     }
 }
@@ -292,9 +295,24 @@ pub enum InvalidKind {
     /// A parameter the route's schema does not name, on a route that rejects those
     /// ([`UnknownParams::Reject`]).
     UnknownParam,
+    /// An enum parameter with a value outside its list.
+    NotInEnum,
+    /// A parameter Zoho requires is absent (Zoho's `REQUIRED_PARAM_MISSING`).
+    RequiredParamMissing,
+    /// Two parameters Zoho refuses together (e.g. `page` and `page_token`).
+    Conflict,
 }
 
 impl InvalidKind {
+    /// Zoho's error `code` for the 400 the gateway answers: `REQUIRED_PARAM_MISSING` for a
+    /// missing mandatory parameter, `INVALID_DATA` otherwise (API-NOTES §4).
+    pub fn zoho_code(self) -> &'static str {
+        match self {
+            InvalidKind::RequiredParamMissing => "REQUIRED_PARAM_MISSING",
+            _ => "INVALID_DATA",
+        }
+    }
+
     /// Stable snake_case label for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -311,6 +329,9 @@ impl InvalidKind {
             InvalidKind::TooDeep => "too_deep",
             InvalidKind::TooManyCriteria => "too_many_criteria",
             InvalidKind::UnknownParam => "unknown_param",
+            InvalidKind::NotInEnum => "not_in_enum",
+            InvalidKind::RequiredParamMissing => "required_param_missing",
+            InvalidKind::Conflict => "conflict",
         }
     }
 }
@@ -360,6 +381,25 @@ pub enum ParamKind {
     },
     /// URL-encoded JSON `filters` (see the `filters` section), under these rules.
     Filters(CanonicalRules),
+    /// One of `values`, byte-exact (Zoho's enums are lower-case words: `asc`/`desc`,
+    /// `AllUsers`/`ActiveUsers`/…); absent = `default`. Another value: [`Canonical::Invalid`]
+    /// ([`InvalidKind::NotInEnum`]).
+    Enum {
+        /// The accepted values.
+        values: Vec<Cow<'static, str>>,
+        /// Value used when absent (`None`: stays absent).
+        default: Option<Cow<'static, str>>,
+    },
+    /// A comma-separated set (`fields`, `ids`): Zoho's answer does not depend on the order or
+    /// repetition of the items, so items are sorted and deduplicated; each stays byte-exact (no
+    /// trimming, no case folding). An empty value or an empty item, or more than `max_items`
+    /// items: [`NoCacheReason::UnsupportedSet`] (Zoho's reading is not documented).
+    Set {
+        /// Most items accepted for caching.
+        max_items: usize,
+    },
+    /// An opaque string (`page_token`, `cvid`, `email`): byte-exact after decoding.
+    Opaque,
 }
 
 impl ParamKind {
@@ -367,6 +407,9 @@ impl ParamKind {
         match self {
             ParamKind::Integer { .. } => b'I',
             ParamKind::Filters(_) => b'F',
+            ParamKind::Enum { .. } => b'E',
+            ParamKind::Set { .. } => b'S',
+            ParamKind::Opaque => b'O',
         }
     }
 }
@@ -379,6 +422,21 @@ pub struct ParamSpec {
     pub name: Cow<'static, str>,
     /// How its value enters the key.
     pub kind: ParamKind,
+    /// Zoho requires it (e.g. `fields` of a records read): absent (and no default) is
+    /// [`Canonical::Invalid`] ([`InvalidKind::RequiredParamMissing`], Zoho's
+    /// `REQUIRED_PARAM_MISSING`).
+    pub required: bool,
+}
+
+impl ParamSpec {
+    /// An optional parameter.
+    pub fn new(name: impl Into<Cow<'static, str>>, kind: ParamKind) -> Self {
+        ParamSpec {
+            name: name.into(),
+            kind,
+            required: false,
+        }
+    }
 }
 
 /// What a route does with query parameters its schema does not name.
@@ -404,6 +462,8 @@ pub const MAX_SCHEMA_PARAMS: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSchema {
     params: Vec<ParamSpec>,
+    /// Pairs of parameters Zoho refuses together (`page` and `page_token`).
+    exclusive: Vec<(usize, usize)>,
     /// The parameter names, shared with every [`CanonicalQuery`] (for its accessors).
     names: Arc<[Cow<'static, str>]>,
     unknown: UnknownParams,
@@ -421,9 +481,13 @@ pub enum SchemaError {
     /// The same name twice.
     #[error("parameter {0:?} is listed twice")]
     DuplicateName(String),
-    /// An integer whose range is empty or whose default lies outside it.
+    /// An integer whose range is empty or whose default lies outside it, or an enum whose
+    /// default is not one of its values.
     #[error("parameter {0:?}: empty range or default outside it")]
     BadRange(String),
+    /// An exclusive pair names a parameter the schema does not have.
+    #[error("parameter {0:?} is not in the schema")]
+    UnknownName(String),
 }
 
 impl ParamSchema {
@@ -440,9 +504,17 @@ impl ParamSchema {
             if params[..i].iter().any(|q| q.name == p.name) {
                 return Err(SchemaError::DuplicateName(p.name.to_string()));
             }
-            if let ParamKind::Integer { default, min, max } = p.kind
-                && (min > max || default.is_some_and(|d| d < min || d > max))
-            {
+            let bad = match &p.kind {
+                ParamKind::Integer { default, min, max } => {
+                    min > max || default.is_some_and(|d| d < *min || d > *max)
+                }
+                ParamKind::Enum { values, default } => {
+                    values.is_empty() || default.as_ref().is_some_and(|d| !values.contains(d))
+                }
+                ParamKind::Set { max_items } => *max_items == 0,
+                ParamKind::Filters(_) | ParamKind::Opaque => false,
+            };
+            if bad {
                 return Err(SchemaError::BadRange(p.name.to_string()));
             }
         }
@@ -450,9 +522,28 @@ impl ParamSchema {
         Ok(ParamSchema {
             names: params.iter().map(|p| p.name.clone()).collect(),
             params,
+            exclusive: Vec::new(),
             unknown,
             fingerprint,
         })
+    }
+
+    /// Declares that `a` and `b` may not be sent together (Zoho refuses `page` with
+    /// `page_token`): both present is [`Canonical::Invalid`] ([`InvalidKind::Conflict`]).
+    ///
+    /// # Errors
+    /// [`SchemaError::UnknownName`] when either is not a parameter of the schema.
+    pub fn with_exclusive(mut self, a: &str, b: &str) -> Result<Self, SchemaError> {
+        let pos = |n: &str| {
+            self.params
+                .iter()
+                .position(|p| p.name == n)
+                .ok_or_else(|| SchemaError::UnknownName(n.to_owned()))
+        };
+        let pair = (pos(a)?, pos(b)?);
+        self.exclusive.push(pair);
+        self.fingerprint = key::schema_fingerprint(&self.params, self.unknown);
+        Ok(self)
     }
 
     /// The `associated_users_count` endpoint's schema (seed spec): `filters` under `rules`,
@@ -460,26 +551,23 @@ impl ParamSchema {
     /// byte-exact.
     pub fn associated_users_count(rules: CanonicalRules) -> Self {
         let params = vec![
-            ParamSpec {
-                name: Cow::Borrowed("filters"),
-                kind: ParamKind::Filters(rules),
-            },
-            ParamSpec {
-                name: Cow::Borrowed("page"),
-                kind: ParamKind::Integer {
+            ParamSpec::new("filters", ParamKind::Filters(rules)),
+            ParamSpec::new(
+                "page",
+                ParamKind::Integer {
                     default: Some(1),
                     min: 1,
                     max: u32::MAX,
                 },
-            },
-            ParamSpec {
-                name: Cow::Borrowed("per_page"),
-                kind: ParamKind::Integer {
+            ),
+            ParamSpec::new(
+                "per_page",
+                ParamKind::Integer {
                     default: Some(200),
                     min: 1,
                     max: 200,
                 },
-            },
+            ),
         ];
         // Three distinct names with valid ranges: cannot fail.
         Self::new(params, UnknownParams::Key).unwrap_or_else(|_| unreachable!())
@@ -516,6 +604,11 @@ enum Value {
     Absent,
     Int(u32),
     Filters(FilterMode, filters::Node),
+    /// Index into the enum's values.
+    Enum(u16),
+    /// Sorted, deduplicated items.
+    Set(Vec<Box<str>>),
+    Str(Box<str>),
 }
 
 /// The canonical form of one query under a [`ParamSchema`]: every schema parameter's value (in
@@ -596,21 +689,79 @@ enum Reject {
 
 fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<CanonicalQuery, Reject> {
     let mut parts = query::split(raw_query, schema)?;
+    // Which parameters the client sent (defaults do not count for exclusive pairs).
+    let sent: [bool; MAX_SCHEMA_PARAMS] = std::array::from_fn(|i| parts.known[i].is_some());
     let mut values = vec![Value::Absent; schema.params.len()];
-    // Precedence (module doc): integers are checked before the structured parameters.
+    // Precedence (module doc): scalar parameters are checked before the structured ones.
     for (i, spec) in schema.params.iter().enumerate() {
-        if let ParamKind::Integer { default, min, max } = &spec.kind {
-            values[i] = match parts.known[i].take() {
+        values[i] = match &spec.kind {
+            ParamKind::Integer { default, min, max } => match parts.known[i].take() {
                 Some(v) => Value::Int(query::parse_int(&spec.name, &v, *min, *max)?),
                 None => default.map_or(Value::Absent, Value::Int),
-            };
-        }
+            },
+            ParamKind::Enum { values, default } => {
+                match parts.known[i].take().or_else(|| default.clone()) {
+                    None => Value::Absent,
+                    Some(v) => match values.iter().position(|x| *x == v) {
+                        Some(at) => Value::Enum(at as u16),
+                        None => {
+                            return Err(Reject::Invalid(InvalidQuery::new(
+                                spec.name.clone(),
+                                InvalidKind::NotInEnum,
+                                format!("{} must be one of {}", spec.name, values.join(", ")),
+                            )));
+                        }
+                    },
+                }
+            }
+            ParamKind::Set { max_items } => match parts.known[i].take() {
+                None => Value::Absent,
+                Some(v) => {
+                    let mut items: Vec<Box<str>> = Vec::new();
+                    for item in v.split(',') {
+                        if item.is_empty() || items.len() == *max_items {
+                            return Err(Reject::Uncacheable(NoCacheReason::UnsupportedSet));
+                        }
+                        items.push(item.into());
+                    }
+                    items.sort_unstable();
+                    items.dedup();
+                    Value::Set(items)
+                }
+            },
+            ParamKind::Opaque => match parts.known[i].take() {
+                None => Value::Absent,
+                Some(v) => Value::Str(v.into()),
+            },
+            ParamKind::Filters(_) => continue,
+        };
     }
     for (i, spec) in schema.params.iter().enumerate() {
         if let ParamKind::Filters(rules) = &spec.kind
             && let Some(f) = parts.known[i].take()
         {
             values[i] = Value::Filters(rules.mode, filters::parse(&f, rules)?);
+        }
+    }
+    for (spec, value) in schema.params.iter().zip(&values) {
+        if spec.required && *value == Value::Absent {
+            return Err(Reject::Invalid(InvalidQuery::new(
+                spec.name.clone(),
+                InvalidKind::RequiredParamMissing,
+                format!("required parameter {} is missing", spec.name),
+            )));
+        }
+    }
+    for &(a, b) in &schema.exclusive {
+        if sent[a] && sent[b] {
+            return Err(Reject::Invalid(InvalidQuery::new(
+                schema.params[b].name.clone(),
+                InvalidKind::Conflict,
+                format!(
+                    "{} and {} cannot be used together",
+                    schema.params[a].name, schema.params[b].name
+                ),
+            )));
         }
     }
     Ok(CanonicalQuery {

@@ -22,13 +22,16 @@ use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
 use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
 
 mod datacentre;
+mod routes;
 pub use datacentre::{DataCentre, Environment};
+pub use routes::{RawCachedRoute, RawParam};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
 pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
 
-/// A secret string. `Debug` and `Display` print `[redacted]`; only [`Secret::expose`] gives the value.
+/// A secret string. `Debug`, `Display` and `Serialize` print `[redacted]`; only
+/// [`Secret::expose`] gives the value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -55,9 +58,21 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The text every secret prints as.
+pub const REDACTED: &str = "[redacted]";
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
 /// Where a secret comes from: a literal string, `{ env = "VAR" }` or `{ file = "path" }`
 /// (the file's content, surrounding whitespace trimmed).
-#[derive(Clone, Deserialize, Serialize)]
+///
+/// `Serialize` (what `check-config` prints) and `Debug` redact a literal to `[redacted]`; the
+/// name of a variable or file is not secret and is shown.
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SecretSource {
     /// The value itself (fine for the demo; prefer `env` or `file` in production).
@@ -84,6 +99,20 @@ impl fmt::Debug for SecretSource {
     }
 }
 
+impl Serialize for SecretSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, value) = match self {
+            SecretSource::Literal(_) => return s.serialize_str(REDACTED),
+            SecretSource::Env { env } => ("env", env.clone()),
+            SecretSource::File { file } => ("file", file.display().to_string()),
+        };
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry(key, &value)?;
+        map.end()
+    }
+}
+
 impl SecretSource {
     fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
         let value = match self {
@@ -102,11 +131,6 @@ impl SecretSource {
             return Err(ConfigError::invalid(key, "[redacted]", "must not be empty"));
         }
         Ok(Secret(value))
-    }
-
-    /// A redacted description for `check-config`: `[redacted]`, `env:NAME` or `file:PATH`.
-    pub fn describe(&self) -> String {
-        format!("{self:?}")
     }
 }
 
@@ -196,6 +220,9 @@ pub struct RawServer {
     /// Concurrent HTTP/2 streams per client connection (`SETTINGS_MAX_CONCURRENT_STREAMS`,
     /// RFC 9113 §6.5.2). Default: `100`.
     pub http2_max_concurrent_streams: u32,
+    /// `[server.tls]`: TLS (and optionally mutual TLS) on the proxy listener. Default: unset
+    /// (plain HTTP). See [`crate::tls`].
+    pub tls: Option<crate::tls::RawTls>,
 }
 
 impl Default for RawServer {
@@ -211,6 +238,7 @@ impl Default for RawServer {
             max_header_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
             http2_max_concurrent_streams: 100,
+            tls: None,
         }
     }
 }
@@ -219,7 +247,8 @@ impl Default for RawServer {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawCache {
-    /// Bound on the weighted size of all entries (key + body + stored headers), bytes.
+    /// Bound on the weighted size of all entries (key + body + stored headers + a measured
+    /// per-entry overhead, [`crate::cache::ENTRY_OVERHEAD`]), bytes.
     /// Default: 268435456 (256 MiB).
     pub max_bytes: u64,
     /// How long a coalesced waiter waits for the shared fetch before it gets a 504. Default: `30s`.
@@ -323,6 +352,8 @@ pub struct RawRoutes {
     pub associated_users_count: RawCountRoute,
     /// `[routes.passthrough]`.
     pub passthrough: RawPassthrough,
+    /// `[[routes.cached]]`: further cached routes, matched in order after the count route.
+    pub cached: Vec<RawCachedRoute>,
 }
 
 /// `[routes.passthrough]`: other Zoho routes, forwarded uncached with the tenant's token.
@@ -553,6 +584,17 @@ pub struct RawClient {
     /// Routes this key may use: `associated_users_count`, `passthrough`. Default: all.
     #[serde(default)]
     pub routes: Option<Vec<String>>,
+    /// The subject DN of this client's TLS certificate, RFC 4514 (`CN=reporting,O=Acme`, as
+    /// `openssl x509 -noout -subject -nameopt RFC2253` prints it). Needs
+    /// `server.tls.client_ca`. Without a key the certificate alone identifies the client; with
+    /// a key both are required. Default: unset.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    /// SHA-256 of this client's certificate's SubjectPublicKeyInfo, hex (`openssl x509 -pubkey
+    /// -noout | openssl pkey -pubin -outform der | sha256sum`). Like `cert_subject`, which it
+    /// excludes. Default: unset.
+    #[serde(default)]
+    pub cert_spki_sha256: Option<String>,
 }
 
 /// The validated, frozen configuration.
@@ -576,6 +618,8 @@ pub struct GatewayConfig {
     pub max_header_bytes: usize,
     /// Request target limit, bytes.
     pub max_uri_bytes: usize,
+    /// TLS on the proxy listener (`None`: plain HTTP).
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Cache bound, bytes.
     pub cache_max_bytes: u64,
     /// Coalesced waiter deadline.
@@ -602,6 +646,8 @@ pub struct GatewayConfig {
     pub tenants: Vec<TenantConfig>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
+    /// Clients identified by their TLS client certificate alone (no key).
+    pub client_certs: crate::tls::CertClients,
 }
 
 impl GatewayConfig {
@@ -710,8 +756,11 @@ pub struct ClientKey {
     pub tenant: TenantId,
     /// Routes allowed (`None`: all).
     pub routes: Option<Vec<RouteKind>>,
-    /// SHA-256 of the key, for the constant-time confirmation after lookup.
+    /// SHA-256 of the key, for the constant-time confirmation after lookup (all zero for a
+    /// client identified by its certificate alone).
     pub digest: [u8; 32],
+    /// The TLS client certificate this client must also present (`None`: none).
+    pub cert: Option<crate::tls::CertIdentity>,
 }
 
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
@@ -766,6 +815,7 @@ impl RawConfig {
                 Ok(d)
             }
         };
+        self.check_durations()?;
         let listen = addr("server.listen", &self.server.listen)?;
         let admin_listen = addr("server.admin_listen", &self.server.admin_listen)?;
         nonzero("server.request_timeout", self.server.request_timeout)?;
@@ -836,7 +886,21 @@ impl RawConfig {
             credit_cost: 1,
             group: "user_groups".to_owned(),
         };
-        let routes = vec![count_route];
+        let mut routes = vec![count_route];
+        for (i, raw) in self.routes.cached.iter().enumerate() {
+            let policy = raw.validate(i)?;
+            if routes.iter().any(|r| r.name == policy.name) {
+                return Err(ConfigError::invalid(
+                    format!("routes.cached[{i}].name"),
+                    &policy.name,
+                    "another route has this name",
+                ));
+            }
+            routes.push(policy);
+        }
+        if routes.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("routes.cached", "", "too many routes"));
+        }
 
         let mut passthrough = Vec::new();
         for (i, rule) in self.routes.passthrough.allow.iter().enumerate() {
@@ -867,9 +931,45 @@ impl RawConfig {
             }
         }
 
+        let tls = match &self.server.tls {
+            Some(raw) => Some(raw.load().map_err(|e| {
+                ConfigError::invalid(e.key, e.path.display().to_string(), e.problem)
+            })?),
+            None => None,
+        };
+        let mutual_tls = tls.as_ref().is_some_and(|t| t.client_auth.is_some());
+
         let mut clients = HashMap::new();
+        let mut client_certs = crate::tls::CertClients::default();
         for (name, c) in &self.clients {
             let prefix = format!("clients.{name}");
+            let cert = match (&c.cert_subject, &c.cert_spki_sha256) {
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        prefix,
+                        "",
+                        "set at most one of `cert_subject` or `cert_spki_sha256`",
+                    ));
+                }
+                (Some(subject), None) => Some(crate::tls::CertIdentity::subject(subject).map_err(
+                    |problem| {
+                        ConfigError::invalid(format!("{prefix}.cert_subject"), subject, problem)
+                    },
+                )?),
+                (None, Some(pin)) => {
+                    Some(crate::tls::CertIdentity::spki(pin).map_err(|problem| {
+                        ConfigError::invalid(format!("{prefix}.cert_spki_sha256"), pin, problem)
+                    })?)
+                }
+            };
+            if cert.is_some() && !mutual_tls {
+                return Err(ConfigError::invalid(
+                    prefix,
+                    "",
+                    "a client certificate identity needs `server.tls.client_ca`",
+                ));
+            }
             let tenant = tenants
                 .iter()
                 .position(|t| t.name == c.tenant)
@@ -893,14 +993,17 @@ impl RawConfig {
                 (None, Some(src)) => {
                     key_digest(src.resolve(&format!("{prefix}.key"))?.expose().as_bytes())
                 }
+                // Identified by its certificate alone.
+                (None, None) if cert.is_some() => [0u8; 32],
                 _ => {
                     return Err(ConfigError::invalid(
                         prefix,
                         "",
-                        "set exactly one of `key_sha256` or `key`",
+                        "set exactly one of `key_sha256` or `key` (or only a client certificate)",
                     ));
                 }
             };
+            let key_less = c.key_sha256.is_none() && c.key.is_none();
             let routes = match &c.routes {
                 None => None,
                 Some(list) => {
@@ -928,18 +1031,26 @@ impl RawConfig {
                     Some(kinds)
                 }
             };
-            if clients
-                .insert(
-                    digest,
-                    ClientKey {
-                        name: name.clone(),
-                        tenant: TenantId(tenant as u16),
-                        routes,
-                        digest,
-                    },
-                )
-                .is_some()
-            {
+            let client = ClientKey {
+                name: name.clone(),
+                tenant: TenantId(tenant as u16),
+                routes,
+                digest,
+                cert: cert.clone(),
+            };
+            if key_less {
+                if let Some(id) = cert
+                    && !client_certs.insert(id, client)
+                {
+                    return Err(ConfigError::invalid(
+                        prefix,
+                        "",
+                        "another key-less client has the same certificate identity",
+                    ));
+                }
+                continue;
+            }
+            if clients.insert(digest, client).is_some() {
                 return Err(ConfigError::invalid(
                     prefix,
                     "[redacted]",
@@ -958,6 +1069,7 @@ impl RawConfig {
             max_connections: self.server.max_connections.max(1),
             max_header_bytes: self.server.max_header_bytes.max(8192),
             max_uri_bytes: self.server.max_uri_bytes,
+            tls,
             cache_max_bytes: self.cache.max_bytes,
             coalesce_timeout: self.cache.coalesce_timeout,
             max_waiters: self.cache.max_waiters.max(1),
@@ -971,7 +1083,67 @@ impl RawConfig {
             admin_token,
             tenants,
             clients,
+            client_certs,
         })
+    }
+}
+
+/// Longest duration any key accepts. Durations are added to clock readings (`Instant + ttl`,
+/// `now + lockout`); humantime parses up to ~584 billion years, which would overflow them.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl RawConfig {
+    /// Refuses any duration beyond [`MAX_DURATION`], naming its key.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let (s, c, u) = (&self.server, &self.cache, &self.upstream);
+        let r = &self.routes.associated_users_count;
+        let mut all = vec![
+            ("server.request_timeout".to_owned(), s.request_timeout),
+            ("server.drain_timeout".to_owned(), s.drain_timeout),
+            (
+                "server.header_read_timeout".to_owned(),
+                s.header_read_timeout,
+            ),
+            ("server.idle_timeout".to_owned(), s.idle_timeout),
+            ("cache.coalesce_timeout".to_owned(), c.coalesce_timeout),
+            ("upstream.connect_timeout".to_owned(), u.connect_timeout),
+            ("upstream.timeout".to_owned(), u.timeout),
+            ("upstream.pool_idle_timeout".to_owned(), u.pool_idle_timeout),
+            ("upstream.retry_base_delay".to_owned(), u.retry_base_delay),
+            ("upstream.retry_max_delay".to_owned(), u.retry_max_delay),
+            ("upstream.max_retry_after".to_owned(), u.max_retry_after),
+        ];
+        let route = "routes.associated_users_count";
+        for (key, d) in [
+            ("ttl", r.ttl),
+            ("no_content_ttl", r.no_content_ttl),
+            ("stale_while_revalidate", r.stale_while_revalidate),
+            ("stale_if_error", r.stale_if_error),
+            ("error_hold", r.error_hold),
+            ("max_error_hold", r.max_error_hold),
+        ] {
+            all.push((format!("{route}.{key}"), d));
+        }
+        for (name, t) in &self.tenants {
+            for (key, d) in [
+                ("refresh_margin", t.refresh_margin),
+                ("token_timeout", t.token_timeout),
+                ("refresh_window", t.refresh_window),
+                ("throttle_lockout", t.throttle_lockout),
+                ("queue_timeout", t.queue_timeout),
+                ("breaker_cool_down", t.breaker_cool_down),
+            ] {
+                all.push((format!("tenants.{name}.{key}"), d));
+            }
+        }
+        match all.into_iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((key, d)) => Err(ConfigError::invalid(
+                key,
+                humantime::format_duration(d).to_string(),
+                "must be at most 365 days",
+            )),
+            None => Ok(()),
+        }
     }
 }
 

@@ -77,21 +77,26 @@ impl Demo {
         let gw = self.gateway.proxy_addr();
         let admin = self.gateway.admin_addr();
         let sim = self.simulator.base_url();
+        let scheme = if self.gateway.gateway().config().tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let url = format!(
-            "http://{gw}/crm/v7/settings/user_groups/actions/associated_users_count?filters={SEED_FILTERS}"
+            "{scheme}://{gw}/crm/v7/settings/user_groups/actions/associated_users_count?filters={SEED_FILTERS}"
         );
         format!(
             "zoho-gateway demo is running (Ctrl-C to stop)\n\
-             \n  gateway     http://{gw}\
+             \n  gateway     {scheme}://{gw}\
              \n  admin       http://{admin}/metrics  /healthz  /readyz\
              \n  simulator   {sim}   (stats: {sim}/__simulator/stats)\
              \n  client key  {DEMO_CLIENT_KEY}\
              \n\nThe seed's sample request (Tier1 OR Tier2) through the gateway; run it twice and watch Cache-Status:\
              \n\n  curl -i \"{url}\" \\\n    -H \"Authorization: Zoho-oauthtoken {DEMO_CLIENT_KEY}\"\
              \n\nThe same filter spelled by the Python SDK (shares the cache entry):\
-             \n\n  curl -i \"http://{gw}/crm/v7/settings/user_groups/actions/associated_users_count?filters=%7B%22group_operator%22%3A+%22or%22%2C+%22group%22%3A+%5B%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier1%22%7D%2C+%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier2%22%7D%5D%7D\" \\\n    -H \"Authorization: Zoho-oauthtoken {DEMO_CLIENT_KEY}\"\
+             \n\n  curl -i \"{scheme}://{gw}/crm/v7/settings/user_groups/actions/associated_users_count?filters=%7B%22group_operator%22%3A+%22or%22%2C+%22group%22%3A+%5B%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier1%22%7D%2C+%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier2%22%7D%5D%7D\" \\\n    -H \"Authorization: Zoho-oauthtoken {DEMO_CLIENT_KEY}\"\
              \n\nAll groups, first page of 5:\
-             \n\n  curl -s \"http://{gw}/crm/v7/settings/user_groups/actions/associated_users_count?per_page=5\" -H \"X-Gateway-Key: {DEMO_CLIENT_KEY}\"\
+             \n\n  curl -s \"{scheme}://{gw}/crm/v7/settings/user_groups/actions/associated_users_count?per_page=5\" -H \"X-Gateway-Key: {DEMO_CLIENT_KEY}\"\
              \n\nUpstream calls the simulator has seen:\
              \n\n  curl -s {sim}/__simulator/stats\
              \n\nMetrics:\

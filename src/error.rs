@@ -7,6 +7,7 @@
 //! (a 401 from upstream, say) are not errors here: they are forwarded as responses.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
@@ -32,11 +33,13 @@ pub enum Blame {
 pub enum TokenFailure {
     /// The accounts server rejected the grant (`invalid_client`, `invalid_code`, …).
     Rejected,
-    /// Zoho answered with its "Access Denied" throttle; refreshes are locked out for a while.
+    /// Zoho answered with its documented "Access Denied" throttle (`error` "Access Denied" with
+    /// an `error_description`, API-NOTES §5); refreshes are locked out for a while.
     Throttled,
     /// The local refresh budget (Zoho's 10 per 10 minutes) is spent.
     BudgetExhausted,
-    /// The accounts server could not be reached, timed out or answered garbage.
+    /// The accounts server could not be reached, timed out, answered 5xx or an answer the gateway
+    /// does not recognise (including an absurd token lifetime): a short hold with backoff.
     Unreachable,
 }
 
@@ -63,6 +66,10 @@ pub enum GatewayError {
     /// A key was sent but is not configured.
     #[error("unknown gateway key")]
     UnknownKey,
+    /// The client's configuration asks for a TLS client certificate (`cert_subject` /
+    /// `cert_spki_sha256`) and the connection presented none, or another one.
+    #[error("this client must present its TLS client certificate")]
+    ClientCertificateRequired,
     /// The key is valid but not allowed on this route.
     #[error("this gateway key may not use this route")]
     NoPermission,
@@ -76,6 +83,9 @@ pub enum GatewayError {
         param: std::borrow::Cow<'static, str>,
         /// Short explanation, safe to show the client.
         message: String,
+        /// Zoho's error code: `INVALID_DATA`, or `REQUIRED_PARAM_MISSING` for a missing
+        /// mandatory parameter.
+        code: &'static str,
     },
     /// No route of this gateway matches the path.
     #[error("unknown route")]
@@ -114,7 +124,10 @@ pub enum GatewayError {
     TooManyWaiters,
     /// The tenant's circuit breaker is open after consecutive upstream failures.
     #[error("upstream circuit open after consecutive failures")]
-    CircuitOpen,
+    CircuitOpen {
+        /// Time left before the breaker lets a probe through (`Retry-After`).
+        retry_after: Duration,
+    },
     /// The request URI exceeds the configured limit.
     #[error("request URI too long")]
     UriTooLong,
@@ -122,8 +135,13 @@ pub enum GatewayError {
     #[error("upstream response too large")]
     UpstreamTooLarge,
     /// No access token could be obtained for the tenant.
-    #[error("no access token ({})", .0.as_str())]
-    TokenUnavailable(TokenFailure),
+    #[error("no access token ({})", .reason.as_str())]
+    TokenUnavailable {
+        /// Why.
+        reason: TokenFailure,
+        /// Time left before the gateway tries again to get a token (`Retry-After`).
+        retry_after: Duration,
+    },
     /// The gateway is shutting down and its drain deadline came before the answer.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -138,6 +156,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey
             | GatewayError::UnknownKey
+            | GatewayError::ClientCertificateRequired
             | GatewayError::MissingZohoToken => StatusCode::UNAUTHORIZED,
             GatewayError::NoPermission => StatusCode::FORBIDDEN,
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
@@ -154,8 +173,8 @@ impl GatewayError {
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => {
                 StatusCode::BAD_GATEWAY
             }
-            GatewayError::TokenUnavailable(_)
-            | GatewayError::CircuitOpen
+            GatewayError::TokenUnavailable { .. }
+            | GatewayError::CircuitOpen { .. }
             | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamBusy => StatusCode::TOO_MANY_REQUESTS,
@@ -169,6 +188,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "missing_key",
             GatewayError::UnknownKey => "unknown_key",
+            GatewayError::ClientCertificateRequired => "client_certificate_required",
             GatewayError::NoPermission => "no_permission",
             GatewayError::MissingZohoToken => "missing_zoho_token",
             GatewayError::InvalidData { .. } => "invalid_data",
@@ -182,9 +202,9 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamConnect(_) => "upstream_connect",
             GatewayError::UpstreamTooLarge => "upstream_too_large",
-            GatewayError::TokenUnavailable(_) => "token_unavailable",
+            GatewayError::TokenUnavailable { .. } => "token_unavailable",
             GatewayError::UpstreamBusy => "upstream_busy",
-            GatewayError::CircuitOpen => "circuit_open",
+            GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::TooManyWaiters => "too_many_waiters",
             GatewayError::UriTooLong => "uri_too_long",
             GatewayError::ShuttingDown => "shutting_down",
@@ -197,6 +217,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey
             | GatewayError::UnknownKey
+            | GatewayError::ClientCertificateRequired
             | GatewayError::NoPermission
             | GatewayError::MissingZohoToken
             | GatewayError::InvalidData { .. }
@@ -212,8 +233,8 @@ impl GatewayError {
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamTooLarge
             | GatewayError::UpstreamBusy
-            | GatewayError::CircuitOpen
-            | GatewayError::TokenUnavailable(_) => Blame::Upstream,
+            | GatewayError::CircuitOpen { .. }
+            | GatewayError::TokenUnavailable { .. } => Blame::Upstream,
             GatewayError::Internal | GatewayError::ShuttingDown | GatewayError::TooManyWaiters => {
                 Blame::Gateway
             }
@@ -232,9 +253,10 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey => "AUTHENTICATION_FAILURE",
             GatewayError::UnknownKey => "INVALID_TOKEN",
+            GatewayError::ClientCertificateRequired => "AUTHENTICATION_FAILURE",
             GatewayError::NoPermission => "NO_PERMISSION",
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
-            GatewayError::InvalidData { .. } => "INVALID_DATA",
+            GatewayError::InvalidData { code, .. } => code,
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
             GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
@@ -242,8 +264,8 @@ impl GatewayError {
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
             GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => "GATEWAY_TIMEOUT",
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => "BAD_GATEWAY",
-            GatewayError::TokenUnavailable(_)
-            | GatewayError::CircuitOpen
+            GatewayError::TokenUnavailable { .. }
+            | GatewayError::CircuitOpen { .. }
             | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
             GatewayError::UpstreamBusy => "TOO_MANY_REQUESTS",
@@ -273,8 +295,8 @@ impl GatewayError {
             GatewayError::InvalidData { param, .. } => {
                 details.insert("param_name".into(), json!(param));
             }
-            GatewayError::TokenUnavailable(why) => {
-                details.insert("reason".into(), json!(why.as_str()));
+            GatewayError::TokenUnavailable { reason, .. } => {
+                details.insert("reason".into(), json!(reason.as_str()));
             }
             _ => {}
         }
@@ -287,7 +309,9 @@ impl GatewayError {
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
-    /// Seconds a client should wait before retrying (`Retry-After`), for errors that pass.
+    /// Seconds a client should wait before retrying (`Retry-After`, RFC 9110 §10.2.3), for
+    /// errors that pass: the real time left of the breaker's cool-down or of the token hold
+    /// (rounded up, at least 1), 1 for a full queue or a shutdown.
     pub fn retry_after_secs(&self) -> Option<u64> {
         if !self.retryable() {
             return None;
@@ -296,7 +320,11 @@ impl GatewayError {
             GatewayError::UpstreamBusy
             | GatewayError::ShuttingDown
             | GatewayError::TooManyWaiters => Some(1),
-            GatewayError::CircuitOpen | GatewayError::TokenUnavailable(_) => Some(5),
+            GatewayError::CircuitOpen { retry_after }
+            | GatewayError::TokenUnavailable { retry_after, .. } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some(secs.max(1))
+            }
             _ => None,
         }
     }
@@ -316,6 +344,7 @@ mod tests {
         let e = GatewayError::InvalidData {
             param: "filters".into(),
             message: "invalid JSON".into(),
+            code: "INVALID_DATA",
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["code"], "INVALID_DATA");
@@ -330,5 +359,21 @@ mod tests {
             .map(|k| text.find(k).unwrap())
             .collect();
         assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[test]
+    fn retry_after_is_the_real_hold_rounded_up() {
+        let open = |ms| GatewayError::CircuitOpen {
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(open(27_000).retry_after_secs(), Some(27));
+        assert_eq!(open(27_001).retry_after_secs(), Some(28));
+        assert_eq!(open(0).retry_after_secs(), Some(1));
+        let locked = GatewayError::TokenUnavailable {
+            reason: TokenFailure::Throttled,
+            retry_after: Duration::from_secs(873),
+        };
+        assert_eq!(locked.retry_after_secs(), Some(873));
+        assert_eq!(GatewayError::UnknownKey.retry_after_secs(), None);
     }
 }

@@ -44,6 +44,7 @@ pub mod route;
 pub mod server;
 pub mod simulator;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 
@@ -88,6 +89,8 @@ pub struct Running {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     gateway: Arc<Gateway>,
+    /// The proxy listener's TLS, whose certificate [`Running::reload`] swaps.
+    tls: Option<tls::Acceptor>,
     proxy_shutdown: CancellationToken,
     proxy: JoinHandle<()>,
     shutdown: CancellationToken,
@@ -143,7 +146,7 @@ impl App {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
-            max_connections: config.max_connections,
+            max_connections: max_connections(&config),
             max_header_bytes: config.max_header_bytes,
             http2_max_concurrent_streams: config.http2_max_concurrent_streams,
         };
@@ -152,8 +155,10 @@ impl App {
         // says "draining") stays up until the proxy is done.
         let proxy_shutdown = CancellationToken::new();
         let gw = gateway.clone();
-        let proxy = tokio::spawn(server::serve(
+        let tls = config.tls.as_ref().map(tls::Acceptor::new);
+        let proxy = tokio::spawn(server::serve_with_tls(
             proxy_listener,
+            tls.clone(),
             move |req, peer| gw.clone().handle(req, peer),
             settings,
             proxy_shutdown.clone(),
@@ -162,7 +167,10 @@ impl App {
         tasks.push(tokio::spawn(server::serve(
             admin_listener,
             move |req, _peer| admin::handle(gw.clone(), req),
-            settings,
+            ListenerSettings {
+                max_connections: server::ADMIN_MAX_CONNECTIONS,
+                ..settings
+            },
             shutdown.clone(),
         )));
         // Pass-through tenants use their clients' tokens: nothing to refresh.
@@ -181,17 +189,45 @@ impl App {
                 .clone()
                 .run_maintenance(Duration::from_secs(1), shutdown.child_token()),
         ));
-        tracing::info!(%proxy_addr, %admin_addr, tenants = gateway.tenants().len(), "gateway listening");
+        tracing::info!(%proxy_addr, %admin_addr, tls = tls.is_some(), tenants = gateway.tenants().len(), "gateway listening");
         Ok(Running {
             proxy_addr,
             admin_addr,
             gateway,
+            tls,
             proxy_shutdown,
             proxy,
             shutdown,
             tasks,
         })
     }
+}
+
+/// `server.max_connections`, clamped (with a warning) so that client connections, the admin
+/// listener's, one upstream connection per concurrency slot and token request of every tenant,
+/// and [`server::FD_BASE_RESERVE`] fit under the open-file limit in force.
+fn max_connections(config: &GatewayConfig) -> usize {
+    let configured = config.max_connections;
+    let Some(limit) = server::open_file_limit() else {
+        return configured;
+    };
+    let upstream: u64 = config
+        .tenants
+        .iter()
+        .map(|t| t.max_concurrency as u64 + 1)
+        .sum();
+    let reserved = server::FD_BASE_RESERVE + server::ADMIN_MAX_CONNECTIONS as u64 + upstream;
+    let fit = server::fit_connections(configured, limit, reserved);
+    if fit < configured {
+        tracing::warn!(
+            configured,
+            max_connections = fit,
+            open_file_limit = limit,
+            reserved,
+            "server.max_connections clamped to fit the open-file limit (raise `ulimit -n`)"
+        );
+    }
+    fit
 }
 
 impl Running {
@@ -205,12 +241,24 @@ impl Running {
         self.admin_addr
     }
 
-    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]).
+    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]), and
+    /// the new `[server.tls]` certificate, key and client CA: new connections handshake with
+    /// them, open connections finish with what they negotiated. Switching TLS on or off needs a
+    /// restart (logged).
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
     pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
-        self.gateway.reload(config)
+        let tls = config.tls.clone();
+        self.gateway.reload(config)?;
+        match (&self.tls, &tls) {
+            (Some(acceptor), Some(settings)) => acceptor.replace(settings),
+            (None, None) => {}
+            _ => tracing::warn!(
+                "[server.tls] switched on or off: the listener changes after a restart"
+            ),
+        }
+        Ok(())
     }
 
     /// The shared gateway state (metrics, cache, tenants).

@@ -69,6 +69,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Serve { config } => {
             let raw = RawConfig::load(&config)?;
             telemetry::init(&raw.logging);
+            raise_open_file_limit();
             let mut signals = Signals::register()?;
             let running = App::spawn(raw.validate()?).await?;
             serve_until_shutdown(&running, &config, &mut signals).await;
@@ -97,6 +98,7 @@ async fn run(command: Command) -> Result<(), BoxError> {
         Command::Demo => {
             let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG)?;
             telemetry::init(&raw.logging);
+            raise_open_file_limit();
             let mut signals = Signals::register()?;
             let demo = demo::start(raw).await?;
             println!("{}", demo.banner());
@@ -107,7 +109,8 @@ async fn run(command: Command) -> Result<(), BoxError> {
             let raw = RawConfig::load(&config)?;
             let validated = raw.validate()?;
             println!("# {}: valid", config.display());
-            println!("{}", toml_redacted(&raw)?);
+            // Secrets serialize as `[redacted]` (their type's `Serialize`).
+            println!("{}", serde_json::to_string_pretty(&raw)?);
             println!(
                 "# {} tenant(s), {} client key(s)",
                 validated.tenants.len(),
@@ -118,32 +121,12 @@ async fn run(command: Command) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The effective config as JSON with every secret replaced by `[redacted]` (or its env/file source).
-fn toml_redacted(raw: &RawConfig) -> Result<String, BoxError> {
-    let mut value = serde_json::to_value(raw)?;
-    if let Some(tenants) = value.get_mut("tenants").and_then(|t| t.as_object_mut()) {
-        for (name, t) in tenants.iter_mut() {
-            let src = &raw.tenants[name];
-            let describe =
-                |s: &Option<zoho_gateway::config::SecretSource>| s.as_ref().map(|s| s.describe());
-            t["client_secret"] = describe(&src.client_secret).into();
-            t["refresh_token"] = describe(&src.refresh_token).into();
-            if let Some(p) = &src.pass_through {
-                t["pass_through"]["hmac_secret"] = p.hmac_secret.describe().into();
-            }
-        }
+/// Raises the soft open-file limit to the hard one, so `server.max_connections` fits (the gateway
+/// clamps it, with a warning, to what the limit allows).
+fn raise_open_file_limit() {
+    if let Some(limit) = zoho_gateway::server::raise_open_file_limit() {
+        tracing::info!(open_file_limit = limit, "open-file limit");
     }
-    if let Some(token) = &raw.admin.token {
-        value["admin"]["token"] = token.describe().into();
-    }
-    if let Some(clients) = value.get_mut("clients").and_then(|c| c.as_object_mut()) {
-        for (name, c) in clients.iter_mut() {
-            if let Some(key) = &raw.clients[name].key {
-                c["key"] = key.describe().into();
-            }
-        }
-    }
-    Ok(serde_json::to_string_pretty(&value)?)
 }
 
 /// The process signals, registered before the gateway starts listening, so a signal that

@@ -16,6 +16,7 @@ use prometheus::{
 
 use crate::cache::Outcome;
 use crate::route::RouteKind;
+use crate::upstream::ZohoThrottle;
 
 /// The `method` label: the methods the gateway routes, everything else as `other`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,9 +121,17 @@ pub struct TenantMetrics {
     saved_stale: IntCounter,
     saved_held: IntCounter,
     saved_rejected: IntCounter,
+    /// Zoho throttling answers by code, in [`ZohoThrottle::ALL`] order (created at 0, so the
+    /// first 429 shows as an increase).
+    throttled: [IntCounter; 3],
 }
 
 impl TenantMetrics {
+    /// Counts one throttling answer from Zoho (429, or a throttling code).
+    pub fn record_throttled(&self, code: ZohoThrottle) {
+        self.throttled[code as usize].inc();
+    }
+
     /// Counts the Zoho credits saved by a request with this outcome (hit, stale, held,
     /// collapsed or a local rejection): `credits`, the route's cost per call. Other outcomes
     /// spent credits and count nothing.
@@ -153,6 +162,7 @@ pub struct Metrics {
     durations: Vec<OnceLock<Histogram>>,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
+    upstream_throttled: IntCounterVec,
     token_refreshes: IntCounterVec,
     token_expiry: IntGaugeVec,
     credits_saved: IntCounterVec,
@@ -228,6 +238,13 @@ impl Metrics {
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["tenant", "route"],
+        )?;
+        let upstream_throttled = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_upstream_throttled_total",
+                "Throttling answers from Zoho (429, or a throttling code), by tenant and Zoho error code (TOO_MANY_REQUESTS, LIMIT_EXCEEDED, other).",
+            ),
+            &["tenant", "code"],
         )?;
         let token_refreshes = IntCounterVec::new(
             Opts::new(
@@ -307,6 +324,7 @@ impl Metrics {
         registry.register(Box::new(durations_vec.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_throttled.clone()))?;
         registry.register(Box::new(token_refreshes.clone()))?;
         registry.register(Box::new(token_expiry.clone()))?;
         registry.register(Box::new(credits_saved.clone()))?;
@@ -330,6 +348,7 @@ impl Metrics {
             durations,
             upstream_requests,
             upstream_duration,
+            upstream_throttled,
             token_refreshes,
             token_expiry,
             credits_saved,
@@ -430,6 +449,10 @@ impl Metrics {
             saved_stale: saved(Outcome::Stale),
             saved_held: saved(Outcome::Held),
             saved_rejected: saved(Outcome::Rejected),
+            throttled: ZohoThrottle::ALL.map(|c| {
+                self.upstream_throttled
+                    .with_label_values(&[tenant, c.as_str()])
+            }),
         }
     }
 

@@ -228,7 +228,8 @@ impl Gateway {
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
             if *req.method() == policy.method {
-                let auth = self.authenticate(&cfg, req.headers(), ctx.route)?;
+                let auth =
+                    self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
                 return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
             }
@@ -242,7 +243,12 @@ impl Gateway {
         {
             ctx.route = RouteKind::Passthrough;
             ctx.credits = 1;
-            let auth = self.authenticate(&cfg, req.headers(), RouteKind::Passthrough)?;
+            let auth = self.authenticate(
+                &cfg,
+                req.headers(),
+                req.extensions().get(),
+                RouteKind::Passthrough,
+            )?;
             ctx.tenant = Some(auth.client.tenant);
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
             let tenant = auth.client.tenant;
@@ -281,6 +287,7 @@ impl Gateway {
         let query = match policy.schema.canonicalize(raw_query) {
             Canonical::Invalid(bad) => {
                 return Err(GatewayError::InvalidData {
+                    code: bad.kind.zoho_code(),
                     param: bad.param,
                     message: bad.message,
                 });

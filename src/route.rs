@@ -224,6 +224,29 @@ impl PathTemplate {
             .any(|s| matches!(s, Segment::Param(n) if n == name))
     }
 
+    /// Checks an invalidation group against this template: every `{name}` it holds must be a
+    /// parameter segment of the template (`records:{module}` on `/crm/{version}/{module}`).
+    ///
+    /// # Errors
+    /// A short description naming the unknown placeholder.
+    pub fn check_group(&self, group: &str) -> Result<(), String> {
+        let mut rest = group;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| "unclosed `{` in group".to_owned())?;
+            let name = &after[..close];
+            if !self.has_param(name) {
+                return Err(format!(
+                    "group names {{{name}}}, which the path does not have"
+                ));
+            }
+            rest = &after[close + 1..];
+        }
+        Ok(())
+    }
+
     /// `group` with every `{name}` replaced by the segment of `path` (a path this template
     /// matches) at that parameter's position, ASCII-lowercased (Zoho's module API names are
     /// case-insensitive in paths, so `Leads` and `leads` share a group). Placeholders the template
@@ -352,7 +375,8 @@ pub fn invalidates_user_groups(method: &http::Method, path: &str) -> bool {
 /// (`POST`/`PUT`/`PATCH`/`DELETE` under `/crm/{version}/`):
 ///
 /// - `…/settings/user_groups[/…]`: `user_groups` (the user-group routes and the count route);
-/// - any other `…/settings/…`: `metadata` (modules, fields, layouts, …);
+/// - any other `…/settings/…`, and `…/org[/…]`: `metadata` (modules, fields, layouts, org, …);
+/// - `…/users[/…]`: `users`;
 /// - `…/{module}[/…]`: `records:{module}`, the module ASCII-lowercased (records, record and
 ///   search reads of that module, whose route group is `records:{module}`).
 ///
@@ -373,8 +397,10 @@ pub fn write_invalidates<'p>(method: &http::Method, path: &'p str) -> Option<Cow
     if first.is_empty() {
         return None;
     }
-    if first == "settings" {
-        return Some(Cow::Borrowed("metadata"));
+    match first {
+        "settings" | "org" => return Some(Cow::Borrowed("metadata")),
+        "users" => return Some(Cow::Borrowed("users")),
+        _ => {}
     }
     Some(Cow::Owned(format!(
         "records:{}",
@@ -509,6 +535,8 @@ mod tests {
             g(M::PATCH, "/crm/v7/settings/fields").as_deref(),
             Some("metadata")
         );
+        assert_eq!(g(M::PUT, "/crm/v7/users/1").as_deref(), Some("users"));
+        assert_eq!(g(M::POST, "/crm/v8/org/photo").as_deref(), Some("metadata"));
         assert_eq!(g(M::GET, "/crm/v7/Leads"), None);
         assert_eq!(g(M::POST, "/crm/v7"), None);
         assert_eq!(g(M::POST, "/other/v7/Leads"), None);
@@ -520,6 +548,10 @@ mod tests {
         let t = PathTemplate::parse("/crm/{version}/{module}/{id}").unwrap();
         assert!(t.matches("/crm/v7/Leads/12", &v).is_some());
         assert!(t.has_param("module") && !t.has_param("id"));
+        assert!(t.check_group("records:{module}").is_ok());
+        assert!(t.check_group("metadata").is_ok());
+        assert!(t.check_group("records:{modul}").is_err());
+        assert!(t.check_group("records:{module").is_err());
         assert_eq!(
             t.resolve_group("records:{module}", "/crm/v7/Leads/12"),
             "records:leads"

@@ -4,18 +4,28 @@
 //!   Success means the JSON has an `access_token`; anything else is a failure whatever the HTTP
 //!   status or the language of the message (Zoho answers errors with HTTP 200). Lifetime comes
 //!   from `expires_in_sec` when present (older form, where `expires_in` is milliseconds), else
-//!   from `expires_in` in seconds.
+//!   from `expires_in` in seconds; it is clamped to [`MAX_TOKEN_LIFETIME`], and a lifetime of 0
+//!   or beyond [`ABSURD_TOKEN_LIFETIME`] makes the grant a failure.
+//! - **Failures are classified** ([`TokenFailure`]): `invalid_*` / `unsupported_*` errors are
+//!   `Rejected`; only Zoho's documented throttle answer (`"error": "Access Denied"` with an
+//!   `error_description`) is `Throttled` and starts the lockout (default 900 s); a 5xx, a
+//!   connection failure, a timeout or any other shape is `Unreachable`: a short hold that
+//!   doubles with each consecutive failure ([`FAILURE_HOLD`] up to [`MAX_FAILURE_HOLD`]).
 //! - **Once per tenant**: one refresh in flight at a time (an async mutex plus a generation
 //!   check, so callers that queued behind a refresh reuse its token instead of refreshing again).
 //! - **Ahead of expiry**: [`TokenManager::run_refresh_ahead`] refreshes `refresh_margin` before
 //!   expiry in the background; requests never wait for a refresh while the current token is valid.
-//! - **Within Zoho's limits**: a local budget (default 10 grants per 600 s, Zoho's limit) and, on
-//!   Zoho's "Access Denied" throttle, a lockout (default 900 s) with no attempt at all.
-//! - **Restarts**: with `token_state_file`, the current token and the recent grant times are kept
-//!   in a file (mode 0600, written atomically) bound to the client id and refresh token; a
-//!   restart reuses a still-valid token instead of spending a grant, so restart loops cannot trip
-//!   Zoho's lockout.
-//! - **Secrets**: the token value lives in a [`Secret`]; nothing here logs it.
+//! - **Within Zoho's limits**: a local budget (default 10 grants per 600 s, Zoho's limit); while a
+//!   hold is on, no attempt is made and callers get the failure with the time left
+//!   (`Retry-After`).
+//! - **Restarts**: with `token_state_file`, the current token, the recent grant times and any
+//!   hold are kept in a file (mode 0600, written atomically, off the async runtime) bound to the
+//!   client id and refresh token; a restart reuses a still-valid token instead of spending a
+//!   grant, so restart loops cannot trip Zoho's lockout. Values read back are bounded (a token
+//!   living more than [`MAX_TOKEN_LIFETIME`], a hold longer than the configured lockout), never
+//!   trusted into `Instant` arithmetic.
+//! - **Secrets**: the token value lives in a [`Secret`]; nothing here logs it, nor the grant's
+//!   form body. A failed grant is logged once, with its cause chain.
 //! - **Time**: expiry, budget and holds use the gateway's [`Clock`]; request deadlines use tokio's.
 
 use std::collections::VecDeque;
@@ -23,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Request, header};
+use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -33,11 +43,25 @@ use crate::clock::Clock;
 use crate::config::{Secret, TenantConfig};
 use crate::error::{GatewayError, TokenFailure};
 use crate::metrics::Metrics;
+use crate::telemetry::ErrorChain;
 use crate::upstream::Upstream;
 
-/// After a failed grant, further on-demand attempts wait this long (the same failure is returned
-/// meanwhile), so a burst of requests cannot spend the refresh budget.
-const FAILURE_HOLD: Duration = Duration::from_secs(5);
+/// After a first failed grant (other than the throttle), further attempts wait this long (the
+/// same failure is returned meanwhile), so a burst of requests cannot spend the refresh budget.
+/// Each consecutive failure doubles it, up to [`MAX_FAILURE_HOLD`].
+pub const FAILURE_HOLD: Duration = Duration::from_secs(5);
+
+/// Longest hold after consecutive non-throttle failures.
+pub const MAX_FAILURE_HOLD: Duration = Duration::from_secs(60);
+
+/// Longest token lifetime taken from a grant answer (Zoho's tokens live 3600 s); longer ones are
+/// clamped (the millisecond reading of the older form, say). A token Zoho drops earlier is
+/// replaced on its first 401.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// A lifetime beyond this is no plausible reading in any unit: the grant counts as failed
+/// (`Unreachable`) instead of being clamped.
+pub const ABSURD_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A live access token.
 #[derive(Debug)]
@@ -64,6 +88,19 @@ struct State {
     attempts: VecDeque<Instant>,
     /// No attempt before this instant; the failure to report meanwhile.
     hold: Option<(Instant, TokenFailure)>,
+    /// Consecutive failed grants (the backoff exponent); 0 after a success.
+    failures: u32,
+}
+
+impl State {
+    /// The hold in force at `now`, as the error to answer with.
+    fn held(&self, now: Instant) -> Option<GatewayError> {
+        let (until, reason) = self.hold.filter(|(until, _)| *until > now)?;
+        Some(GatewayError::TokenUnavailable {
+            reason,
+            retry_after: until - now,
+        })
+    }
 }
 
 /// Why a refresh is asked for.
@@ -77,6 +114,18 @@ enum Cause {
     Rejected(u64),
 }
 
+/// What [`TokenManager::admit`] decided about a refresh.
+enum Admission {
+    /// A usable token is there (another caller refreshed meanwhile).
+    Reuse(Arc<AccessToken>),
+    /// A hold is on: answer with this error, change nothing.
+    Held(GatewayError),
+    /// The local budget is spent until this instant.
+    OverBudget(Instant),
+    /// Make a grant (its attempt is already counted in the budget).
+    Grant,
+}
+
 /// Observable token state, for `/readyz` and the admin API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenHealth {
@@ -84,8 +133,13 @@ pub enum TokenHealth {
     Valid,
     /// No valid token yet (never obtained, or expired) and no failure recorded.
     Missing,
-    /// The last attempt failed; attempts are held back.
-    Failing(TokenFailure),
+    /// The tenant cannot get a token: the last attempt failed and attempts are held back.
+    Failing {
+        /// Why.
+        reason: TokenFailure,
+        /// Time left before the next attempt.
+        retry_after: Duration,
+    },
 }
 
 /// Access-token manager of one tenant.
@@ -108,18 +162,120 @@ impl std::fmt::Debug for TokenManager {
     }
 }
 
+/// A token answer as far as the gateway reads it.
 #[derive(Deserialize)]
 struct GrantResponse {
     access_token: Option<String>,
     expires_in: Option<u64>,
     expires_in_sec: Option<u64>,
     error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Why one grant failed: the cause for the log, and [`GrantError::failure`] for everything else.
+/// Messages never hold the grant's form body or a token.
+#[derive(Debug, thiserror::Error)]
+enum GrantError {
+    /// No answer: connection, TLS, DNS failure or the deadline.
+    #[error("accounts server unreachable")]
+    Transport(#[source] GatewayError),
+    /// The accounts server (or a proxy before it) answered 5xx without a token.
+    #[error("accounts server answered {0}")]
+    ServerError(StatusCode),
+    /// The body is not the JSON object expected (position only: serde's message can quote the
+    /// offending value).
+    #[error("token answer (HTTP {status}) is not the expected JSON (line {line}, column {column})")]
+    NotJson {
+        status: StatusCode,
+        line: usize,
+        column: usize,
+    },
+    /// `invalid_client`, `invalid_code`, `unsupported_grant_type`, …
+    #[error("grant refused: {0}")]
+    Refused(String),
+    /// Zoho's documented "Access Denied" throttle.
+    #[error("Zoho's \"Access Denied\" throttle")]
+    Throttled,
+    /// No `access_token` and no error the gateway knows.
+    #[error("unrecognised token answer (HTTP {status}, error {error:?})")]
+    Unrecognised {
+        status: StatusCode,
+        error: Option<String>,
+    },
+    /// A token with a lifetime of 0 or beyond [`ABSURD_TOKEN_LIFETIME`] seconds.
+    #[error("unusable token lifetime: {0} s")]
+    Lifetime(u64),
+}
+
+impl GrantError {
+    fn failure(&self) -> TokenFailure {
+        match self {
+            GrantError::Refused(_) => TokenFailure::Rejected,
+            GrantError::Throttled => TokenFailure::Throttled,
+            GrantError::Transport(_)
+            | GrantError::ServerError(_)
+            | GrantError::NotJson { .. }
+            | GrantError::Unrecognised { .. }
+            | GrantError::Lifetime(_) => TokenFailure::Unreachable,
+        }
+    }
+}
+
+/// Zoho's `error` code as safe to log: at most 64 characters of `[A-Za-z0-9_ .-]`.
+fn loggable_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '.' | '-'))
+        .take(64)
+        .collect()
+}
+
+/// Reads a grant answer: the token and its lifetime, or why there is none.
+fn classify_grant(status: StatusCode, body: &[u8]) -> Result<(Secret, Duration), GrantError> {
+    let parsed: GrantResponse = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(_) if status.is_server_error() => return Err(GrantError::ServerError(status)),
+        Err(e) => {
+            return Err(GrantError::NotJson {
+                status,
+                line: e.line(),
+                column: e.column(),
+            });
+        }
+    };
+    if let Some(token) = parsed.access_token.filter(|t| !t.is_empty()) {
+        let secs = parsed.expires_in_sec.or(parsed.expires_in).unwrap_or(3600);
+        let lifetime = Duration::from_secs(secs);
+        if secs == 0 || lifetime > ABSURD_TOKEN_LIFETIME {
+            return Err(GrantError::Lifetime(secs));
+        }
+        return Ok((Secret::new(token), lifetime.min(MAX_TOKEN_LIFETIME)));
+    }
+    if status.is_server_error() {
+        return Err(GrantError::ServerError(status));
+    }
+    let described = parsed
+        .error_description
+        .as_deref()
+        .is_some_and(|d| !d.trim().is_empty());
+    match parsed.error.as_deref() {
+        Some(e) if e.starts_with("invalid_") || e.starts_with("unsupported_") => {
+            Err(GrantError::Refused(loggable_code(e)))
+        }
+        Some(e) if e.eq_ignore_ascii_case("access denied") && described => {
+            Err(GrantError::Throttled)
+        }
+        other => Err(GrantError::Unrecognised {
+            status,
+            error: other.map(loggable_code),
+        }),
+    }
 }
 
 impl TokenManager {
-    /// Creates the manager. With a `token_state_file`, a still-valid token and the recent grant
-    /// times are restored from it (an unreadable or foreign file is ignored, with a warning);
-    /// otherwise no token is fetched until asked or until [`TokenManager::run_refresh_ahead`] runs.
+    /// Creates the manager. With a `token_state_file`, a still-valid token, the recent grant
+    /// times and any hold are restored from it (an unreadable or foreign file is ignored, with a
+    /// warning); otherwise no token is fetched until asked or until
+    /// [`TokenManager::run_refresh_ahead`] runs.
     pub fn new(
         tenant: Arc<TenantConfig>,
         upstream: Upstream,
@@ -148,8 +304,13 @@ impl TokenManager {
                 }
             }
         }
+        let lockout_gauge = metrics.tenant(&tenant.name).token_lockout;
+        lockout_gauge.set(i64::from(matches!(
+            state.hold,
+            Some((_, TokenFailure::Throttled))
+        )));
         TokenManager {
-            lockout_gauge: metrics.tenant(&tenant.name).token_lockout,
+            lockout_gauge,
             tenant,
             upstream,
             metrics,
@@ -182,7 +343,10 @@ impl TokenManager {
             return TokenHealth::Valid;
         }
         match st.hold {
-            Some((until, why)) if until > now => TokenHealth::Failing(why),
+            Some((until, reason)) if until > now => TokenHealth::Failing {
+                reason,
+                retry_after: until - now,
+            },
             _ => TokenHealth::Missing,
         }
     }
@@ -191,7 +355,8 @@ impl TokenManager {
     /// with concurrent callers).
     ///
     /// # Errors
-    /// [`GatewayError::TokenUnavailable`] when no token can be obtained.
+    /// [`GatewayError::TokenUnavailable`] when no token can be obtained, with the time left
+    /// before the next attempt.
     pub async fn token(&self) -> Result<Arc<AccessToken>, GatewayError> {
         if let Some(t) = self.valid_current(self.clock.now()) {
             return Ok(t);
@@ -211,104 +376,72 @@ impl TokenManager {
         self.refresh(Cause::Rejected(used.generation)).await
     }
 
-    /// Refreshes unless another caller already replaced the token (`rejected` is the generation
-    /// known bad, `None` for "no valid token").
+    /// One refresh, in four steps: admit (reuse, hold, budget) → grant (ask and classify) →
+    /// apply (state, metrics, log) → persist (state file, off the runtime).
     async fn refresh(&self, cause: Cause) -> Result<Arc<AccessToken>, GatewayError> {
-        let wait = self.tenant.token_timeout * 2;
+        let wait = self.tenant.token_timeout.saturating_mul(2);
         let _guard = tokio::time::timeout(wait, self.refresh_lock.lock())
             .await
-            .map_err(|_| GatewayError::TokenUnavailable(TokenFailure::Unreachable))?;
-        let now = self.clock.now();
-        {
-            let mut st = self.lock();
-            if let Some(t) = st.current.as_ref().filter(|t| t.expires_at > now) {
-                match cause {
-                    // Zoho refused this very token: drop it.
-                    Cause::Rejected(g) if g == t.generation => st.current = None,
-                    // Refresh ahead of expiry: keep serving the current token until a new one
-                    // arrives (a failed refresh must not throw away a valid token).
-                    Cause::Ahead(g) if g == t.generation => {}
-                    // Someone else already replaced it.
-                    _ => return Ok(t.clone()),
-                }
+            .map_err(|_| GatewayError::TokenUnavailable {
+                reason: TokenFailure::Unreachable,
+                retry_after: Duration::from_secs(1),
+            })?;
+        let result = match self.admit(cause) {
+            Admission::Reuse(token) => return Ok(token),
+            Admission::Held(err) => return Err(err),
+            Admission::OverBudget(until) => self.apply_budget_exhausted(until),
+            Admission::Grant => {
+                let answer = self.grant().await;
+                self.apply(answer)
             }
-            if let Some((until, why)) = st.hold {
-                if until > now {
-                    return Err(GatewayError::TokenUnavailable(why));
-                }
-                st.hold = None;
-            }
-            let window = self.tenant.refresh_window;
-            while st
-                .attempts
-                .front()
-                .is_some_and(|t| now.duration_since(*t) >= window)
-            {
-                st.attempts.pop_front();
-            }
-            if st.attempts.len() >= self.tenant.refresh_budget as usize {
-                let until = st.attempts.front().map_or(now, |t| *t + window);
-                st.hold = Some((until, TokenFailure::BudgetExhausted));
-                drop(st);
-                self.save_state();
-                self.metrics.record_token_refresh(
-                    &self.tenant.name,
-                    TokenFailure::BudgetExhausted.as_str(),
-                );
-                tracing::warn!(tenant = %self.tenant.name, "token refresh budget exhausted");
-                return Err(GatewayError::TokenUnavailable(
-                    TokenFailure::BudgetExhausted,
-                ));
-            }
-            st.attempts.push_back(now);
-        }
-        match self.grant().await {
-            Ok((value, lifetime)) => {
-                let now = self.clock.now();
-                let token = {
-                    let mut st = self.lock();
-                    st.generation += 1;
-                    let token = Arc::new(AccessToken {
-                        value,
-                        expires_at: now + lifetime,
-                        generation: st.generation,
-                    });
-                    st.current = Some(token.clone());
-                    token
-                };
-                let unix = SystemTime::now()
-                    .checked_add(lifetime)
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs() as i64);
-                self.save_state();
-                self.lockout_gauge.set(0);
-                self.metrics
-                    .record_token_refresh(&self.tenant.name, "success");
-                self.metrics.set_token_expiry(&self.tenant.name, unix);
-                tracing::info!(tenant = %self.tenant.name, lifetime_s = lifetime.as_secs(), generation = token.generation, "access token refreshed");
-                self.changed.notify_waiters();
-                Ok(token)
-            }
-            Err(why) => {
-                let hold = match why {
-                    TokenFailure::Throttled => self.tenant.throttle_lockout,
-                    _ => FAILURE_HOLD,
-                };
-                self.lock().hold = Some((self.clock.now() + hold, why));
-                self.save_state();
-                self.lockout_gauge
-                    .set(i64::from(why == TokenFailure::Throttled));
-                self.metrics
-                    .record_token_refresh(&self.tenant.name, why.as_str());
-                tracing::warn!(tenant = %self.tenant.name, reason = why.as_str(), hold_s = hold.as_secs(), "access token refresh failed");
-                self.changed.notify_waiters();
-                Err(GatewayError::TokenUnavailable(why))
-            }
-        }
+        };
+        self.persist().await;
+        self.changed.notify_waiters();
+        result
     }
 
-    /// One refresh-token grant. Returns the token and its lifetime.
-    async fn grant(&self) -> Result<(Secret, Duration), TokenFailure> {
+    /// Decides whether a grant may be made now: not when another caller already replaced the
+    /// token, not during a hold, not beyond the budget. Counts the attempt when it admits one.
+    fn admit(&self, cause: Cause) -> Admission {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if let Some(t) = st.current.as_ref().filter(|t| t.expires_at > now) {
+            match cause {
+                // Zoho refused this very token: drop it.
+                Cause::Rejected(g) if g == t.generation => st.current = None,
+                // Refresh ahead of expiry: keep serving the current token until a new one
+                // arrives (a failed refresh must not throw away a valid token).
+                Cause::Ahead(g) if g == t.generation => {}
+                // Someone else already replaced it.
+                _ => return Admission::Reuse(t.clone()),
+            }
+        }
+        if let Some(err) = st.held(now) {
+            return Admission::Held(err);
+        }
+        st.hold = None;
+        let window = self.tenant.refresh_window;
+        while st
+            .attempts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            st.attempts.pop_front();
+        }
+        if st.attempts.len() >= self.tenant.refresh_budget as usize {
+            let until = st
+                .attempts
+                .front()
+                .and_then(|t| t.checked_add(window))
+                .unwrap_or(now);
+            return Admission::OverBudget(until);
+        }
+        st.attempts.push_back(now);
+        Admission::Grant
+    }
+
+    /// One refresh-token grant: the token and its lifetime, or why not.
+    async fn grant(&self) -> Result<(Secret, Duration), GrantError> {
         let t = &self.tenant;
         let form = form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
@@ -320,41 +453,102 @@ impl TokenManager {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .body(Full::new(Bytes::from(form)))
-            .map_err(|_| TokenFailure::Unreachable)?;
+            .map_err(|_| GrantError::Transport(GatewayError::Internal))?;
         let resp = tokio::time::timeout(t.token_timeout, self.upstream.send(req))
             .await
-            .map_err(|_| TokenFailure::Unreachable)?
-            .map_err(|_| TokenFailure::Unreachable)?;
-        let parsed: GrantResponse =
-            serde_json::from_slice(&resp.body).map_err(|_| TokenFailure::Unreachable)?;
-        classify_grant(parsed)
+            .unwrap_or(Err(GatewayError::UpstreamTimeout))
+            .map_err(GrantError::Transport)?;
+        classify_grant(resp.status, &resp.body)
+    }
+
+    /// Records a grant's outcome: the new token, or the failure and its hold.
+    fn apply(
+        &self,
+        answer: Result<(Secret, Duration), GrantError>,
+    ) -> Result<Arc<AccessToken>, GatewayError> {
+        let now = self.clock.now();
+        let (value, lifetime) = match answer {
+            Ok(granted) => granted,
+            Err(e) => return Err(self.apply_failure(&e, now)),
+        };
+        // Bounded by MAX_TOKEN_LIFETIME; still never trusted into unchecked arithmetic.
+        let Some(expires_at) = now.checked_add(lifetime) else {
+            return Err(self.apply_failure(&GrantError::Lifetime(lifetime.as_secs()), now));
+        };
+        let token = {
+            let mut st = self.lock();
+            st.generation += 1;
+            st.failures = 0;
+            let token = Arc::new(AccessToken {
+                value,
+                expires_at,
+                generation: st.generation,
+            });
+            st.current = Some(token.clone());
+            token
+        };
+        let unix = SystemTime::now()
+            .checked_add(lifetime)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.lockout_gauge.set(0);
+        self.metrics
+            .record_token_refresh(&self.tenant.name, "success");
+        self.metrics.set_token_expiry(&self.tenant.name, unix);
+        tracing::info!(tenant = %self.tenant.name, lifetime_s = lifetime.as_secs(), generation = token.generation, "access token refreshed");
+        Ok(token)
+    }
+
+    /// Holds further attempts after a failed grant (the lockout for Zoho's throttle, a backoff
+    /// otherwise) and logs the failure once, with its cause chain.
+    fn apply_failure(&self, e: &GrantError, now: Instant) -> GatewayError {
+        let reason = e.failure();
+        let hold = {
+            let mut st = self.lock();
+            st.failures = st.failures.saturating_add(1);
+            let hold = match reason {
+                TokenFailure::Throttled => self.tenant.throttle_lockout,
+                _ => FAILURE_HOLD
+                    .saturating_mul(1u32 << (st.failures - 1).min(16))
+                    .min(MAX_FAILURE_HOLD),
+            };
+            st.hold = Some((now.checked_add(hold).unwrap_or(now), reason));
+            hold
+        };
+        self.lockout_gauge
+            .set(i64::from(reason == TokenFailure::Throttled));
+        self.metrics
+            .record_token_refresh(&self.tenant.name, reason.as_str());
+        tracing::warn!(tenant = %self.tenant.name, reason = reason.as_str(), hold_s = hold.as_secs(), error = %ErrorChain(e), "access token refresh failed");
+        GatewayError::TokenUnavailable {
+            reason,
+            retry_after: hold,
+        }
+    }
+
+    /// Holds attempts until the budget window frees a grant.
+    fn apply_budget_exhausted(&self, until: Instant) -> Result<Arc<AccessToken>, GatewayError> {
+        let now = self.clock.now();
+        let reason = TokenFailure::BudgetExhausted;
+        self.lock().hold = Some((until, reason));
+        self.metrics
+            .record_token_refresh(&self.tenant.name, reason.as_str());
+        tracing::warn!(tenant = %self.tenant.name, hold_s = until.saturating_duration_since(now).as_secs(), "token refresh budget exhausted");
+        Err(GatewayError::TokenUnavailable {
+            reason,
+            retry_after: until.saturating_duration_since(now),
+        })
     }
 
     /// Background task: keeps a token ready, refreshing `refresh_margin` before expiry, until
-    /// `shutdown` is cancelled. After a failure it retries when the hold ends (at most every 5 s).
+    /// `shutdown` is cancelled. After a failure it retries when the hold ends.
     pub async fn run_refresh_ahead(self: Arc<Self>, shutdown: CancellationToken) {
         // After a failed refresh-ahead, the next try waits a quarter of the token's remaining
         // life (5..=60 s), so a flaky accounts server cannot drain the grant budget.
         let mut retry_at: Option<Instant> = None;
         loop {
             let now = self.clock.now();
-            let (due, hold_until) = {
-                let st = self.lock();
-                let due = st.current.as_ref().map(|t| {
-                    t.expires_at
-                        .checked_sub(self.tenant.refresh_margin)
-                        .unwrap_or(now)
-                });
-                (due, st.hold.map(|(until, _)| until))
-            };
-            let mut wake = match (due, hold_until) {
-                (_, Some(until)) if until > now => until,
-                (Some(due), _) => due,
-                (None, _) => now,
-            };
-            if let Some(at) = retry_at {
-                wake = wake.max(at);
-            }
+            let wake = self.next_refresh(now).max(retry_at.unwrap_or(now));
             if wake > now {
                 let notified = self.changed.notified();
                 tokio::select! {
@@ -371,9 +565,16 @@ impl TokenManager {
                 Some(t) => Cause::Ahead(t.generation),
                 None => Cause::Missing,
             };
+            // A refresh under way when shutdown comes may finish (within `token_timeout`), so
+            // that a grant already spent reaches the state file before the process exits.
+            let refresh = self.refresh(cause);
+            tokio::pin!(refresh);
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = self.refresh(cause) => r,
+                r = &mut refresh => r,
+                _ = shutdown.cancelled() => {
+                    let _ = tokio::time::timeout(self.tenant.token_timeout, refresh).await;
+                    return;
+                }
             };
             retry_at = match (result, current) {
                 (Err(_), Some(t)) => {
@@ -385,27 +586,43 @@ impl TokenManager {
             };
         }
     }
-}
 
-impl TokenManager {
-    /// Writes the state file, if configured. Failures are logged, never fatal.
-    fn save_state(&self) {
-        let Some(path) = &self.tenant.token_state_file else {
+    /// When the refresh-ahead task should next act: the end of a hold, else `refresh_margin`
+    /// before the current token expires, else now.
+    fn next_refresh(&self, now: Instant) -> Instant {
+        let st = self.lock();
+        if let Some((until, _)) = st.hold.filter(|(until, _)| *until > now) {
+            return until;
+        }
+        st.current.as_ref().map_or(now, |t| {
+            t.expires_at
+                .checked_sub(self.tenant.refresh_margin)
+                .unwrap_or(now)
+        })
+    }
+
+    /// Writes the state file, if configured, on a blocking thread (it fsyncs). Failures are
+    /// logged, never fatal. Called under the refresh lock, so writes never reorder.
+    async fn persist(&self) {
+        let Some(path) = self.tenant.token_state_file.clone() else {
             return;
         };
-        let (token, attempts, hold) = {
+        let file = {
             let st = self.lock();
-            (st.current.clone(), st.attempts.clone(), st.hold)
+            state_file::snapshot(
+                &self.tenant,
+                &self.clock,
+                st.current.as_deref(),
+                &st.attempts,
+                st.hold,
+            )
         };
-        if let Err(e) = state_file::save(
-            path,
-            &self.tenant,
-            &self.clock,
-            token.as_deref(),
-            &attempts,
-            hold,
-        ) {
-            tracing::warn!(tenant = %self.tenant.name, path = %path.display(), error = %e, "cannot write the token state file");
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || state_file::write(&target, &file))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            tracing::warn!(tenant = %self.tenant.name, path = %path.display(), error = %ErrorChain(&e), "cannot write the token state file");
         }
     }
 }
@@ -422,13 +639,14 @@ mod state_file {
     use sha2::{Digest, Sha256};
     use tokio::time::Instant;
 
-    use super::AccessToken;
+    use super::{AccessToken, MAX_FAILURE_HOLD, MAX_TOKEN_LIFETIME};
     use crate::clock::Clock;
     use crate::config::{Secret, TenantConfig};
     use crate::error::TokenFailure;
 
+    /// The file's content (built under the state lock, written off the runtime).
     #[derive(Serialize, Deserialize)]
-    struct File {
+    pub(super) struct File {
         version: u32,
         credential: String,
         access_token: Option<String>,
@@ -461,6 +679,9 @@ mod state_file {
             .map_or(0, |d| d.as_secs())
     }
 
+    /// Reads the file back. Times in it are outside values: a token is reused only with more
+    /// than the refresh margin and at most [`MAX_TOKEN_LIFETIME`] left, and a hold is cut to the
+    /// longest this configuration could have set.
     pub(super) fn load(
         path: &Path,
         t: &TenantConfig,
@@ -493,22 +714,32 @@ mod state_file {
             .filter(|&&g| now_unix.saturating_sub(g) < t.refresh_window.as_secs())
             .filter_map(|&g| at(g))
             .collect();
-        // Reuse only a token with more than the refresh margin left.
-        let token = match (file.access_token, file.expires_at_unix) {
-            (Some(v), Some(exp)) if exp > now_unix + t.refresh_margin.as_secs() => {
-                Some((Secret::new(v), now + Duration::from_secs(exp - now_unix)))
+        let left = |until: u64, max: Duration| {
+            let left = Duration::from_secs(until.checked_sub(now_unix)?);
+            if left.is_zero() || left > max {
+                return None;
             }
+            now.checked_add(left)
+        };
+        let token = match (file.access_token, file.expires_at_unix) {
+            (Some(v), Some(exp)) => left(exp, MAX_TOKEN_LIFETIME)
+                .filter(|at| at.saturating_duration_since(now) > t.refresh_margin)
+                .map(|at| (Secret::new(v), at)),
             _ => None,
         };
         let hold = match (file.hold_until_unix, file.hold_reason.as_deref()) {
-            (Some(until), Some(reason)) if until > now_unix => {
+            (Some(until), Some(reason)) => {
                 let why = match reason {
                     "throttled" => TokenFailure::Throttled,
                     "budget_exhausted" => TokenFailure::BudgetExhausted,
                     "rejected" => TokenFailure::Rejected,
                     _ => TokenFailure::Unreachable,
                 };
-                Some((now + Duration::from_secs(until - now_unix), why))
+                let longest = t
+                    .throttle_lockout
+                    .max(t.refresh_window)
+                    .max(MAX_FAILURE_HOLD);
+                left(until, longest).map(|at| (at, why))
             }
             _ => None,
         };
@@ -519,30 +750,35 @@ mod state_file {
         }))
     }
 
-    pub(super) fn save(
-        path: &Path,
+    /// The file's content for this state, now.
+    pub(super) fn snapshot(
         t: &TenantConfig,
         clock: &Clock,
         token: Option<&AccessToken>,
         attempts: &VecDeque<Instant>,
         hold: Option<(Instant, TokenFailure)>,
-    ) -> std::io::Result<()> {
+    ) -> File {
         let (now_unix, now) = (unix_now(), clock.now());
         let unix_of =
             |i: Instant| now_unix.saturating_sub(now.saturating_duration_since(i).as_secs());
-        let file = File {
+        let unix_in =
+            |i: Instant| now_unix.saturating_add(i.saturating_duration_since(now).as_secs());
+        File {
             version: 1,
             credential: credential(t),
             access_token: token.map(|t| t.expose().to_owned()),
-            expires_at_unix: token
-                .map(|t| now_unix + t.expires_at.saturating_duration_since(now).as_secs()),
+            expires_at_unix: token.map(|t| unix_in(t.expires_at)),
             grants_unix: attempts.iter().map(|&i| unix_of(i)).collect(),
             hold_until_unix: hold
                 .filter(|(until, _)| *until > now)
-                .map(|(until, _)| now_unix + until.saturating_duration_since(now).as_secs()),
+                .map(|(until, _)| unix_in(until)),
             hold_reason: hold.map(|(_, why)| why.as_str().to_owned()),
-        };
-        let json = serde_json::to_vec(&file)?;
+        }
+    }
+
+    /// Writes `file` to `path` atomically (temporary file, fsync, rename), mode 0600. Blocking.
+    pub(super) fn write(path: &Path, file: &File) -> std::io::Result<()> {
+        let json = serde_json::to_vec(file)?;
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp_name);
@@ -561,28 +797,16 @@ mod state_file {
     }
 }
 
-fn classify_grant(parsed: GrantResponse) -> Result<(Secret, Duration), TokenFailure> {
-    match parsed.access_token {
-        Some(token) if !token.is_empty() => {
-            let secs = parsed.expires_in_sec.or(parsed.expires_in).unwrap_or(3600);
-            Ok((Secret::new(token), Duration::from_secs(secs.max(1))))
-        }
-        _ => Err(match parsed.error.as_deref() {
-            Some(e) if e.starts_with("invalid_") || e.starts_with("unsupported_") => {
-                TokenFailure::Rejected
-            }
-            // "Access Denied" and anything unrecognised (it is localised): assume the throttle.
-            _ => TokenFailure::Throttled,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<(Secret, Duration), TokenFailure> {
-        classify_grant(serde_json::from_str(json).unwrap())
+        parse_with(StatusCode::OK, json)
+    }
+
+    fn parse_with(status: StatusCode, body: &str) -> Result<(Secret, Duration), TokenFailure> {
+        classify_grant(status, body.as_bytes()).map_err(|e| e.failure())
     }
 
     #[test]
@@ -609,13 +833,61 @@ mod tests {
                 .unwrap_err(),
             TokenFailure::Throttled
         );
+        // Also seen with HTTP 400.
         assert_eq!(
-            parse(r#"{"error":"Zugriff verweigert"}"#).unwrap_err(),
+            parse_with(
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"Access Denied","error_description":"Zu viele Anfragen."}"#
+            )
+            .unwrap_err(),
             TokenFailure::Throttled
         );
+    }
+
+    /// Issue 13, item 2: only Zoho's documented throttle answer starts the lockout; transient
+    /// errors and unknown shapes are `Unreachable` (a short hold).
+    #[test]
+    fn only_the_documented_throttle_answer_is_throttled() {
+        for (status, body) in [
+            (503, r#"{"message":"Service temporarily unavailable"}"#),
+            (503, "<html>Service Unavailable</html>"),
+            (502, ""),
+            (500, r#"{"error":"Access Denied","error_description":"x"}"#),
+            (200, r#"{"error":"internal_error"}"#),
+            (200, "{}"),
+            (200, r#"{"error":"Access Denied"}"#),
+            (200, r#"{"error":"Zugriff verweigert"}"#),
+            (200, r#"{"access_token":""}"#),
+            (200, "not json"),
+        ] {
+            assert_eq!(
+                parse_with(StatusCode::from_u16(status).unwrap(), body).unwrap_err(),
+                TokenFailure::Unreachable,
+                "{status} {body}"
+            );
+        }
+    }
+
+    /// Issue 13, item 4: an absurd lifetime is a failed grant, a long one is clamped, none
+    /// overflows `Instant` arithmetic.
+    #[test]
+    fn token_lifetimes_are_bounded() {
         assert_eq!(
-            parse(r#"{"access_token":""}"#).unwrap_err(),
-            TokenFailure::Throttled
+            parse(r#"{"access_token":"x","expires_in":18446744073709551615}"#).unwrap_err(),
+            TokenFailure::Unreachable
         );
+        assert_eq!(
+            parse(r#"{"access_token":"x","expires_in":0}"#).unwrap_err(),
+            TokenFailure::Unreachable
+        );
+        let (_, life) = parse(r#"{"access_token":"x","expires_in":3600000}"#).unwrap();
+        assert_eq!(life, MAX_TOKEN_LIFETIME);
+    }
+
+    #[test]
+    fn logged_error_codes_are_tamed() {
+        assert_eq!(loggable_code("invalid_client"), "invalid_client");
+        assert_eq!(loggable_code("a\nb\u{1b}[31m"), "ab31m");
+        assert_eq!(loggable_code(&"x".repeat(500)).len(), 64);
     }
 }

@@ -984,6 +984,54 @@ async fn oversized_headers_get_431() {
     assert_still_serving(&h, "Tier").await;
 }
 
+/// What is true of the errors hyper writes itself, before any request reaches the gateway (the
+/// README lists them as the exception to Zoho's envelope): an oversized head (431), duplicate
+/// differing `Content-Length`, an obs-folded header line, a control byte in a header value
+/// (400) are answered with an empty body and no `X-Zoho-Gateway-Error`, make no upstream call,
+/// and leave the gateway serving.
+#[tokio::test]
+async fn errors_hyper_writes_itself_are_bare_and_harmless() {
+    let h = Harness::start_with_extra(
+        SimConfig::default(),
+        Extra {
+            server: "max_header_bytes = 8192",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let auth = auth_line();
+    let big = "x".repeat(20_000);
+    let cases = [
+        (
+            431,
+            format!("GET {COUNT} HTTP/1.1\r\nHost: gw\r\n{auth}X-Big: {big}\r\n\r\n"),
+        ),
+        (
+            400,
+            format!(
+                "POST /crm/v7/settings/user_groups HTTP/1.1\r\nHost: gw\r\n{auth}\
+                 Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}"
+            ),
+        ),
+        (
+            400,
+            format!("GET {COUNT} HTTP/1.1\r\nHost: gw\r\n{auth}X-Folded: a\r\n b\r\n\r\n"),
+        ),
+        (
+            400,
+            format!("GET {COUNT} HTTP/1.1\r\nHost: gw\r\n{auth}X-Ctl: a\x01b\r\n\r\n"),
+        ),
+    ];
+    for (status, request) in cases {
+        let r = raw(h.gw.proxy_addr(), request.as_bytes()).await;
+        assert_eq!(r.status, status, "{}", r.head);
+        assert!(r.body.is_empty(), "{}", r.head);
+        assert_eq!(r.header("x-zoho-gateway-error"), None, "{}", r.head);
+    }
+    assert_eq!(h.sim().total_api_calls(), 0);
+    assert_still_serving(&h, "Tier").await;
+}
+
 #[tokio::test]
 async fn a_uri_longer_than_max_uri_bytes_gets_a_zoho_shaped_414() {
     let h = Harness::start_with_extra(

@@ -25,6 +25,8 @@ struct GatewayProcess {
     pid: u32,
     exited: bool,
     log: mpsc::UnboundedReceiver<String>,
+    /// Every line [`GatewayProcess::wait_for_log`] has read so far.
+    seen: Vec<String>,
     proxy: SocketAddr,
     admin: SocketAddr,
     dir: PathBuf,
@@ -34,6 +36,12 @@ struct GatewayProcess {
 impl GatewayProcess {
     /// Writes `toml` to a fresh temp dir and starts the binary on it.
     async fn start(name: &str, toml: &str) -> Self {
+        Self::start_limited(name, toml, None).await
+    }
+
+    /// [`GatewayProcess::start`] under `sh -c 'ulimit <ulimit>; exec …'` when `ulimit` is given
+    /// (e.g. `-Sn 256`): the binary starts with that open-file limit (`exec` keeps the pid).
+    async fn start_limited(name: &str, toml: &str, ulimit: Option<&str>) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "zoho-gateway-lifecycle-{}-{name}",
             std::process::id()
@@ -41,7 +49,17 @@ impl GatewayProcess {
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("gateway.toml");
         std::fs::write(&config, toml).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zoho-gateway"));
+        let bin = env!("CARGO_BIN_EXE_zoho-gateway");
+        let mut cmd = match ulimit {
+            None => Command::new(bin),
+            Some(limits) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit {limits} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                sh
+            }
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -71,6 +89,7 @@ impl GatewayProcess {
             child: Some(child),
             exited: false,
             log,
+            seen: Vec::new(),
             proxy: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             dir,
@@ -90,6 +109,7 @@ impl GatewayProcess {
                 .await
                 .unwrap_or_else(|_| panic!("no log line with {needle:?} within 10 s"))
                 .unwrap_or_else(|| panic!("the gateway exited before logging {needle:?}"));
+            self.seen.push(line.clone());
             if line.contains(needle) {
                 return line;
             }
@@ -453,5 +473,70 @@ async fn sigterm_with_a_hung_request_exits_by_the_drain_deadline() {
     // Just before the drain deadline the waiting request is answered (503, shutting down)
     // rather than losing its connection.
     assert_eq!(hung.await.unwrap().ok(), Some(503));
+    sim.shutdown().await;
+}
+
+/// `(soft, hard)` open-file limits of a process, from `/proc/PID/limits`.
+fn nofile_limits(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+/// Issue 13, item 7: at start-up the soft open-file limit is raised to the hard one.
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    let toml = gateway_toml(&sim.base_url(), Extra::default());
+    let gw = GatewayProcess::start_limited("nofile-raise", &toml, Some("-Sn 256")).await;
+    let (soft, hard) = nofile_limits(&gw.pid());
+    assert_eq!(soft, hard, "soft limit raised to the hard one");
+    assert_ne!(soft, "256");
+    drop(gw);
+    sim.shutdown().await;
+}
+
+/// Issue 13, item 7: with a hard limit of 256, `max_connections` (10 000 by default) is clamped
+/// with a warning, and 300 idle connections cannot starve the process of descriptors: the
+/// admin listener still answers and `accept` never fails.
+#[tokio::test]
+async fn max_connections_is_clamped_to_the_open_file_limit() {
+    let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
+    let toml = gateway_toml(&sim.base_url(), Extra::default());
+    let mut gw = GatewayProcess::start_limited("nofile-clamp", &toml, Some("-n 256")).await;
+    // Logged before "gateway listening", which `start` waited for.
+    let line = gw
+        .seen
+        .iter()
+        .find(|l| l.contains("clamped to fit the open-file limit"))
+        .unwrap_or_else(|| panic!("no clamp warning in {:?}", gw.seen))
+        .clone();
+    let fit: usize = field(&line, "max_connections").parse().unwrap();
+    assert!(fit > 0 && fit < 256, "{line}");
+
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(gw.proxy).await.unwrap());
+    }
+    let client = TestClient::new();
+    let health = client
+        .get(&format!("http://{}/healthz", gw.admin), &[])
+        .await;
+    assert_eq!(health.status, 200);
+    drop(idle);
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(10)).await.success());
+    let mut accept_failures = 0;
+    while let Ok(line) = gw.log.try_recv() {
+        accept_failures += usize::from(line.contains("accept failed"));
+    }
+    assert_eq!(accept_failures, 0, "accept never failed");
     sim.shutdown().await;
 }

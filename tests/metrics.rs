@@ -136,3 +136,53 @@ fn promtool_check(text: &str) {
         "promtool: {report}"
     );
 }
+
+/// Zoho's 429s get their own counter, labelled with Zoho's code, one per upstream answer
+/// (retries included), counted against the simulator; a 500 or a 400 is not throttling.
+#[tokio::test]
+async fn zoho_throttling_is_counted_by_code() {
+    let h = Harness::start_with_extra(
+        SimConfig::default(),
+        Extra {
+            rest: "[upstream]\nmax_retries = 1\nretry_base_delay = \"1ms\"\n",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let throttled = |text: &str, code: &str| {
+        sum(
+            &samples(text),
+            "zoho_gateway_upstream_throttled_total",
+            &["tenant=\"a\"", &format!("code=\"{code}\"")],
+        )
+    };
+    // Created at 0 for every code, so the first 429 is an increase.
+    let text = h.metrics().await;
+    for code in ["TOO_MANY_REQUESTS", "LIMIT_EXCEEDED", "other"] {
+        assert!(
+            text.contains(&format!(
+                "zoho_gateway_upstream_throttled_total{{code=\"{code}\",tenant=\"a\"}} 0"
+            )),
+            "{code} not pre-created:\n{text}"
+        );
+    }
+    // One request, two 429 answers (the call and its retry).
+    h.sim().fail_next(2, 429);
+    let r = h.get(&name_filter("equal", "Tier1")).await;
+    assert_eq!(r.status, 429);
+    let calls = h.sim().calls(SimRoute::AssociatedUsersCount);
+    assert_eq!(calls, 2);
+    // Not throttling: a 500 and its retry.
+    h.sim().fail_next(2, 500);
+    let r = h.get(&name_filter("equal", "Tier2")).await;
+    assert_eq!(r.status, 500);
+    let text = h.metrics().await;
+    assert_eq!(
+        throttled(&text, "TOO_MANY_REQUESTS"),
+        calls as f64,
+        "{text}"
+    );
+    assert_eq!(throttled(&text, "LIMIT_EXCEEDED"), 0.0);
+    assert_eq!(throttled(&text, "other"), 0.0);
+    h.shutdown().await;
+}

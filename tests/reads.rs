@@ -147,6 +147,7 @@ fn route(count: &RoutePolicy, name: &str, template: &str, group: &str) -> RouteP
             min: 1,
             max,
         },
+        required: false,
     };
     RoutePolicy {
         name: name.to_owned(),

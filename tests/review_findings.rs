@@ -233,6 +233,18 @@ async fn admin_methods_and_bearer_scheme() {
         )
         .await;
     assert_eq!(ok.status, 200);
+    // Two Authorization headers (the right one first) are refused, as on the proxy listener.
+    let two = h
+        .client
+        .get(
+            &admin("/admin/cache"),
+            &[
+                ("authorization", "Bearer t0ken-for-admin"),
+                ("authorization", "Bearer something-else"),
+            ],
+        )
+        .await;
+    assert_eq!(two.status, 400, "{:?}", two.body);
 }
 
 /// `check-config` prints no secret: client secret, refresh token, client key, admin token.

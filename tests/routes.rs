@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,13 +22,15 @@ use zoho_gateway::simulator::{SimConfig, SimRoute};
 /// A second cached route, `GET /crm/{version}/settings/user_groups` (paged), built from the
 /// count route's policy: only the template, the schema and the name differ.
 fn list_route(count: &RoutePolicy) -> RoutePolicy {
-    let int = |name: &'static str, default, max| ParamSpec {
-        name: Cow::Borrowed(name),
-        kind: ParamKind::Integer {
-            default: Some(default),
-            min: 1,
-            max,
-        },
+    let int = |name: &'static str, default, max| {
+        ParamSpec::new(
+            name,
+            ParamKind::Integer {
+                default: Some(default),
+                min: 1,
+                max,
+            },
+        )
     };
     RoutePolicy {
         name: "user_groups".to_owned(),

@@ -1,7 +1,7 @@
 //! Secrets (client secret, refresh token, access tokens, gateway keys, HMAC key) never appear
 //! in logs at `trace`, metrics, `Debug` output or error bodies. In its own test binary: the
 //! capturing subscriber is thread-scoped, and tracing's per-callsite interest cache is
-//! process-wide, so no other test may run beside it.
+//! process-wide, so only tests that install their own capturing subscriber run beside it.
 
 mod support;
 
@@ -113,5 +113,80 @@ async fn secrets_never_appear_in_logs_metrics_debug_or_error_bodies() {
                     && parts[2].len() == 32
             });
         assert!(!issued, "{what} contains an access token");
+    }
+}
+
+/// Issue 10, item 6: an upstream connect failure and a token-grant connect failure reach the
+/// log with their cause (the refused connection underneath), and no secret does.
+#[tokio::test]
+async fn connect_failures_are_logged_with_their_cause_and_no_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sim = zoho_gateway::simulator::Simulator::spawn(SimConfig::default())
+        .await
+        .unwrap();
+    let mut cfg = gateway_config(&sim.base_url(), "");
+    cfg.tenants[0].api_base = format!("http://{closed}");
+    cfg.tenants[1].token_url = format!("http://{closed}/oauth/v2/token");
+    let gw = zoho_gateway::App::spawn(cfg).await.unwrap();
+    let client = TestClient::new();
+    let get = |key: &'static str| {
+        let client = client.clone();
+        let url = format!(
+            "http://{}{}",
+            gw.proxy_addr(),
+            name_filter("equal", "Tier1")
+        );
+        async move {
+            client
+                .get(
+                    &url,
+                    &[("authorization", &format!("Zoho-oauthtoken {key}"))],
+                )
+                .await
+        }
+    };
+    let r = get(KEY).await;
+    assert_eq!(r.status, 502, "{:?}", r.body);
+    assert_eq!(r.header("x-zoho-gateway-error"), Some("upstream_connect"));
+    let r = get(KEY_B).await;
+    assert_eq!(r.header("x-zoho-gateway-error"), Some("token_unavailable"));
+    gw.shutdown().await;
+    sim.shutdown().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = |what: &str| {
+        logs.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} event in:\n{logs}"))
+            .to_owned()
+    };
+    let attempt = line("upstream attempt failed");
+    assert!(attempt.contains("Connection refused"), "{attempt}");
+    assert!(
+        attempt.contains("tenant=\"a\"") || attempt.contains("tenant=a"),
+        "{attempt}"
+    );
+    let grant = line("access token refresh failed");
+    assert!(grant.contains("Connection refused"), "{grant}");
+    let (_, secret, refresh) = SimConfig::demo_credentials();
+    for s in [secret.as_str(), refresh.as_str(), KEY, KEY_B] {
+        assert!(
+            !logs.contains(s),
+            "the log contains a secret ({} chars)",
+            s.len()
+        );
     }
 }

@@ -110,8 +110,14 @@ async fn cache_keeps_serving_while_the_token_endpoint_is_down() {
         .client
         .get(&format!("http://{}/readyz", h.gw.admin_addr()), &[])
         .await;
-    assert_eq!(ready.status, 200, "cached answers keep the gateway ready");
-    assert!(String::from_utf8_lossy(&ready.body).contains("token failing"));
+    // A tenant that cannot get a token makes the gateway unready (issue 13, item 2), even
+    // with cached answers: every miss of that tenant gets a 503.
+    assert_eq!(ready.status, 503);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("tenant a: token failing: unreachable"),
+        "{:?}",
+        ready.body
+    );
 }
 
 #[tokio::test]
@@ -323,6 +329,299 @@ async fn failed_grants_and_holds_survive_restarts() {
         1,
         "one attempt across five starts"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.shutdown().await;
+}
+
+/// A fake accounts server: answers every request with the current `(status, body)` and counts
+/// them.
+struct FakeAccounts {
+    url: String,
+    answer: Arc<std::sync::Mutex<(u16, String)>>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeAccounts {
+    async fn start(status: u16, body: &str) -> Self {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answer = Arc::new(std::sync::Mutex::new((status, body.to_owned())));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, c) = (answer.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (a, c) = (a.clone(), c.clone());
+                let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, body) = a.lock().unwrap().clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        FakeAccounts {
+            url,
+            answer,
+            calls,
+            task,
+        }
+    }
+
+    fn answer(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_owned());
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The simulator for the API, `fake` for tenant `a`'s tokens (one tenant), a manual clock.
+async fn start_with_fake_accounts(
+    fake: &FakeAccounts,
+) -> (
+    zoho_gateway::simulator::RunningSimulator,
+    zoho_gateway::Running,
+    Arc<zoho_gateway::clock::ManualClock>,
+) {
+    let sim = Simulator::spawn(roomy_sim()).await.unwrap();
+    let mut cfg = gateway_config(&sim.base_url(), "");
+    cfg.tenants.truncate(1);
+    cfg.clients
+        .retain(|_, c| c.tenant == zoho_gateway::config::TenantId(0));
+    cfg.tenants[0].token_url = format!("{}/oauth/v2/token", fake.url);
+    let (clock, manual) = Clock::manual();
+    let gw = App::spawn_with_clock(cfg, clock).await.unwrap();
+    (sim, gw, manual)
+}
+
+/// The value of a metric line starting with `series` (exact series, then a space).
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn get_count(gw: &zoho_gateway::Running, filter: &str) -> Resp {
+    TestClient::new()
+        .get(
+            &format!("http://{}{}", gw.proxy_addr(), name_filter("equal", filter)),
+            &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
+        )
+        .await
+}
+
+async fn admin_get(gw: &zoho_gateway::Running, path: &str) -> Resp {
+    TestClient::new()
+        .get(&format!("http://{}{path}", gw.admin_addr()), &[])
+        .await
+}
+
+/// Issue 13, item 2: a 5xx, an unknown error or an empty object from the accounts server is a
+/// transient failure — a 5 s hold (with `Retry-After: 5`), no lockout, `/readyz` 503 naming the
+/// tenant — and the next attempt after the hold succeeds.
+#[tokio::test]
+async fn a_transient_accounts_error_is_a_short_hold_not_a_lockout() {
+    for (status, body) in [
+        (503, r#"{"message":"Service temporarily unavailable"}"#),
+        (200, r#"{"error":"internal_error"}"#),
+        (200, "{}"),
+    ] {
+        let fake = FakeAccounts::start(status, body).await;
+        let (sim, gw, clock) = start_with_fake_accounts(&fake).await;
+        let tokens = gw.gateway().tenants()[0].tokens.clone();
+        wait_until("the first grant attempt fails", || {
+            fake.calls() == 1 && tokens.health() != zoho_gateway::token::TokenHealth::Missing
+        })
+        .await;
+
+        let r = get_count(&gw, "Tier1").await;
+        assert_eq!(r.status, 503, "{status} {body}");
+        assert_eq!(r.header("x-zoho-gateway-error"), Some("token_unavailable"));
+        assert_eq!(
+            r.json()["details"]["reason"],
+            "unreachable",
+            "{status} {body}"
+        );
+        assert_eq!(r.header("retry-after"), Some("5"), "{status} {body}");
+        let m = String::from_utf8(admin_get(&gw, "/metrics").await.body.to_vec()).unwrap();
+        assert_eq!(
+            metric(&m, r#"zoho_gateway_token_lockout{tenant="a"}"#),
+            Some(0.0)
+        );
+        let ready = admin_get(&gw, "/readyz").await;
+        assert_eq!(ready.status, 503);
+        let text = String::from_utf8_lossy(&ready.body);
+        assert!(
+            text.contains("tenant a: token failing: unreachable; cannot get a token"),
+            "{text}"
+        );
+
+        // The accounts server recovers; after the 5 s hold the refresher gets a token.
+        let (id, secret, refresh) = SimConfig::demo_credentials();
+        let token = fetch_token(&sim.base_url(), &id, &secret, &refresh).await;
+        fake.answer(
+            200,
+            &format!(r#"{{"access_token":"{token}","expires_in":3600}}"#),
+        );
+        clock.advance(Duration::from_secs(5));
+        wait_until("the grant after the hold", || fake.calls() == 2).await;
+        let r = get_count(&gw, "Tier1").await;
+        assert_eq!(r.status, 200, "{status} {body}: {:?}", r.body);
+        assert_eq!(admin_get(&gw, "/readyz").await.status, 200);
+        gw.shutdown().await;
+        sim.shutdown().await;
+        fake.task.abort();
+    }
+}
+
+/// Consecutive transient failures back off: 5 s, then 10 s, then 20 s.
+#[tokio::test]
+async fn transient_token_failures_back_off() {
+    let fake = FakeAccounts::start(502, "").await;
+    let (sim, gw, clock) = start_with_fake_accounts(&fake).await;
+    for (n, hold) in [(1, 5), (2, 10), (3, 20)] {
+        wait_until("a grant attempt", || fake.calls() == n).await;
+        let tokens = gw.gateway().tenants()[0].tokens.clone();
+        wait_until("the failure recorded", || {
+            matches!(tokens.health(), zoho_gateway::token::TokenHealth::Failing { retry_after, .. } if retry_after.as_secs() + 1 >= hold)
+        })
+        .await;
+        let r = get_count(&gw, "Tier1").await;
+        assert_eq!(r.header("retry-after"), Some(hold.to_string().as_str()));
+        clock.advance(Duration::from_secs(hold));
+    }
+    gw.shutdown().await;
+    sim.shutdown().await;
+    fake.task.abort();
+}
+
+/// Issue 13, items 2 and 6: Zoho's documented throttle answer starts the lockout, and
+/// `Retry-After` tells the time left of it (not a fixed 5 s).
+#[tokio::test]
+async fn the_throttle_locks_out_and_retry_after_tells_the_time_left() {
+    let fake = FakeAccounts::start(
+        200,
+        r#"{"error":"Access Denied","error_description":"You have made too many requests continuously. Please try again after some time."}"#,
+    )
+    .await;
+    let (sim, gw, clock) = start_with_fake_accounts(&fake).await;
+    let tokens = gw.gateway().tenants()[0].tokens.clone();
+    wait_until("the throttled attempt", || {
+        fake.calls() == 1 && tokens.health() != zoho_gateway::token::TokenHealth::Missing
+    })
+    .await;
+    let r = get_count(&gw, "Tier1").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["details"]["reason"], "throttled");
+    assert_eq!(r.header("retry-after"), Some("900"));
+    let m = String::from_utf8(admin_get(&gw, "/metrics").await.body.to_vec()).unwrap();
+    assert_eq!(
+        metric(&m, r#"zoho_gateway_token_lockout{tenant="a"}"#),
+        Some(1.0)
+    );
+    clock.advance(Duration::from_secs(300));
+    let r = get_count(&gw, "Tier2").await;
+    assert_eq!(r.header("retry-after"), Some("600"));
+    let ready = admin_get(&gw, "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert!(
+        String::from_utf8_lossy(&ready.body).contains("next attempt in 600 s"),
+        "{:?}",
+        ready.body
+    );
+    assert_eq!(fake.calls(), 1, "no attempt during the lockout");
+    gw.shutdown().await;
+    sim.shutdown().await;
+    fake.task.abort();
+}
+
+/// Issue 13, item 4: `expires_in` = u64::MAX is a failed grant, not a panic; the refresher
+/// survives and gets a token once the accounts server answers sensibly.
+#[tokio::test]
+async fn an_absurd_token_lifetime_is_a_failed_grant_not_a_panic() {
+    let fake = FakeAccounts::start(
+        200,
+        r#"{"access_token":"1000.x.y","expires_in":18446744073709551615}"#,
+    )
+    .await;
+    let (sim, gw, clock) = start_with_fake_accounts(&fake).await;
+    let tokens = gw.gateway().tenants()[0].tokens.clone();
+    wait_until("the first grant", || {
+        fake.calls() == 1 && tokens.health() != zoho_gateway::token::TokenHealth::Missing
+    })
+    .await;
+    let r = get_count(&gw, "Tier1").await;
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.json()["details"]["reason"], "unreachable");
+
+    let (id, secret, refresh) = SimConfig::demo_credentials();
+    let token = fetch_token(&sim.base_url(), &id, &secret, &refresh).await;
+    fake.answer(
+        200,
+        &format!(r#"{{"access_token":"{token}","expires_in":3600}}"#),
+    );
+    clock.advance(Duration::from_secs(5));
+    wait_until("the refresher's next grant", || fake.calls() == 2).await;
+    assert_eq!(get_count(&gw, "Tier1").await.status, 200);
+    gw.shutdown().await;
+    sim.shutdown().await;
+    fake.task.abort();
+}
+
+/// A state file with absurd times (hand-edited, corrupted) neither panics nor locks out.
+#[tokio::test]
+async fn absurd_times_in_the_state_file_are_not_trusted() {
+    let sim = Simulator::spawn(roomy_sim()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("zgw-absurd-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("tokens.json");
+    let mut cfg = gateway_config(&sim.base_url(), "");
+    cfg.tenants.truncate(1);
+    cfg.clients
+        .retain(|_, c| c.tenant == zoho_gateway::config::TenantId(0));
+    cfg.tenants[0].token_state_file = Some(state.clone());
+    // Write a genuine file first, then push its times to u64::MAX.
+    let gw = App::spawn(cfg.clone()).await.unwrap();
+    let handle = sim.handle();
+    wait_until("the first grant", || handle.token_grants() == 1).await;
+    let tokens = gw.gateway().tenants()[0].tokens.clone();
+    wait_until("the state file", || {
+        tokens.health() == zoho_gateway::token::TokenHealth::Valid && state.exists()
+    })
+    .await;
+    gw.shutdown().await;
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    file["expires_at_unix"] = u64::MAX.into();
+    file["hold_until_unix"] = u64::MAX.into();
+    file["hold_reason"] = "throttled".into();
+    std::fs::write(&state, serde_json::to_vec(&file).unwrap()).unwrap();
+
+    let gw = App::spawn(cfg).await.unwrap();
+    wait_until("a fresh grant instead of the untrusted token", || {
+        handle.token_grants() == 2
+    })
+    .await;
+    assert_eq!(get_count(&gw, "Tier1").await.status, 200);
+    gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     sim.shutdown().await;
 }

@@ -36,10 +36,12 @@ impl Validators {
     /// Zoho's `ETag` and `Last-Modified` from `headers` when present and well-formed, else a
     /// strong `ETag` from `body`'s SHA-256 (first 16 bytes, hex) and `received` (whole seconds).
     pub fn new(headers: &HeaderMap, body: &[u8], received: SystemTime) -> Self {
+        // Zoho's values are copied (exact size), so the entry never pins the read buffer.
+        let owned = |v: &HeaderValue| HeaderValue::from_bytes(v.as_bytes()).ok();
         let etag = headers
             .get(header::ETAG)
             .filter(|v| parse_tag(v.as_bytes()).is_some())
-            .cloned()
+            .and_then(owned)
             .unwrap_or_else(|| {
                 let digest = Sha256::digest(body);
                 let tag = format!("\"{}\"", hex::encode(&digest[..16]));
@@ -47,7 +49,7 @@ impl Validators {
             });
         let zoho = headers.get(header::LAST_MODIFIED).and_then(|v| {
             let at = httpdate::parse_http_date(v.to_str().ok()?).ok()?;
-            Some((v.clone(), unix_seconds(at)))
+            Some((owned(v)?, unix_seconds(at)))
         });
         let (last_modified, modified_at) = zoho.unwrap_or_else(|| {
             let text = httpdate::fmt_http_date(received);
@@ -60,6 +62,15 @@ impl Validators {
             last_modified,
             modified_at,
         }
+    }
+}
+
+impl Validators {
+    /// Bytes they cost in an entry: the two values, their `HeaderValue`s and one allocation
+    /// header each.
+    pub fn weight(&self) -> usize {
+        const PER_VALUE: usize = std::mem::size_of::<HeaderValue>() + 16;
+        self.etag.len() + self.last_modified.len() + 2 * PER_VALUE + 8
     }
 }
 

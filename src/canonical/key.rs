@@ -77,6 +77,9 @@ const N_CRITERION: u8 = b'C';
 const N_GROUP: u8 = b'G';
 const V_INT: u8 = b'I';
 const V_FILTERS: u8 = b'F';
+const V_ENUM: u8 = b'E';
+const V_SET: u8 = b'S';
+const V_STR: u8 = b'O';
 
 struct KeyWriter(Sha256);
 
@@ -136,6 +139,21 @@ pub(super) fn schema_fingerprint(params: &[ParamSpec], unknown: UnknownParams) -
                 w.0.update(min.to_le_bytes());
                 w.0.update(max.to_le_bytes());
             }
+            ParamKind::Enum { values, default } => {
+                w.count(values.len());
+                for v in values {
+                    w.bytes(v.as_bytes());
+                }
+                match default {
+                    Some(d) => {
+                        w.byte(N_PRESENT);
+                        w.bytes(d.as_bytes());
+                    }
+                    None => w.byte(N_ABSENT),
+                }
+            }
+            ParamKind::Set { max_items } => w.count(*max_items),
+            ParamKind::Opaque => {}
             ParamKind::Filters(rules) => {
                 w.bytes(rules.mode.as_str().as_bytes());
                 for list in [&rules.allowed_fields, &rules.allowed_comparators] {
@@ -148,6 +166,9 @@ pub(super) fn schema_fingerprint(params: &[ParamSpec], unknown: UnknownParams) -
         }
     }
     w.byte(unknown as u8);
+    for p in params {
+        w.byte(u8::from(p.required));
+    }
     w.0.finalize().into()
 }
 
@@ -191,6 +212,21 @@ pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
                 w.byte(V_FILTERS);
                 w.bytes(mode.as_str().as_bytes());
                 w.node(node);
+            }
+            Value::Enum(i) => {
+                w.byte(V_ENUM);
+                w.0.update(i.to_le_bytes());
+            }
+            Value::Set(items) => {
+                w.byte(V_SET);
+                w.count(items.len());
+                for item in items {
+                    w.bytes(item.as_bytes());
+                }
+            }
+            Value::Str(v) => {
+                w.byte(V_STR);
+                w.bytes(v.as_bytes());
             }
         }
     }

@@ -3,6 +3,7 @@
 use super::*;
 
 mod props;
+mod schema;
 mod table;
 
 /// The seed's sample filter, as Zoho's curl sample sends it (`%20` after `:` and `,`).

@@ -132,10 +132,18 @@ fn the_reference_config_validates_with_its_defaults() {
             serde_json::to_value(&raw.upstream).unwrap(),
             serde_json::to_value(&defaults.upstream).unwrap()
         );
+        // The route table is the file's own (Zoho's hot reads); the built-in default has only
+        // the count route. The count route's and the pass-through's defaults are stated.
         assert_eq!(
-            serde_json::to_value(&raw.routes).unwrap(),
-            serde_json::to_value(&defaults.routes).unwrap()
+            serde_json::to_value(&raw.routes.associated_users_count).unwrap(),
+            serde_json::to_value(&defaults.routes.associated_users_count).unwrap()
         );
+        assert_eq!(
+            serde_json::to_value(&raw.routes.passthrough).unwrap(),
+            serde_json::to_value(&defaults.routes.passthrough).unwrap()
+        );
+        assert!(defaults.routes.cached.is_empty());
+        assert!(cfg.routes.len() > 10);
         assert_eq!(cfg.tenants[0].max_concurrency, 10);
         Ok(())
     });
@@ -179,4 +187,152 @@ fn two_tenants_cannot_share_a_token_state_file() {
         );
         Ok(())
     });
+}
+
+/// Issue 13, item 4: a duration that would overflow clock arithmetic is refused, named.
+#[test]
+fn absurd_durations_are_refused_by_key() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        jail.set_env(
+            "ZOHO_GATEWAY_TENANTS__ACME__BREAKER_COOL_DOWN",
+            "500000000years",
+        );
+        let err = RawConfig::from_toml_str(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenants.acme.breaker_cool_down"), "{err}");
+        jail.set_env("ZOHO_GATEWAY_TENANTS__ACME__BREAKER_COOL_DOWN", "30s");
+        jail.set_env(
+            "ZOHO_GATEWAY_ROUTES__ASSOCIATED_USERS_COUNT__TTL",
+            "366days",
+        );
+        let err = RawConfig::from_toml_str(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routes.associated_users_count.ttl"), "{err}");
+        Ok(())
+    });
+}
+
+/// Redaction is a property of the secret types: serializing a config with every secret set
+/// (what `check-config` prints) shows none of them.
+#[test]
+fn serialized_config_redacts_every_secret() {
+    let text = r#"
+        [admin]
+        token = "admin-token-value-1"
+        [tenants.acme]
+        client_id = "1000.ABC"
+        client_secret = "client-secret-value-2"
+        refresh_token = "refresh-token-value-3"
+        [tenants.pass]
+        [tenants.pass.pass_through]
+        hmac_secret = "hmac-secret-value-4-0123456789abcdef0123"
+        [clients.reporting]
+        tenant = "acme"
+        key = "client-key-value-5"
+        [clients.env]
+        tenant = "acme"
+        key = { env = "SOME_KEY_VARIABLE" }
+    "#;
+    let raw = RawConfig::from_toml_str(text).unwrap();
+    let printed = serde_json::to_string_pretty(&raw).unwrap();
+    for secret in [
+        "admin-token-value-1",
+        "client-secret-value-2",
+        "refresh-token-value-3",
+        "hmac-secret-value-4",
+        "client-key-value-5",
+    ] {
+        assert!(!printed.contains(secret), "{secret} printed:\n{printed}");
+    }
+    assert_eq!(printed.matches(REDACTED).count(), 5, "{printed}");
+    assert!(printed.contains("SOME_KEY_VARIABLE"), "{printed}");
+    assert_eq!(
+        serde_json::to_string(&Secret::new("x")).unwrap(),
+        "\"[redacted]\""
+    );
+}
+
+#[test]
+fn shipped_route_table_validates_and_routes_in_order() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml"))
+        .unwrap();
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ZOHO_CLIENT_SECRET", "s");
+        jail.set_env("ZOHO_REFRESH_TOKEN", "r");
+        let cfg = RawConfig::from_toml_str(&text).unwrap().validate().unwrap();
+        let route = |path: &str| {
+            cfg.match_route(path)
+                .map(|(id, m)| (cfg.route(id).name.as_str(), m.rest.to_owned()))
+        };
+        let cases = [
+            (
+                "/crm/v8/settings/user_groups/actions/associated_users_count",
+                "associated_users_count",
+            ),
+            ("/crm/v8/settings/user_groups", "user_groups"),
+            ("/crm/v8/settings/user_groups/123", "user_group"),
+            ("/crm/v8/settings/modules", "modules"),
+            ("/crm/v8/settings/modules/Leads", "module"),
+            ("/crm/v8/settings/fields", "fields"),
+            ("/crm/v8/settings/layouts/42", "layout"),
+            ("/crm/v8/users", "users"),
+            ("/crm/v8/users/42", "user"),
+            ("/crm/v8/org", "org"),
+            ("/crm/v8/Leads", "records"),
+            ("/crm/v8/Leads/search", "search"),
+            ("/crm/v8/Leads/4150868000001", "record"),
+        ];
+        for (path, name) in cases {
+            let (got, rest) = route(path).unwrap_or_else(|| panic!("{path}: no route"));
+            assert_eq!(got, name, "{path}");
+            assert_eq!(rest, &path["/crm/v8".len()..]);
+        }
+        assert_eq!(route("/crm/v8/Leads/abc"), None);
+        assert_eq!(route("/crm/v9/org"), None);
+        let records = cfg.routes.iter().find(|r| r.name == "records").unwrap();
+        assert_eq!(records.group, "records:{module}");
+        assert_eq!(records.lifetimes.ttl, Duration::from_secs(30));
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_route_entries_name_their_key() {
+    for (entry, key) in [
+        (
+            "name = \"x\"\npath = \"/other\"\nttl = \"1s\"",
+            "routes.cached[0].path",
+        ),
+        (
+            "name = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"0s\"",
+            "routes.cached[0].ttl",
+        ),
+        (
+            "name = \"passthrough\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"",
+            "routes.cached[0].name",
+        ),
+        (
+            "name = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"\nexclusive = [[\"a\", \"b\"]]",
+            "routes.cached[0].exclusive",
+        ),
+        (
+            "name = \"associated_users_count\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"",
+            "routes.cached[0].name",
+        ),
+    ] {
+        let raw = RawConfig::from_toml_str(&format!("[[routes.cached]]\n{entry}\n")).unwrap();
+        let err = raw.validate().unwrap_err().to_string();
+        assert!(err.contains(key), "{entry}: {err}");
+    }
+    let unknown = RawConfig::from_toml_str(
+        "[[routes.cached]]\nname = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"\nparams.a = { type = \"float\" }\n",
+    );
+    assert!(unknown.is_err());
 }

@@ -1,7 +1,9 @@
-//! Client authentication: gateway keys (by SHA-256 digest, confirmed in constant time), route
+//! Client authentication: gateway keys (by SHA-256 digest, confirmed in constant time), TLS
+//! client certificates (the connection's [`PeerCert`], instead of or in addition to a key), route
 //! binding, and pass-through tenants' own Zoho tokens with their HMAC cache partition.
 
 use super::*;
+use crate::tls::PeerCert;
 
 /// A client authenticated for a route.
 pub(super) struct Authenticated<'a> {
@@ -12,13 +14,17 @@ pub(super) struct Authenticated<'a> {
 }
 
 impl Gateway {
-    /// Identifies the client: its key from `X-Gateway-Key`, else from `Authorization:
-    /// Zoho-oauthtoken <key>`; checks the key may use `route`; for a pass-through tenant, takes
-    /// the client's own Zoho token from `Authorization` and its HMAC cache partition.
+    /// Identifies the client: its key from `X-Gateway-Key`; else the connection's verified
+    /// client certificate (`cert`) when it names a key-less client; else the key from
+    /// `Authorization: Zoho-oauthtoken <key>`. A keyed client configured with a certificate must
+    /// also have presented that certificate. Checks the client may use `route`; for a
+    /// pass-through tenant, takes the client's own Zoho token from `Authorization` and its HMAC
+    /// cache partition.
     pub(super) fn authenticate<'c>(
         &self,
         cfg: &'c GatewayConfig,
         h: &HeaderMap,
+        cert: Option<&PeerCert>,
         route: RouteKind,
     ) -> Result<Authenticated<'c>, GatewayError> {
         if h.get_all(header::AUTHORIZATION).iter().count() > 1
@@ -36,20 +42,28 @@ impl Gateway {
                 .filter(|t| !t.is_empty())
         });
         let from_header = h.get(&headers::GATEWAY_KEY).map(HeaderValue::as_bytes);
-        let presented = match (from_header, zoho_token) {
-            (Some(key), _) => key.trim_ascii(),
-            (None, Some(Some(key))) => key,
-            (None, Some(None)) => return Err(GatewayError::UnknownKey),
-            (None, None) => return Err(GatewayError::MissingKey),
-        };
         // Keys are looked up by SHA-256 digest (the table holds no plain keys; the lookup's
         // timing depends only on the digest) and confirmed with a constant-time comparison.
-        let digest = key_digest(presented);
-        let client = cfg
-            .clients
-            .get(&digest)
-            .filter(|c| bool::from(c.digest.ct_eq(&digest)))
-            .ok_or(GatewayError::UnknownKey)?;
+        let by_key = |presented: &[u8]| {
+            let digest = key_digest(presented);
+            cfg.clients
+                .get(&digest)
+                .filter(|c| bool::from(c.digest.ct_eq(&digest)))
+                .ok_or(GatewayError::UnknownKey)
+        };
+        let by_cert = cert.and_then(|c| cfg.client_certs.find(c));
+        let (client, via_cert) = match (from_header, by_cert, zoho_token) {
+            (Some(key), _, _) => (by_key(key.trim_ascii())?, false),
+            (None, Some(client), _) => (client, true),
+            (None, None, Some(Some(key))) => (by_key(key)?, false),
+            (None, None, Some(None)) => return Err(GatewayError::UnknownKey),
+            (None, None, None) => return Err(GatewayError::MissingKey),
+        };
+        if let Some(required) = &client.cert
+            && !cert.is_some_and(|c| required.matches(c))
+        {
+            return Err(GatewayError::ClientCertificateRequired);
+        }
         if client.routes.as_ref().is_some_and(|r| !r.contains(&route)) {
             return Err(GatewayError::NoPermission);
         }
@@ -61,9 +75,10 @@ impl Gateway {
                 partition: None,
             });
         };
-        // Pass-through: the key came from X-Gateway-Key, the Zoho token from Authorization.
-        let token = match (from_header, zoho_token) {
-            (Some(_), Some(Some(token))) => token,
+        // Pass-through: the client was identified by X-Gateway-Key or its certificate; the Zoho
+        // token comes from Authorization.
+        let token = match (from_header.is_some() || via_cert, zoho_token) {
+            (true, Some(Some(token))) => token,
             _ => return Err(GatewayError::MissingZohoToken),
         };
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key.expose().as_bytes())

@@ -152,6 +152,9 @@ impl Gateway {
             drop(slot);
             let retry_after_hint = match &result {
                 Ok(r) if is_failure(r.status) => {
+                    let (tenant, route) = (&t.config.name, self.metrics.route_label(up.route));
+                    self.upstream
+                        .log_failed_attempt(tenant, route, attempt, Ok(r.status));
                     t.breaker
                         .record(if r.status == StatusCode::TOO_MANY_REQUESTS {
                             Verdict::Neutral
@@ -168,7 +171,10 @@ impl Gateway {
                     reopened = true;
                     continue;
                 }
-                Err(GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTimeout) => {
+                Err(e @ (GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTimeout)) => {
+                    let (tenant, route) = (&t.config.name, self.metrics.route_label(up.route));
+                    self.upstream
+                        .log_failed_attempt(tenant, route, attempt, Err(e));
                     t.breaker.record(Verdict::Failure);
                     None
                 }
@@ -235,6 +241,11 @@ impl Gateway {
             result.as_ref().ok().map(|r| r.status.as_u16()),
             started.elapsed(),
         );
+        if let Ok(r) = &result
+            && let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body)
+        {
+            t.metrics.record_throttled(code);
+        }
         result
     }
 }

@@ -61,13 +61,16 @@ impl CircuitBreaker {
     /// May a call go upstream now?
     ///
     /// # Errors
-    /// [`GatewayError::CircuitOpen`] while open, or while a half-open probe is out.
+    /// [`GatewayError::CircuitOpen`] while open (with the cool-down left), or while a half-open
+    /// probe is out (with 1 s: the probe's answer decides soon).
     pub fn allow(&self) -> Result<(), GatewayError> {
         let now = self.clock.now();
         let mut st = self.lock();
         match *st {
             State::Closed { .. } => Ok(()),
-            State::Open { until } if now < until => Err(GatewayError::CircuitOpen),
+            State::Open { until } if now < until => Err(GatewayError::CircuitOpen {
+                retry_after: until - now,
+            }),
             State::Open { .. } => {
                 *st = State::HalfOpen { probe_started: now };
                 Ok(())
@@ -77,7 +80,9 @@ impl CircuitBreaker {
                 *st = State::HalfOpen { probe_started: now };
                 Ok(())
             }
-            State::HalfOpen { .. } => Err(GatewayError::CircuitOpen),
+            State::HalfOpen { .. } => Err(GatewayError::CircuitOpen {
+                retry_after: Duration::from_secs(1),
+            }),
         }
     }
 
@@ -94,7 +99,7 @@ impl CircuitBreaker {
                 }
             }
             (_, Verdict::Failure) => State::Open {
-                until: now + self.cool_down,
+                until: now.checked_add(self.cool_down).unwrap_or(now),
             },
         };
         let opened = !matches!(next, State::Closed { .. });
@@ -136,8 +141,17 @@ mod tests {
         b.record(Verdict::Failure);
         assert!(b.is_open());
         assert_eq!(b.open_gauge.get(), 1);
-        assert!(matches!(b.allow(), Err(GatewayError::CircuitOpen)));
-        manual.advance(Duration::from_secs(30));
+        assert!(matches!(
+            b.allow(),
+            Err(GatewayError::CircuitOpen { retry_after }) if retry_after == Duration::from_secs(30)
+        ));
+        manual.advance(Duration::from_secs(12));
+        assert_eq!(
+            b.allow().unwrap_err().retry_after_secs(),
+            Some(18),
+            "Retry-After is the cool-down left"
+        );
+        manual.advance(Duration::from_secs(18));
         b.allow().unwrap(); // the probe
         assert!(b.allow().is_err(), "one probe at a time");
         b.record(Verdict::Failure);

@@ -1,0 +1,162 @@
+//! Parameter schemas beyond the count route: enums, sets, opaque strings, required parameters,
+//! exclusive pairs and the unknown-parameter policy.
+
+use super::*;
+
+fn records() -> ParamSchema {
+    let int = |default, max| ParamKind::Integer {
+        default: Some(default),
+        min: 1,
+        max,
+    };
+    let mut fields = ParamSpec::new("fields", ParamKind::Set { max_items: 3 });
+    fields.required = true;
+    ParamSchema::new(
+        vec![
+            fields,
+            ParamSpec::new(
+                "sort_order",
+                ParamKind::Enum {
+                    values: vec!["asc".into(), "desc".into()],
+                    default: None,
+                },
+            ),
+            ParamSpec::new("page", int(1, u32::MAX)),
+            ParamSpec::new("per_page", int(200, 200)),
+            ParamSpec::new("page_token", ParamKind::Opaque),
+        ],
+        UnknownParams::Bypass,
+    )
+    .unwrap()
+    .with_exclusive("page", "page_token")
+    .unwrap()
+}
+
+fn key_of(schema: &ParamSchema, q: &str) -> CacheKey {
+    match schema.canonicalize(q) {
+        Canonical::Key(c) => cache_key(&SCOPE, &c),
+        other => panic!("expected a key for {q:?}, got {other:?}"),
+    }
+}
+
+fn invalid_of(schema: &ParamSchema, q: &str) -> InvalidQuery {
+    match schema.canonicalize(q) {
+        Canonical::Invalid(i) => i,
+        other => panic!("expected invalid for {q:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn set_order_and_duplicates_do_not_matter() {
+    let s = records();
+    let k = key_of(&s, "fields=Last_Name,Email");
+    assert_eq!(k, key_of(&s, "fields=Email,Last_Name"));
+    assert_eq!(k, key_of(&s, "fields=Email,Last_Name,Email"));
+    assert_eq!(
+        k,
+        key_of(&s, "fields=Email%2CLast_Name&page=1&per_page=200")
+    );
+    // Items stay byte-exact: case and spaces are different fields.
+    assert_ne!(k, key_of(&s, "fields=email,Last_Name"));
+    assert_ne!(k, key_of(&s, "fields=Email,+Last_Name"));
+    // A different set is a different key; `a,b` is not the two-item set `a` + `b` elsewhere.
+    assert_ne!(k, key_of(&s, "fields=Email"));
+}
+
+#[test]
+fn odd_sets_bypass() {
+    let s = records();
+    for q in ["fields=", "fields=a,,b", "fields=a,", "fields=a,b,c,d"] {
+        assert_eq!(
+            s.canonicalize(q),
+            Canonical::Uncacheable(NoCacheReason::UnsupportedSet),
+            "{q}"
+        );
+    }
+}
+
+#[test]
+fn enums_required_and_exclusive_pairs_are_checked_locally() {
+    let s = records();
+    assert_ne!(
+        key_of(&s, "fields=a&sort_order=asc"),
+        key_of(&s, "fields=a&sort_order=desc")
+    );
+    assert_ne!(
+        key_of(&s, "fields=a"),
+        key_of(&s, "fields=a&sort_order=asc")
+    );
+    let bad = invalid_of(&s, "fields=a&sort_order=ASC");
+    assert_eq!(
+        (bad.param.as_ref(), bad.kind),
+        ("sort_order", InvalidKind::NotInEnum)
+    );
+    let missing = invalid_of(&s, "page=2");
+    assert_eq!(missing.kind, InvalidKind::RequiredParamMissing);
+    assert_eq!(missing.kind.zoho_code(), "REQUIRED_PARAM_MISSING");
+    // The default `page` does not conflict with a sent `page_token`; a sent one does.
+    key_of(&s, "fields=a&page_token=abc");
+    let both = invalid_of(&s, "fields=a&page=2&page_token=abc");
+    assert_eq!(both.kind, InvalidKind::Conflict);
+    // Opaque strings are byte-exact after decoding.
+    assert_eq!(
+        key_of(&s, "fields=a&page_token=a%2Bb"),
+        key_of(&s, "fields=a&page_token=a%2bb")
+    );
+    assert_ne!(
+        key_of(&s, "fields=a&page_token=a+b"),
+        key_of(&s, "fields=a&page_token=a%2Bb")
+    );
+}
+
+#[test]
+fn unknown_parameters_follow_the_schema_policy() {
+    assert_eq!(
+        records().canonicalize("fields=a&x=1"),
+        Canonical::Uncacheable(NoCacheReason::UnknownParam)
+    );
+    let reject = ParamSchema::new(vec![], UnknownParams::Reject).unwrap();
+    assert_eq!(
+        reject.canonicalize("x").unwrap_invalid().kind,
+        InvalidKind::UnknownParam
+    );
+    let keyed = ParamSchema::new(vec![], UnknownParams::Key).unwrap();
+    assert_ne!(key_of(&keyed, "x=1"), key_of(&keyed, "x=2"));
+    assert_eq!(key_of(&keyed, "a=1&b=2"), key_of(&keyed, "b=2&a=1"));
+}
+
+#[test]
+fn schemas_with_other_rules_never_share_keys() {
+    // Same query, same scope, different schema (e.g. after a reload): different keys.
+    let a = ParamSchema::new(vec![], UnknownParams::Key).unwrap();
+    let b = ParamSchema::new(
+        vec![ParamSpec::new("x", ParamKind::Opaque)],
+        UnknownParams::Key,
+    )
+    .unwrap();
+    assert_ne!(key_of(&a, "x=1"), key_of(&b, "x=1"));
+    assert!(
+        ParamSchema::new(
+            vec![
+                ParamSpec::new("x", ParamKind::Opaque),
+                ParamSpec::new("x", ParamKind::Opaque)
+            ],
+            UnknownParams::Key
+        )
+        .is_err()
+    );
+    assert!(records().with_exclusive("page", "nope").is_err());
+}
+
+trait UnwrapInvalid {
+    fn unwrap_invalid(self) -> InvalidQuery;
+}
+
+impl UnwrapInvalid for Canonical {
+    fn unwrap_invalid(self) -> InvalidQuery {
+        match self {
+            Canonical::Invalid(i) => i,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+}

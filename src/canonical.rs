@@ -91,12 +91,81 @@
 //!    byte-exact).
 //! 7. [`Canonical::Key`] otherwise.
 //!
+//! # `criteria` (Zoho search, `GET /crm/{v}/{module}/search`)
+//!
+//! [`canonicalize_criteria`] takes the `criteria` value form-decoded once (so `%5C%28` is `\(` and
+//! `+` a space, as Zoho decodes it) and parses it, bounded by [`CriteriaLimits`], into a typed
+//! tree. Grammar, from Zoho's search-records docs (v2–v8) and its v8 OpenAPI spec:
+//!
+//! ```text
+//! criteria  = member *( sp join sp member )        ; one join word per level
+//! member    = "(" sp criteria sp ")" | criterion   ; extra parentheses allowed
+//! criterion = "(" field ":" operator ":" value ")"
+//! join      = "and" | "or"
+//! sp        = *" "
+//! ```
+//!
+//! - `field` is everything up to the first `:`, `operator` up to the second, `value` the rest up
+//!   to the first unescaped `)` (so a date-time value keeps its colons,
+//!   `(Modified_Time:greater_equal:2023-04-19T05:58:06+05:30)`).
+//! - In values, `\(`, `\)` and `\,` stand for `(`, `)` and `,` (Zoho: "when you use parentheses
+//!   or comma in the value, you must escape them"). `in`, `not_in` take a list and `between`
+//!   two values, separated by unescaped commas; the other operators take one value.
+//! - operators: `equals`, `not_equal`, `starts_with`, `in`, `not_in`, `greater_than`,
+//!   `greater_equal`, `less_than`, `less_equal`, `between` (lowercase, as documented).
+//!
+//! Normalisation (what shares a key): spaces between tokens (around `and`/`or` and inside
+//! group parentheses; Zoho's own Deluge sample writes `((A) and (B))`); redundant parentheses
+//! (`((A))` is `(A)`, and a top level `(A)and(B)` is `((A)and(B))`); members of a group are
+//! order-independent (sorted) and a nested group with its parent's join word is flattened into
+//! it; the values of an `in` / `not_in` list are order-independent (sorted); the escaping of a
+//! value (its decoded text is what counts). None of these changes the multiset of criteria or
+//! of list values: **duplicates are kept**, because Zoho documents that `equals` matches
+//! differently when a search has one condition or several, so `((A)or(A))` need not mean `(A)`.
+//! Field names, values (including leading and trailing spaces, and case) and the order of the
+//! two `between` values are kept byte-exact. Field names are not checked against the module's
+//! fields (the gateway does not know them): an unknown field is Zoho's 400 to give.
+//!
+//! Outcomes, in order of precedence:
+//!
+//! 1. [`CriteriaOutcome::Uncacheable`] ([`NoCacheReason::CriteriaTooComplex`]) when the
+//!    decoded value is longer than [`CriteriaLimits::max_bytes`] (checked first) or nests
+//!    deeper than [`CriteriaLimits::max_depth`] (checked while parsing; stops the parse). These
+//!    are the gateway's bounds, not Zoho's, so the request is forwarded. Then uncacheable
+//!    ([`NoCacheReason::CriteriaEmpty`]) for an empty or all-space value: Zoho's answer to it
+//!    is undocumented. An empty value inside a criterion, `(A:equals:)`, is kept as it is.
+//! 2. Uncacheable, stopping the parse, where the rest cannot be tokenised with certainty: an
+//!    unescaped `(` inside a criterion ([`NoCacheReason::CriteriaUnescapedParenthesis`]), a
+//!    backslash not followed by `(`, `)` or `,` ([`NoCacheReason::CriteriaUnknownEscape`]).
+//! 3. [`CriteriaOutcome::Invalid`] ([`InvalidKind::CriteriaSyntax`], Zoho's 400
+//!    `INVALID_QUERY` "Invalid query formed"), stopping the parse: unbalanced parentheses,
+//!    `()`, a member that is not parenthesised, a criterion without two `:`, an empty field
+//!    or operator, two members without a join word, a word other than `and`/`or` (any case)
+//!    between members, anything after the last member.
+//! 4. Uncacheable, recorded while the parse goes on (the first one is reported): an operator or
+//!    join word in another case
+//!    ([`NoCacheReason::CriteriaOperatorCase`]); an operator outside the list
+//!    ([`NoCacheReason::CriteriaUnknownOperator`]); a field with characters outside
+//!    `A-Z a-z 0-9 _ . $`, e.g. spaces ([`NoCacheReason::CriteriaUnusualField`]); `and` and `or`
+//!    in one level ([`NoCacheReason::CriteriaMixedOperators`]: Zoho's precedence is
+//!    undocumented); an unescaped comma in a single-valued operator's value
+//!    ([`NoCacheReason::CriteriaUnescapedComma`]); `between` without exactly two values
+//!    ([`NoCacheReason::CriteriaValueCount`]); tabs or newlines between tokens
+//!    ([`NoCacheReason::CriteriaUnusualWhitespace`]).
+//! 5. Invalid: more criteria than [`CriteriaLimits::max_criteria`] (default 15, Zoho's 400
+//!    `CRITERIA_LIMIT_EXCEEDED`), then an `in` list longer than
+//!    [`CriteriaLimits::max_in_values`] (default 100, Zoho's 400 `INVALID_QUERY`).
+//! 6. [`CriteriaOutcome::Key`] otherwise. [`Criteria::write_key`] streams the tree as tagged,
+//!    length-prefixed fields (prefix-free); [`Criteria::render`] spells it canonically
+//!    (`((A:equals:x)and(B:in:a,b\,c))`), and parsing the rendering gives the same key.
+//!
 //! # The key
 //!
 //! [`cache_key`] feeds a SHA-256 hasher with a domain-separation tag and then every property above
 //! as tagged, length-prefixed fields (counts before lists), so distinct inputs are distinct byte
 //! streams: `a=1,2` and `a=1&a=2` cannot collide, nor can `%26` and `&`.
 
+mod criteria;
 mod filters;
 mod key;
 mod query;
@@ -108,6 +177,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+pub use criteria::{Criteria, CriteriaLimits};
 pub use key::{CacheKey, KeyScope, cache_key};
 
 /// How far [`canonicalize`] normalises `filters`.
@@ -234,6 +304,29 @@ pub enum NoCacheReason {
     UnencodedCharacter,
     /// A JSON `\u` escape is an unpaired UTF-16 surrogate.
     LoneSurrogate,
+    /// `criteria` is empty or only spaces.
+    CriteriaEmpty,
+    /// `criteria` exceeds [`CriteriaLimits::max_bytes`] or [`CriteriaLimits::max_depth`]
+    /// (gateway bounds; Zoho's are unknown).
+    CriteriaTooComplex,
+    /// A `criteria` operator or `and`/`or` in another case than Zoho's docs (`EQUALS`, `AND`).
+    CriteriaOperatorCase,
+    /// A `criteria` operator outside Zoho's documented list.
+    CriteriaUnknownOperator,
+    /// A `criteria` field name with characters other than `A-Z a-z 0-9 _ . $` (e.g. spaces).
+    CriteriaUnusualField,
+    /// `and` and `or` side by side in one parenthesis level (`(A)and(B)or(C)`).
+    CriteriaMixedOperators,
+    /// An unescaped `(` inside a `criteria` value.
+    CriteriaUnescapedParenthesis,
+    /// A backslash in `criteria` not followed by `(`, `)` or `,`.
+    CriteriaUnknownEscape,
+    /// An unescaped `,` in the value of a single-valued `criteria` operator (`equals`, ...).
+    CriteriaUnescapedComma,
+    /// A `between` without exactly two comma-separated values.
+    CriteriaValueCount,
+    /// Whitespace other than spaces between `criteria` tokens.
+    CriteriaUnusualWhitespace,
     /// A parameter the route's schema does not name, on a route that bypasses for those
     /// ([`UnknownParams::Bypass`]).
     UnknownParam,
@@ -252,6 +345,17 @@ impl NoCacheReason {
             NoCacheReason::UnknownJsonMember => "unknown_json_member",
             NoCacheReason::UnencodedCharacter => "unencoded_character",
             NoCacheReason::LoneSurrogate => "lone_surrogate",
+            NoCacheReason::CriteriaEmpty => "criteria_empty",
+            NoCacheReason::CriteriaTooComplex => "criteria_too_complex",
+            NoCacheReason::CriteriaOperatorCase => "criteria_operator_case",
+            NoCacheReason::CriteriaUnknownOperator => "criteria_unknown_operator",
+            NoCacheReason::CriteriaUnusualField => "criteria_unusual_field",
+            NoCacheReason::CriteriaMixedOperators => "criteria_mixed_operators",
+            NoCacheReason::CriteriaUnescapedParenthesis => "criteria_unescaped_parenthesis",
+            NoCacheReason::CriteriaUnknownEscape => "criteria_unknown_escape",
+            NoCacheReason::CriteriaUnescapedComma => "criteria_unescaped_comma",
+            NoCacheReason::CriteriaValueCount => "criteria_value_count",
+            NoCacheReason::CriteriaUnusualWhitespace => "criteria_unusual_whitespace",
             NoCacheReason::UnknownParam => "unknown_param",
             NoCacheReason::UnsupportedSet => "unsupported_set",
         }
@@ -292,6 +396,13 @@ pub enum InvalidKind {
     TooDeep,
     /// More criteria than [`FilterLimits::max_criteria`].
     TooManyCriteria,
+    /// `criteria` does not follow the `(field:operator:value)` / `and` / `or` grammar
+    /// (unbalanced parentheses, a missing part, a missing or unknown joining word).
+    CriteriaSyntax,
+    /// More `criteria` criteria than [`CriteriaLimits::max_criteria`].
+    CriteriaLimitExceeded,
+    /// More values in one `in` list than [`CriteriaLimits::max_in_values`].
+    TooManyValues,
     /// A parameter the route's schema does not name, on a route that rejects those
     /// ([`UnknownParams::Reject`]).
     UnknownParam,
@@ -305,11 +416,29 @@ pub enum InvalidKind {
 
 impl InvalidKind {
     /// Zoho's error `code` for the 400 the gateway answers: `REQUIRED_PARAM_MISSING` for a
-    /// missing mandatory parameter, `INVALID_DATA` otherwise (API-NOTES §4).
+    /// missing mandatory parameter; `INVALID_QUERY` for a malformed search `criteria` or too
+    /// many `in` values and `CRITERIA_LIMIT_EXCEEDED` for too many criteria (both from Zoho's
+    /// v8 OpenAPI spec, `module_search.json`); `INVALID_DATA` otherwise (API-NOTES §4).
     pub fn zoho_code(self) -> &'static str {
         match self {
             InvalidKind::RequiredParamMissing => "REQUIRED_PARAM_MISSING",
-            _ => "INVALID_DATA",
+            InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
+            InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
+            InvalidKind::BadEncoding
+            | InvalidKind::InvalidJson
+            | InvalidKind::BadShape
+            | InvalidKind::EmptyGroup
+            | InvalidKind::UnknownOperator
+            | InvalidKind::FieldNotAllowed
+            | InvalidKind::ComparatorNotAllowed
+            | InvalidKind::NotANumber
+            | InvalidKind::OutOfRange
+            | InvalidKind::TooLarge
+            | InvalidKind::TooDeep
+            | InvalidKind::TooManyCriteria
+            | InvalidKind::UnknownParam
+            | InvalidKind::NotInEnum
+            | InvalidKind::Conflict => "INVALID_DATA",
         }
     }
 
@@ -328,6 +457,9 @@ impl InvalidKind {
             InvalidKind::TooLarge => "too_large",
             InvalidKind::TooDeep => "too_deep",
             InvalidKind::TooManyCriteria => "too_many_criteria",
+            InvalidKind::CriteriaSyntax => "criteria_syntax",
+            InvalidKind::CriteriaLimitExceeded => "criteria_limit_exceeded",
+            InvalidKind::TooManyValues => "too_many_values",
             InvalidKind::UnknownParam => "unknown_param",
             InvalidKind::NotInEnum => "not_in_enum",
             InvalidKind::RequiredParamMissing => "required_param_missing",
@@ -336,7 +468,7 @@ impl InvalidKind {
     }
 }
 
-/// A query Zoho would reject; the gateway answers 400 `INVALID_DATA` with it.
+/// A query Zoho would reject; the gateway answers 400 with [`InvalidKind::zoho_code`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {param}: {message}")]
 pub struct InvalidQuery {
@@ -678,6 +810,30 @@ impl CanonicalQuery {
 /// [`ParamSchema::canonicalize`].
 pub fn canonicalize(raw_query: &str, rules: &CanonicalRules) -> Canonical {
     ParamSchema::associated_users_count(rules.clone()).canonicalize(raw_query)
+}
+
+/// Result of canonicalising one decoded `criteria` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CriteriaOutcome {
+    /// Canonical form found: it enters the key through [`Criteria::write_key`].
+    Key(Criteria),
+    /// Cannot be canonicalised with certainty: forward as-is, do not cache.
+    Uncacheable(NoCacheReason),
+    /// Zoho would reject it: answer 400 with [`InvalidKind::zoho_code`] locally.
+    Invalid(InvalidQuery),
+}
+
+/// Canonicalises one `criteria` value, already form-decoded once (see the module doc,
+/// "`criteria`", for the grammar, the normalisations and the outcomes).
+///
+/// Never panics; work and memory are linear in the input, which is bounded by
+/// [`CriteriaLimits::max_bytes`].
+pub fn canonicalize_criteria(decoded: &str, limits: &CriteriaLimits) -> CriteriaOutcome {
+    match criteria::parse(decoded, limits) {
+        Ok(c) => CriteriaOutcome::Key(c),
+        Err(Reject::Uncacheable(r)) => CriteriaOutcome::Uncacheable(r),
+        Err(Reject::Invalid(i)) => CriteriaOutcome::Invalid(i),
+    }
 }
 
 /// Why [`canonicalize_inner`] gave up.

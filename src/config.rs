@@ -25,6 +25,8 @@ mod datacentre;
 mod routes;
 pub use datacentre::{DataCentre, Environment};
 pub use routes::{RawCachedRoute, RawParam};
+mod redis;
+pub use redis::{RawRedis, RedisConfig};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
@@ -186,6 +188,8 @@ pub struct RawConfig {
     pub tenants: BTreeMap<String, RawTenant>,
     /// `[clients.NAME]`: gateway client keys, by name.
     pub clients: BTreeMap<String, RawClient>,
+    /// `[redis]`: the optional fleet tier (off by default).
+    pub redis: RawRedis,
 }
 
 /// `[server]`.
@@ -648,6 +652,8 @@ pub struct GatewayConfig {
     pub clients: HashMap<[u8; 32], ClientKey>,
     /// Clients identified by their TLS client certificate alone (no key).
     pub client_certs: crate::tls::CertClients,
+    /// The fleet tier (`None`: off, each replica on its own).
+    pub redis: Option<RedisConfig>,
 }
 
 impl GatewayConfig {
@@ -913,6 +919,8 @@ impl RawConfig {
             None => None,
         };
 
+        let redis = self.redis.validate()?;
+
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
             tenants.push(validate_tenant(name, t)?);
@@ -1084,6 +1092,7 @@ impl RawConfig {
             tenants,
             clients,
             client_certs,
+            redis,
         })
     }
 }

@@ -36,6 +36,7 @@ pub mod coalesce;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod gateway;
 pub mod headers;
 pub mod metrics;

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 mod api;
 pub mod config;
 mod control;
+pub mod criteria;
 pub mod dataset;
 pub mod filters;
 mod handle;

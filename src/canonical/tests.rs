@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod criteria;
 mod props;
 mod schema;
 mod table;

@@ -135,6 +135,11 @@ fn the_reference_config_validates_with_its_defaults() {
         // The route table is the file's own (Zoho's hot reads); the built-in default has only
         // the count route. The count route's and the pass-through's defaults are stated.
         assert_eq!(
+            serde_json::to_value(&raw.redis).unwrap(),
+            serde_json::to_value(&defaults.redis).unwrap()
+        );
+        assert!(cfg.redis.is_none(), "the reference config leaves Redis off");
+        assert_eq!(
             serde_json::to_value(&raw.routes.associated_users_count).unwrap(),
             serde_json::to_value(&defaults.routes.associated_users_count).unwrap()
         );

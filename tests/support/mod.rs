@@ -1,6 +1,8 @@
 //! Shared test harness: the simulator and a gateway on 127.0.0.1:0, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -49,23 +49,23 @@ fn uniquify(t: &mut T, i: &mut usize) {
 }
 
 /// SplitMix64: spelling choices from one proptest-chosen seed.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn pick(&mut self, n: usize) -> usize {
+    pub(super) fn pick(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
-    fn coin(&mut self) -> bool {
+    pub(super) fn coin(&mut self) -> bool {
         self.next() & 1 == 1
     }
-    fn shuffle<X>(&mut self, v: &mut [X]) {
+    pub(super) fn shuffle<X>(&mut self, v: &mut [X]) {
         for i in (1..v.len()).rev() {
             let j = self.pick(i + 1);
             v.swap(i, j);

@@ -1,0 +1,142 @@
+//! Invalidation broadcast with a fleet-wide generation per (tenant, group).
+//!
+//! - A write through any replica, or an admin purge, calls [`Fleet::invalidate`]: one script
+//!   increments `gen:{tenant}:{group}` and publishes `inval` with the new value. Every replica's
+//!   hub delivers it as [`FleetEvent::Invalidated`] (drop the matching L1 entries) and records
+//!   the generation locally ([`Fleet::local_generation`]).
+//! - **No answer older than a write is stored**: a fetch notes the generation when it starts (the
+//!   Redis one comes with the L2 lookup, [`super::l2::L2Lookup::generation`]; the local one from
+//!   [`Fleet::local_generation`]) and stores into L2 only if Redis still has that generation (checked
+//!   in the storing script) and into L1 only if the local view still has it. L2 entries carry
+//!   their generation, and a lookup that finds an older one treats it as a miss.
+//! - Generation keys expire [`GENERATION_TTL`] after the last bump; L2 entries never outlive that,
+//!   so a counter that lapses back to 0 cannot revive an entry.
+//!
+//! Message format: `tenant \0 group \0 generation` (decimal).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{Fleet, FleetEvent, Op, Unavailable};
+
+/// Lifetime of a generation counter after its last bump; also the cap on any L2 entry's TTL.
+pub const GENERATION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+static BUMP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local g = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. g)
+return g
+",
+    )
+});
+
+/// What an invalidation covers: one tenant's entries of one group (e.g. a route name). Both come
+/// from configuration (closed sets), never from request data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Scope<'a> {
+    /// Configured tenant name.
+    pub tenant: &'a str,
+    /// Invalidation group.
+    pub group: &'a str,
+}
+
+/// Parses an `inval` message; `None` when malformed.
+pub(super) fn parse_message(payload: &[u8]) -> Option<FleetEvent> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.split('\0');
+    let (tenant, group, generation) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(FleetEvent::Invalidated {
+        tenant: tenant.to_owned(),
+        group: group.to_owned(),
+        generation: generation.parse().ok()?,
+    })
+}
+
+impl Fleet {
+    pub(super) fn generation_key(&self, scope: Scope<'_>) -> String {
+        self.key(&["gen", scope.tenant, scope.group])
+    }
+
+    /// Invalidates `scope` fleet-wide: bumps its generation and broadcasts it. Returns the new
+    /// generation.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Redis cannot answer (the caller still drops its own L1 entries;
+    /// other replicas resync when they next see Redis).
+    pub async fn invalidate(&self, scope: Scope<'_>) -> Result<u64, Unavailable> {
+        let key = self.generation_key(scope);
+        let channel = self.channel("inval");
+        let prefix = format!("{}\0{}\0", scope.tenant, scope.group);
+        let ttl = GENERATION_TTL.as_millis() as u64;
+        let g: u64 = self
+            .op(Op::Generation, |mut c| async move {
+                BUMP.key(key)
+                    .arg(ttl)
+                    .arg(channel)
+                    .arg(prefix)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.observe_generation(scope.tenant, scope.group, g);
+        Ok(g)
+    }
+
+    /// The generation of `scope` in Redis (0 when never bumped or lapsed).
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Redis cannot answer.
+    pub async fn generation(&self, scope: Scope<'_>) -> Result<u64, Unavailable> {
+        let key = self.generation_key(scope);
+        let g: Option<u64> = self
+            .op(Op::Generation, |mut c| async move {
+                redis::cmd("GET").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        Ok(g.unwrap_or(0))
+    }
+
+    /// The highest generation of `scope` this replica has seen (events and its own bumps); 0 if
+    /// none. A local read: no Redis round trip.
+    pub fn local_generation(&self, scope: Scope<'_>) -> u64 {
+        let map = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(scope.tenant.into(), scope.group.into()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(super) fn observe_generation(&self, tenant: &str, group: &str, generation: u64) {
+        let mut map = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = map.entry((tenant.into(), group.into())).or_insert(0);
+        *seen = (*seen).max(generation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_or_are_refused() {
+        assert_eq!(
+            parse_message(b"acme\0associated_users_count\x0042"),
+            Some(FleetEvent::Invalidated {
+                tenant: "acme".into(),
+                group: "associated_users_count".into(),
+                generation: 42
+            })
+        );
+        assert_eq!(parse_message(b"acme\0g"), None);
+        assert_eq!(parse_message(b"acme\0g\0x"), None);
+        assert_eq!(parse_message(b"a\0g\x001\0extra"), None);
+        assert_eq!(parse_message(b"\xff\0g\x001"), None);
+    }
+}

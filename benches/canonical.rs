@@ -12,14 +12,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sha2::{Digest, Sha256};
+use zoho_crm_simulator::samples::{SEED_CURL, SEED_NODE, SEED_PYTHON};
 use zoho_gateway::canonical::{
     Canonical, CanonicalRules, CriteriaLimits, CriteriaOutcome, KeyScope, cache_key, canonicalize,
     canonicalize_criteria,
 };
-
-const SEED_CURL: &str = "filters=%7B%22group_operator%22%3A%20%22or%22%2C%22group%22%3A%20%5B%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier1%22%7D%2C%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier2%22%7D%5D%7D";
-const SEED_JSON_PY: &str = r#"{"group_operator": "or", "group": [{"field": {"api_name": "name"}, "comparator": "equal", "value": "Tier1"}, {"field": {"api_name": "name"}, "comparator": "equal", "value": "Tier2"}]}"#;
-const SEED_JSON_COMPACT: &str = r#"{"group_operator":"or","group":[{"field":{"api_name":"name"},"comparator":"equal","value":"Tier1"},{"field":{"api_name":"name"},"comparator":"equal","value":"Tier2"}]}"#;
 
 const SCOPE: KeyScope<'static> = KeyScope {
     tenant: "acme",
@@ -29,18 +26,6 @@ const SCOPE: KeyScope<'static> = KeyScope {
     route: "/settings/user_groups/actions/associated_users_count",
     external: None,
 };
-
-fn encode_uri(s: &str) -> String {
-    let mut out = String::new();
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.!~*'();,/?:@&=+$#".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 fn pct(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
@@ -71,15 +56,15 @@ fn twenty_criteria() -> String {
 
 fn bench(c: &mut Criterion) {
     let rules = CanonicalRules::default();
-    let python = form_urlencoded::Serializer::new(String::new())
-        .append_pair("filters", SEED_JSON_PY)
-        .finish();
-    let node = format!("filters={}&", encode_uri(SEED_JSON_COMPACT));
+    // The seed's filter as each client spells it (`zoho_crm_simulator::samples`).
+    let curl = format!("filters={SEED_CURL}");
+    let python = format!("filters={SEED_PYTHON}");
+    let node = format!("filters={SEED_NODE}");
     let twenty = format!("filters={}&page=2&per_page=50", pct(&twenty_criteria()));
-    let truncated = &SEED_CURL[..SEED_CURL.len() - 6];
-    let bad_field = SEED_CURL.replace("api_name%22%3A%20%22name", "api_name%22%3A%20%22email");
+    let truncated = &curl[..curl.len() - 6];
+    let bad_field = curl.replace("api_name%22%3A%20%22name", "api_name%22%3A%20%22email");
     let cases: [(&str, &str, bool); 6] = [
-        ("seed_curl_pct20", SEED_CURL, true),
+        ("seed_curl_pct20", &curl, true),
         ("seed_python_plus", &python, true),
         ("seed_node_encodeuri", &node, true),
         ("nested_20_criteria", &twenty, true),

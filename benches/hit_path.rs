@@ -14,9 +14,9 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
+use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::config::RawConfig;
 use zoho_gateway::server::{ListenerSettings, serve};
-use zoho_gateway::simulator::{SimConfig, Simulator};
 use zoho_gateway::{App, demo};
 
 fn bench_hit_path(c: &mut Criterion) {

@@ -8,9 +8,9 @@
 //! `config/gateway.toml`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
@@ -26,115 +26,16 @@ mod routes;
 pub use datacentre::{DataCentre, Environment};
 pub use routes::{RawCachedRoute, RawParam};
 mod redis;
+mod secret;
+mod tenant;
 pub use redis::{RawRedis, RedisConfig};
+pub use secret::{REDACTED, Secret, SecretSource};
+use tenant::validate_tenant;
+pub use tenant::{RawPassThroughTenant, RawTenant, TenantConfig, TenantId};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
 pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
-
-/// A secret string. `Debug`, `Display` and `Serialize` print `[redacted]`; only
-/// [`Secret::expose`] gives the value.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret value. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-/// The text every secret prints as.
-pub const REDACTED: &str = "[redacted]";
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(REDACTED)
-    }
-}
-
-/// Where a secret comes from: a literal string, `{ env = "VAR" }` or `{ file = "path" }`
-/// (the file's content, surrounding whitespace trimmed).
-///
-/// `Serialize` (what `check-config` prints) and `Debug` redact a literal to `[redacted]`; the
-/// name of a variable or file is not secret and is shown.
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
-pub enum SecretSource {
-    /// The value itself (fine for the demo; prefer `env` or `file` in production).
-    Literal(String),
-    /// Read from this environment variable at load time.
-    Env {
-        /// Variable name.
-        env: String,
-    },
-    /// Read from this file at load time.
-    File {
-        /// Path, relative to the working directory.
-        file: PathBuf,
-    },
-}
-
-impl fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecretSource::Literal(_) => f.write_str("[redacted]"),
-            SecretSource::Env { env } => write!(f, "env:{env}"),
-            SecretSource::File { file } => write!(f, "file:{}", file.display()),
-        }
-    }
-}
-
-impl Serialize for SecretSource {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (key, value) = match self {
-            SecretSource::Literal(_) => return s.serialize_str(REDACTED),
-            SecretSource::Env { env } => ("env", env.clone()),
-            SecretSource::File { file } => ("file", file.display().to_string()),
-        };
-        let mut map = s.serialize_map(Some(1))?;
-        map.serialize_entry(key, &value)?;
-        map.end()
-    }
-}
-
-impl SecretSource {
-    fn resolve(&self, key: &str) -> Result<Secret, ConfigError> {
-        let value = match self {
-            SecretSource::Literal(v) => v.clone(),
-            SecretSource::Env { env } => std::env::var(env).map_err(|_| {
-                ConfigError::invalid(key, format!("env:{env}"), "environment variable not set")
-            })?,
-            SecretSource::File { file } => std::fs::read_to_string(file)
-                .map_err(|e| {
-                    ConfigError::invalid(key, format!("file:{}", file.display()), e.to_string())
-                })?
-                .trim()
-                .to_owned(),
-        };
-        if value.is_empty() {
-            return Err(ConfigError::invalid(key, "[redacted]", "must not be empty"));
-        }
-        Ok(Secret(value))
-    }
-}
 
 /// A configuration error: which key, which value, what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -459,120 +360,6 @@ impl Default for RawCountRoute {
     }
 }
 
-/// `[tenants.NAME]`: one Zoho organisation and the OAuth client that acts for it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTenant {
-    /// Zoho data centre: `us`, `eu`, `in`, `au`, `jp`, `ca`, `sa`, `cn`. Default: `us`.
-    #[serde(default)]
-    pub data_centre: Option<String>,
-    /// `production`, `sandbox` or `developer`. Default: `production`.
-    #[serde(default)]
-    pub environment: Option<String>,
-    /// Explicit API base URL (the simulator, a test proxy); overrides the data centre's API host.
-    #[serde(default)]
-    pub api_base: Option<String>,
-    /// Explicit accounts URL; overrides the data centre's accounts host.
-    #[serde(default)]
-    pub accounts_url: Option<String>,
-    /// OAuth client id (not needed in pass-through mode).
-    #[serde(default)]
-    pub client_id: String,
-    /// OAuth client secret (not needed in pass-through mode).
-    #[serde(default)]
-    pub client_secret: Option<SecretSource>,
-    /// Long-lived refresh token (not needed in pass-through mode).
-    #[serde(default)]
-    pub refresh_token: Option<SecretSource>,
-    /// Refresh this long before the access token expires. Default: `300s`.
-    #[serde(default = "default_refresh_margin", with = "humantime_serde")]
-    pub refresh_margin: Duration,
-    /// Deadline of one token request. Default: `10s`.
-    #[serde(default = "default_token_timeout", with = "humantime_serde")]
-    pub token_timeout: Duration,
-    /// Token grants allowed per `refresh_window` (Zoho allows 10 per 10 minutes). Default: `10`.
-    #[serde(default = "default_refresh_budget")]
-    pub refresh_budget: u32,
-    /// Window of `refresh_budget`. Default: `600s`.
-    #[serde(default = "default_refresh_window", with = "humantime_serde")]
-    pub refresh_window: Duration,
-    /// After Zoho's "Access Denied" throttle, no refresh is attempted for this long. Default: `900s`.
-    #[serde(default = "default_throttle_lockout", with = "humantime_serde")]
-    pub throttle_lockout: Duration,
-    /// Zoho CRM edition, for the upstream concurrency limit (API-NOTES §6): `free` 5,
-    /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25. Default: `standard`.
-    #[serde(default)]
-    pub edition: Option<String>,
-    /// Explicit upstream concurrency limit; overrides `edition`.
-    #[serde(default)]
-    pub max_concurrency: Option<usize>,
-    /// Requests waiting for an upstream slot at most; beyond: 429. Default: `1000`.
-    #[serde(default = "default_queue_limit")]
-    pub queue_limit: usize,
-    /// Longest wait for an upstream slot; then 429. Default: `10s`.
-    #[serde(default = "default_queue_timeout", with = "humantime_serde")]
-    pub queue_timeout: Duration,
-    /// Requests of this tenant waiting for an upstream answer (a flight) at once; beyond: 503
-    /// `SERVICE_UNAVAILABLE` with `Retry-After`. Default: `2048`.
-    #[serde(default = "default_max_waiters")]
-    pub max_waiters: usize,
-    /// Consecutive upstream failures that open the circuit. Default: `5`.
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    /// How long an open circuit refuses calls before one probe. Default: `30s`.
-    #[serde(default = "default_breaker_cool_down", with = "humantime_serde")]
-    pub breaker_cool_down: Duration,
-    /// File keeping the current access token and recent grant times across restarts (written
-    /// with mode 0600). Default: unset (no file; every start spends one grant).
-    #[serde(default)]
-    pub token_state_file: Option<PathBuf>,
-    /// Pass-through mode: clients send their own Zoho token in `Authorization:
-    /// Zoho-oauthtoken …` (and identify themselves with `X-Gateway-Key`); it is forwarded, and
-    /// cache entries are partitioned by HMAC-SHA256(`hmac_secret`, token). The gateway then
-    /// holds no Zoho credentials for this tenant. Default: unset (gateway-managed tokens).
-    #[serde(default)]
-    pub pass_through: Option<RawPassThroughTenant>,
-}
-
-/// `[tenants.NAME.pass_through]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPassThroughTenant {
-    /// Key of the HMAC that partitions the cache by client token (at least 32 bytes).
-    pub hmac_secret: SecretSource,
-}
-
-fn default_queue_limit() -> usize {
-    1000
-}
-fn default_max_waiters() -> usize {
-    2048
-}
-fn default_queue_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_breaker_failures() -> u32 {
-    5
-}
-fn default_breaker_cool_down() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_refresh_margin() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_token_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_refresh_budget() -> u32 {
-    10
-}
-fn default_refresh_window() -> Duration {
-    Duration::from_secs(600)
-}
-fn default_throttle_lockout() -> Duration {
-    Duration::from_secs(900)
-}
-
 /// `[clients.NAME]`: one gateway client key, bound to one tenant.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -696,61 +483,6 @@ impl GatewayConfig {
             ])
             .collect()
     }
-}
-
-/// A tenant's position in [`GatewayConfig::tenants`] (name order): the typed handle the request
-/// path passes around instead of a bare index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(pub u16);
-
-impl TenantId {
-    /// The index into [`GatewayConfig::tenants`].
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-/// A validated tenant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TenantConfig {
-    /// Configured name (a metric label and part of the cache key).
-    pub name: String,
-    /// API base URL without trailing slash, e.g. `https://www.zohoapis.com`.
-    pub api_base: String,
-    /// Token endpoint, e.g. `https://accounts.zoho.com/oauth/v2/token`.
-    pub token_url: String,
-    /// OAuth client id.
-    pub client_id: String,
-    /// OAuth client secret.
-    pub client_secret: Secret,
-    /// Refresh token.
-    pub refresh_token: Secret,
-    /// Refresh-ahead margin.
-    pub refresh_margin: Duration,
-    /// Token request deadline.
-    pub token_timeout: Duration,
-    /// Grants per window.
-    pub refresh_budget: u32,
-    /// Budget window.
-    pub refresh_window: Duration,
-    /// Lockout after Zoho's throttle.
-    pub throttle_lockout: Duration,
-    /// Upstream concurrency limit.
-    pub max_concurrency: usize,
-    /// Queue bound for upstream slots.
-    pub queue_limit: usize,
-    /// Queue wait deadline.
-    pub queue_timeout: Duration,
-    /// Requests waiting for a flight at once.
-    pub max_waiters: usize,
-    /// Failures that open the circuit.
-    pub breaker_failures: u32,
-    /// Open-circuit cool-down.
-    pub breaker_cool_down: Duration,
-    /// Token state file.
-    pub token_state_file: Option<PathBuf>,
-    /// Pass-through mode: the HMAC key partitioning the cache by client token.
-    pub pass_through_hmac: Option<Secret>,
 }
 
 /// A validated client key.
@@ -1154,146 +886,6 @@ impl RawConfig {
             None => Ok(()),
         }
     }
-}
-
-fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigError> {
-    let prefix = format!("tenants.{name}");
-    let valid_name = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid_name {
-        return Err(ConfigError::invalid(
-            &prefix,
-            name,
-            "tenant names are 1-64 of [A-Za-z0-9_-]",
-        ));
-    }
-    let dc_text = t.data_centre.as_deref().unwrap_or("us");
-    let dc = DataCentre::parse(dc_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.data_centre"),
-            dc_text,
-            "expected one of us, eu, in, au, jp, ca, sa, cn",
-        )
-    })?;
-    let env_text = t.environment.as_deref().unwrap_or("production");
-    let env = Environment::parse(env_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.environment"),
-            env_text,
-            "expected production, sandbox or developer",
-        )
-    })?;
-    let url = |key: &str, v: &str| -> Result<String, ConfigError> {
-        let trimmed = v.trim_end_matches('/');
-        let uri: http::Uri = trimmed
-            .parse()
-            .map_err(|_| ConfigError::invalid(format!("{prefix}.{key}"), v, "not a URL"))?;
-        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-        if !scheme_ok || uri.host().is_none() || uri.query().is_some() {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.{key}"),
-                v,
-                "expected http(s)://host[:port][/path]",
-            ));
-        }
-        Ok(trimmed.to_owned())
-    };
-    let api_base = url(
-        "api_base",
-        t.api_base.as_deref().unwrap_or(&dc.api_base(env)),
-    )?;
-    let accounts = url(
-        "accounts_url",
-        t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
-    )?;
-    let edition_text = t.edition.as_deref().unwrap_or("standard");
-    let edition_limit = match edition_text.to_ascii_lowercase().as_str() {
-        "free" => 5,
-        "standard" => 10,
-        "professional" => 15,
-        "enterprise" => 20,
-        "ultimate" => 25,
-        _ => {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.edition"),
-                edition_text,
-                "expected free, standard, professional, enterprise or ultimate",
-            ));
-        }
-    };
-    let max_concurrency = t.max_concurrency.unwrap_or(edition_limit);
-    if max_concurrency == 0 {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.max_concurrency"),
-            "0",
-            "must be at least 1",
-        ));
-    }
-    let pass_through_hmac = match &t.pass_through {
-        Some(p) => {
-            let key = format!("{prefix}.pass_through.hmac_secret");
-            let secret = p.hmac_secret.resolve(&key)?;
-            if secret.expose().len() < 32 {
-                return Err(ConfigError::invalid(
-                    key,
-                    "[redacted]",
-                    "must be at least 32 bytes",
-                ));
-            }
-            Some(secret)
-        }
-        None => None,
-    };
-    let managed = pass_through_hmac.is_none();
-    if managed && t.client_id.trim().is_empty() {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.client_id"),
-            "",
-            "must not be empty (or configure pass_through)",
-        ));
-    }
-    let secret = |key: &str, src: &Option<SecretSource>| -> Result<Secret, ConfigError> {
-        match (src, managed) {
-            (Some(src), _) => src.resolve(&format!("{prefix}.{key}")),
-            (None, false) => Ok(Secret::default()),
-            (None, true) => Err(ConfigError::invalid(
-                format!("{prefix}.{key}"),
-                "",
-                "missing (or configure pass_through)",
-            )),
-        }
-    };
-    if t.refresh_budget == 0 {
-        return Err(ConfigError::invalid(
-            format!("{prefix}.refresh_budget"),
-            "0",
-            "must be at least 1",
-        ));
-    }
-    Ok(TenantConfig {
-        name: name.to_owned(),
-        api_base,
-        token_url: format!("{accounts}/oauth/v2/token"),
-        client_id: t.client_id.clone(),
-        client_secret: secret("client_secret", &t.client_secret)?,
-        refresh_token: secret("refresh_token", &t.refresh_token)?,
-        refresh_margin: t.refresh_margin,
-        token_timeout: t.token_timeout,
-        refresh_budget: t.refresh_budget,
-        refresh_window: t.refresh_window,
-        throttle_lockout: t.throttle_lockout,
-        max_concurrency,
-        queue_limit: t.queue_limit,
-        queue_timeout: t.queue_timeout,
-        max_waiters: t.max_waiters.max(1),
-        breaker_failures: t.breaker_failures,
-        breaker_cool_down: t.breaker_cool_down,
-        token_state_file: t.token_state_file.clone(),
-        pass_through_hmac,
-    })
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! the embedded `config/demo.toml`.
 
 use crate::config::{ConfigError, GatewayConfig, RawConfig};
-use crate::simulator::{RunningSimulator, SimConfig, Simulator};
 use crate::{App, Running};
+use zoho_crm_simulator::{RunningSimulator, SimConfig, Simulator};
 
 /// The embedded demo configuration (`config/demo.toml`).
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
@@ -11,8 +11,9 @@ pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 /// The demo's gateway client key (`[clients.demo]` in `config/demo.toml`).
 pub const DEMO_CLIENT_KEY: &str = "demo-gateway-key";
 
-/// The seed's sample `filters` (Tier1 OR Tier2), percent-encoded exactly as in Zoho's docs.
-pub const SEED_FILTERS: &str = "%7B%22group_operator%22%3A%20%22or%22%2C%22group%22%3A%20%5B%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier1%22%7D%2C%7B%22field%22%3A%20%7B%22api_name%22%3A%20%22name%22%7D%2C%22comparator%22%3A%20%22equal%22%2C%22value%22%3A%20%22Tier2%22%7D%5D%7D";
+/// The seed's sample `filters` (Tier1 OR Tier2), percent-encoded exactly as in Zoho's docs
+/// ([`zoho_crm_simulator::samples::SEED_CURL`]).
+pub const SEED_FILTERS: &str = zoho_crm_simulator::samples::SEED_CURL;
 
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]

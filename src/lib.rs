@@ -25,7 +25,8 @@
 //!
 //! [`App::spawn`] starts one gateway (proxy and admin listeners) from a validated
 //! [`config::GatewayConfig`]; tests, benches and the `demo` command all start it that way.
-//! [`simulator`] is the bundled Zoho CRM simulator.
+//! The bundled Zoho CRM simulator is its own crate, [`zoho_crm_simulator`] (`simulator/`): it
+//! imports nothing from the gateway, so it stays an independent oracle for the tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -43,7 +44,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
-pub mod simulator;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

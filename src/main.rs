@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{SimConfig, Simulator};
 use zoho_gateway::{App, demo, telemetry};
 
 #[derive(Parser)]

@@ -12,6 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use zoho_crm_simulator::samples::percent_encode;
 use zoho_gateway::canonical::{
     Canonical, CanonicalRules, FilterMode, InvalidKind, KeyScope, NoCacheReason, cache_key,
     canonicalize,
@@ -36,7 +37,7 @@ fn check(raw: &str, rules: &CanonicalRules) {
             if let Some(json) = q.canonical_filters_json() {
                 // Rebuild the query with the canonical filters and the same page numbers. Other
                 // parameters are not re-rendered, so compare with a query that has none.
-                let enc: String = form_encode(&json);
+                let enc = percent_encode(&json);
                 let again = format!("filters={enc}&page={}&per_page={}", q.page(), q.per_page());
                 match canonicalize(&again, rules) {
                     Canonical::Key(q2) => {
@@ -63,8 +64,8 @@ fn outcome(raw: &str, rules: &CanonicalRules) -> Result<[u8; 32], String> {
 
 /// Treats `json` as a filters JSON text.
 fn check_filters_text(json: &str, rules: &CanonicalRules) {
-    let pct = format!("filters={}", form_encode(json));
-    let plus = format!("filters={}", form_encode(json).replace("%20", "+"));
+    let pct = format!("filters={}", percent_encode(json));
+    let plus = format!("filters={}", percent_encode(json).replace("%20", "+"));
     assert_eq!(outcome(&pct, rules), outcome(&plus, rules), "%20 vs + spelling");
 
     let ours = canonicalize(&pct, rules);
@@ -93,18 +94,6 @@ fn check_filters_text(json: &str, rules: &CanonicalRules) {
     }
 }
 
-fn form_encode(s: &str) -> String {
-    let mut out = String::new();
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
@@ -117,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
     };
     check(raw, &strict);
     // The same bytes as a filters value, percent-encoded: reaches the JSON parser far more often.
-    check(&format!("filters={}", form_encode(raw)), &semantic);
+    check(&format!("filters={}", percent_encode(raw)), &semantic);
     check_filters_text(raw, &semantic);
     check_filters_text(raw, &strict);
 });

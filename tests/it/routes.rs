@@ -2,22 +2,20 @@
 //! did (its phase) decides `Cache-Status` and the metric outcome; waits are bounded; only JSON is
 //! stored; holds and invalidation are per tenant.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
+use zoho_crm_simulator::{SimConfig, SimRoute};
 use zoho_gateway::canonical::{ParamKind, ParamSchema, ParamSpec, UnknownParams};
 use zoho_gateway::route::{PathTemplate, RoutePolicy};
-use zoho_gateway::simulator::{SimConfig, SimRoute};
 
 /// A second cached route, `GET /crm/{version}/settings/user_groups` (paged), built from the
 /// count route's policy: only the template, the schema and the name differ.
@@ -78,11 +76,10 @@ async fn a_second_cached_route_is_a_policy_and_a_schema() {
     // The route has its own metric label.
     let m = h.metrics().await;
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("zoho_gateway_requests_total{")
-                && l.contains(r#"route="/crm/{version}/settings/user_groups""#)
-                && l.contains(r#"outcome="hit""#)
-                && l.ends_with(" 3")),
+        m.samples("zoho_gateway_requests_total").any(|s| s.has(&[
+            ("route", "/crm/{version}/settings/user_groups"),
+            ("outcome", "hit")
+        ]) && s.value == 3.0),
         "{m}"
     );
     // The count route is untouched by the second one.
@@ -123,17 +120,10 @@ async fn waiting_requests_are_bounded_per_tenant() {
         }));
     }
     wait_until("the upstream call", || h.sim().in_flight() == 1).await;
-    let metrics_waiting = |m: &str| {
-        m.lines()
-            .find(|l| l.starts_with("zoho_gateway_coalesce_waiters "))
-            .map(|l| l.ends_with(" 3"))
-            .unwrap_or(false)
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !metrics_waiting(&h.metrics().await) {
-        assert!(tokio::time::Instant::now() < deadline, "three waiters");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("three waiters", || {
+        h.metrics_now().get("zoho_gateway_coalesce_waiters", &[]) == Some(3.0)
+    })
+    .await;
     let refused = h.get(&q).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -201,12 +191,8 @@ allow = ["GET /crm/{version}/settings/user_groups"]"#,
     );
     let m = h.metrics().await;
     let bypass_5xx = m
-        .lines()
-        .filter(|l| {
-            l.starts_with("zoho_gateway_requests_total{")
-                && l.contains(r#"outcome="bypass""#)
-                && l.contains(r#"status_class="5xx""#)
-        })
+        .samples("zoho_gateway_requests_total")
+        .filter(|s| s.has(&[("outcome", "bypass"), ("status_class", "5xx")]))
         .count();
     assert_eq!(bypass_5xx, 2, "{m}");
     h.shutdown().await;
@@ -301,16 +287,8 @@ allow = ["DELETE /crm/{version}/settings/user_groups/{id}"]"#,
         }
     };
     // Warm both tenants' tokens, then make both keys fail once: both are held.
-    let seed = h.get(&format!("{COUNT}?filters={SEED_CURL}")).await;
-    let tier2 = seed.json()["associated_users_count"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["user_group"]["name"] == "Tier2")
-        .unwrap()["user_group"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let seed = h.get(&with_filters(SEED_CURL)).await;
+    let tier2 = seed.group_id("Tier2");
     assert!(
         get_b(name_filter("equal", "warm"))
             .await
@@ -323,7 +301,7 @@ allow = ["DELETE /crm/{version}/settings/user_groups/{id}"]"#,
         get_b(q.clone()).await.status,
         StatusCode::INTERNAL_SERVER_ERROR
     );
-    let calls = h.sim().calls(SimRoute::AssociatedUsersCount);
+    let calls = h.calls();
     assert!(h.get(&q).await.cache_status().contains("upstream-hold"));
     assert!(
         get_b(q.clone())
@@ -331,7 +309,7 @@ allow = ["DELETE /crm/{version}/settings/user_groups/{id}"]"#,
             .cache_status()
             .contains("upstream-hold")
     );
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), calls);
+    assert_eq!(h.calls(), calls);
     // Tenant a writes: its hold is dropped, tenant b's stays.
     let deleted = h
         .client
@@ -344,13 +322,13 @@ allow = ["DELETE /crm/{version}/settings/user_groups/{id}"]"#,
         .await;
     assert!(deleted.status.is_success(), "{deleted:?}");
     assert!(h.get(&q).await.cache_status().contains("fwd=miss"));
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), calls + 1);
+    assert_eq!(h.calls(), calls + 1);
     assert!(
         get_b(q.clone())
             .await
             .cache_status()
             .contains("upstream-hold")
     );
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), calls + 1);
+    assert_eq!(h.calls(), calls + 1);
     h.shutdown().await;
 }

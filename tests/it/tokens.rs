@@ -1,16 +1,14 @@
 //! Tokens, tenants and client access, against the simulator's token endpoint and API.
 //! Token lifetimes run on the gateway's manual clock; the simulator's own clock is real time.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
+use zoho_crm_simulator::{SimConfig, SimRoute, Simulator};
 use zoho_gateway::App;
 use zoho_gateway::clock::Clock;
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
 
 fn roomy_sim() -> SimConfig {
     SimConfig {
@@ -34,12 +32,7 @@ async fn five_hundred_requests_at_token_expiry_cause_one_refresh() {
     for i in 0..500 {
         let h = h.clone();
         tasks.push(tokio::spawn(async move {
-            h.get(&format!(
-                "{}&per_page={}",
-                name_filter("starts_with", "Tier"),
-                1 + i % 200
-            ))
-            .await
+            h.get(&starts_with("Tier", 1 + i % 200)).await
         }));
     }
     for t in tasks {
@@ -49,8 +42,12 @@ async fn five_hundred_requests_at_token_expiry_cause_one_refresh() {
     let grants = h.sim().token_grants();
     assert!((3..=4).contains(&grants), "{grants} grants");
     let m = h.metrics().await;
-    assert!(
-        m.contains("zoho_gateway_token_refreshes_total{outcome=\"success\",tenant=\"a\"} 2"),
+    assert_eq!(
+        m.get(
+            "zoho_gateway_token_refreshes_total",
+            &[("outcome", "success"), ("tenant", "a")]
+        ),
+        Some(2.0),
         "{m}"
     );
 }
@@ -99,17 +96,8 @@ async fn cache_keeps_serving_while_the_token_endpoint_is_down() {
     assert_eq!(hit.body, cached.body);
 
     let miss = h.get(&name_filter("starts_with", "Sales")).await;
-    assert_eq!(miss.status, 503);
-    assert_eq!(miss.json()["code"], "SERVICE_UNAVAILABLE");
-    assert_eq!(miss.json()["status"], "error");
-    assert_eq!(
-        miss.header("x-zoho-gateway-error"),
-        Some("token_unavailable")
-    );
-    let ready = h
-        .client
-        .get(&format!("http://{}/readyz", h.gw.admin_addr()), &[])
-        .await;
+    miss.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "token_unavailable");
+    let ready = h.admin_get("/readyz", &[]).await;
     // A tenant that cannot get a token makes the gateway unready (issue 13, item 2), even
     // with cached answers: every miss of that tenant gets a 503.
     assert_eq!(ready.status, 503);
@@ -132,7 +120,32 @@ async fn a_revoked_token_costs_one_refresh_and_one_retry() {
     let r = h.get(&name_filter("starts_with", "Tier2")).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(h.sim().token_grants(), 3);
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 3);
+    assert_eq!(h.calls(), 3);
+}
+
+/// A failed refresh ahead of expiry must not throw away the still-valid token.
+#[tokio::test]
+async fn a_failed_refresh_ahead_keeps_the_valid_token() {
+    let h = Harness::start().await;
+    assert_eq!(h.get(&name_filter("starts_with", "Tier")).await.status, 200);
+    let tokens = h.gw.gateway().tenants()[0].tokens.clone();
+    wait_until("first grant", || tokens.generation() == 1).await;
+    h.sim().set_token_endpoint_down(true);
+    // Inside the refresh margin (300 s before the 3600 s expiry): the refresher tries and fails.
+    let grants_before = h.sim().token_grants();
+    h.advance(Duration::from_secs(3400));
+    wait_until("a failed refresh-ahead", || {
+        h.metrics_now()
+            .get(
+                "zoho_gateway_token_refreshes_total",
+                &[("outcome", "unreachable"), ("tenant", "a")],
+            )
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    let r = h.get(&name_filter("starts_with", "Sales")).await;
+    assert_eq!(r.status, 200, "the current token still works: {:?}", r.body);
+    assert_eq!(h.sim().token_grants(), grants_before);
 }
 
 #[tokio::test]
@@ -225,20 +238,19 @@ async fn pass_through_tokens_never_share_answers() {
                 .await
         }
     };
-    let calls = || h.sim().calls(SimRoute::AssociatedUsersCount);
     assert!(as_token(&x).await.cache_status().contains("fwd=miss"));
     assert!(as_token(&y).await.cache_status().contains("fwd=miss"));
-    assert_eq!(calls(), 2);
+    assert_eq!(h.calls(), 2);
     assert!(as_token(&x).await.cache_status().contains("; hit"));
     assert!(as_token(&y).await.cache_status().contains("; hit"));
-    assert_eq!(calls(), 2);
+    assert_eq!(h.calls(), 2);
 
     // A scope mismatch is relayed and cached for nobody.
     for expected_calls in [3, 4] {
         let r = as_token(&z).await;
         assert_eq!(r.status, 401);
         assert_eq!(r.json()["code"], "OAUTH_SCOPE_MISMATCH");
-        assert_eq!(calls(), expected_calls);
+        assert_eq!(h.calls(), expected_calls);
     }
     // The gateway key alone is not a Zoho token.
     let none = h
@@ -250,13 +262,12 @@ async fn pass_through_tokens_never_share_answers() {
         none.header("x-zoho-gateway-error"),
         Some("missing_zoho_token")
     );
-    assert_eq!(calls(), 4);
+    assert_eq!(h.calls(), 4);
     // The gateway holds no credentials for a pass-through tenant and never asks for a token.
     let m = h.metrics().await;
     assert!(
-        !m.lines()
-            .any(|l| l.starts_with("zoho_gateway_token_refreshes_total")
-                && l.contains("tenant=\"p\"")),
+        m.samples("zoho_gateway_token_refreshes_total")
+            .all(|s| !s.has(&[("tenant", "p")])),
         "{m}"
     );
 }
@@ -397,7 +408,7 @@ impl FakeAccounts {
 async fn start_with_fake_accounts(
     fake: &FakeAccounts,
 ) -> (
-    zoho_gateway::simulator::RunningSimulator,
+    zoho_crm_simulator::RunningSimulator,
     zoho_gateway::Running,
     Arc<zoho_gateway::clock::ManualClock>,
 ) {
@@ -412,11 +423,10 @@ async fn start_with_fake_accounts(
     (sim, gw, manual)
 }
 
-/// The value of a metric line starting with `series` (exact series, then a space).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
+/// Tenant a's `zoho_gateway_token_lockout` gauge, scraped from `gw`'s admin `/metrics`.
+async fn token_lockout(gw: &zoho_gateway::Running) -> Option<f64> {
+    let text = String::from_utf8(admin_get(gw, "/metrics").await.body.to_vec()).unwrap();
+    Metrics::parse(text).get("zoho_gateway_token_lockout", &[("tenant", "a")])
 }
 
 async fn get_count(gw: &zoho_gateway::Running, filter: &str) -> Resp {
@@ -461,11 +471,7 @@ async fn a_transient_accounts_error_is_a_short_hold_not_a_lockout() {
             "{status} {body}"
         );
         assert_eq!(r.header("retry-after"), Some("5"), "{status} {body}");
-        let m = String::from_utf8(admin_get(&gw, "/metrics").await.body.to_vec()).unwrap();
-        assert_eq!(
-            metric(&m, r#"zoho_gateway_token_lockout{tenant="a"}"#),
-            Some(0.0)
-        );
+        assert_eq!(token_lockout(&gw).await, Some(0.0));
         let ready = admin_get(&gw, "/readyz").await;
         assert_eq!(ready.status, 503);
         let text = String::from_utf8_lossy(&ready.body);
@@ -532,11 +538,7 @@ async fn the_throttle_locks_out_and_retry_after_tells_the_time_left() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["details"]["reason"], "throttled");
     assert_eq!(r.header("retry-after"), Some("900"));
-    let m = String::from_utf8(admin_get(&gw, "/metrics").await.body.to_vec()).unwrap();
-    assert_eq!(
-        metric(&m, r#"zoho_gateway_token_lockout{tenant="a"}"#),
-        Some(1.0)
-    );
+    assert_eq!(token_lockout(&gw).await, Some(1.0));
     clock.advance(Duration::from_secs(300));
     let r = get_count(&gw, "Tier2").await;
     assert_eq!(r.header("retry-after"), Some("600"));

@@ -1,9 +1,7 @@
 //! Issue 11's request-path parts: conditional requests answered from the cache, write-through
 //! invalidation per group (`records:{module}`), reads outside the table forwarded through a
 //! `**` allow rule, and `X-EXTERNAL` in the key. The module routes are defined here (like
-//! tests/routes.rs's `list_route`) over a small fake Zoho API that counts what it is asked.
-
-mod support;
+//! tests/it/routes.rs's `list_route`) over a small fake Zoho API that counts what it is asked.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -11,17 +9,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::*;
 use tokio::sync::Semaphore;
+use zoho_crm_simulator::{SimConfig, SimRoute};
 use zoho_gateway::canonical::{ParamKind, ParamSchema, ParamSpec, UnknownParams};
 use zoho_gateway::config::GatewayConfig;
 use zoho_gateway::route::{PathTemplate, RouteLifetimes, RoutePolicy};
-use zoho_gateway::simulator::{SimConfig, SimRoute};
 
 /// One request the fake Zoho API received.
 #[derive(Clone, Debug)]
@@ -480,14 +478,18 @@ async fn an_sdk_hourly_if_modified_since_is_answered_304_from_the_cache() {
     assert_eq!(old.body, first.body);
     // A 304 from the cache counts as a hit.
     let m = h.metrics().await;
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("zoho_gateway_requests_total{")
-                && l.contains(r#"route="/crm/{version}/settings/modules""#)
-                && l.contains(r#"outcome="hit""#)
-                && l.contains(r#"status_class="3xx""#)
-                && l.ends_with(" 2")),
-        "{m}"
+    assert_eq!(
+        m.sum(
+            "zoho_gateway_requests_total",
+            &[
+                ("route", "/crm/{version}/settings/modules"),
+                ("outcome", "hit"),
+                ("status_class", "3xx"),
+            ],
+        ),
+        2.0,
+        "{}",
+        m.text()
     );
     // On a miss the gateway fetches unconditionally, stores, then answers the condition.
     let other = "/crm/v7/settings/modules?status=visible";

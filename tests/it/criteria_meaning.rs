@@ -12,8 +12,8 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
+use zoho_crm_simulator::criteria::Criteria;
 use zoho_gateway::canonical::{CriteriaLimits, CriteriaOutcome, canonicalize_criteria};
-use zoho_gateway::simulator::criteria::Criteria;
 
 #[derive(Clone, Debug)]
 enum Tree {

@@ -15,7 +15,7 @@
 //!
 //! # The bundled data set
 //!
-//! `src/simulator/dataset.json` is `generate_dataset(BUNDLED_GROUPS,
+//! `simulator/src/dataset.json` is `generate_dataset(BUNDLED_GROUPS,
 //! BUNDLED_USERS, BUNDLED_SEED)` written with [`Dataset::to_json`]. Regenerate
 //! it with
 //! `cargo test --lib simulator::dataset::tests::regenerate_bundled -- --ignored`;
@@ -121,7 +121,7 @@ pub enum DatasetError {
 }
 
 impl Dataset {
-    /// The bundled default data set (`src/simulator/dataset.json`), parsed
+    /// The bundled default data set (`simulator/src/dataset.json`), parsed
     /// once per process and cloned.
     pub fn bundled() -> Dataset {
         static BUNDLED: LazyLock<Dataset> =
@@ -462,14 +462,14 @@ mod tests {
         assert!(generated.len() < 1_500_000, "{} bytes", generated.len());
         assert!(
             generated == BUNDLED_JSON,
-            "src/simulator/dataset.json is stale; regenerate it (see module doc)"
+            "simulator/src/dataset.json is stale; regenerate it (see module doc)"
         );
     }
 
     #[test]
-    #[ignore = "writes src/simulator/dataset.json"]
+    #[ignore = "writes simulator/src/dataset.json"]
     fn regenerate_bundled() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/simulator/dataset.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/dataset.json");
         generate_dataset(BUNDLED_GROUPS, BUNDLED_USERS, BUNDLED_SEED)
             .save(&path)
             .unwrap();

@@ -1,12 +1,10 @@
 //! The README's "run it" path: the embedded demo config, the simulator and the gateway wired
 //! together, and the seed's sample request answered twice, the second time from cache.
 
-mod support;
-
-use support::{SEED_CURL, TestClient};
+use crate::support::{SEED_CURL, TestClient, count_calls, with_filters};
+use zoho_crm_simulator::SimConfig;
 use zoho_gateway::config::RawConfig;
 use zoho_gateway::demo;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
 
 #[tokio::test]
 async fn demo_serves_the_seed_sample_then_from_cache() {
@@ -21,8 +19,9 @@ async fn demo_serves_the_seed_sample_then_from_cache() {
 
     let client = TestClient::new();
     let url = format!(
-        "http://{}/crm/v7/settings/user_groups/actions/associated_users_count?filters={SEED_CURL}",
-        d.gateway.proxy_addr()
+        "http://{}{}",
+        d.gateway.proxy_addr(),
+        with_filters(SEED_CURL)
     );
     let auth = format!("Zoho-oauthtoken {}", demo::DEMO_CLIENT_KEY);
     let first = client.get(&url, &[("authorization", &auth)]).await;
@@ -34,10 +33,7 @@ async fn demo_serves_the_seed_sample_then_from_cache() {
         "{}",
         second.cache_status()
     );
-    assert_eq!(
-        d.simulator.handle().calls(SimRoute::AssociatedUsersCount),
-        1
-    );
+    assert_eq!(count_calls(&d.simulator.handle()), 1);
     d.shutdown().await;
 }
 

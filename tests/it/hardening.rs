@@ -4,53 +4,20 @@
 //! afterwards. Upstream effects are proven by counting the simulator's calls; probes that must
 //! not leave the gateway also watch a second local listener standing in for a foreign host.
 
-mod support;
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::raw::{Ended, auth_line, raw, read_response, wait_for_close};
+use crate::support::*;
 use bytes::Bytes;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use zoho_crm_simulator::SimConfig;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn encode(json: &str) -> String {
-    form_urlencoded::byte_serialize(json.as_bytes()).collect()
-}
-
-/// A distinct, cacheable count question for each `(comparator value, per_page)`.
-fn starts_with(value: &str, per_page: u32) -> String {
-    format!(
-        "{COUNT}?filters={}&per_page={per_page}",
-        encode(&format!(
-            r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{value}"}}"#
-        ))
-    )
-}
-
-fn calls(h: &Harness) -> u64 {
-    h.sim().calls(SimRoute::AssociatedUsersCount)
-}
-
-/// A gateway-made error: status, Zoho's envelope, `details.gateway`, the marker header.
-#[track_caller]
-fn assert_gateway_error(r: &Resp, status: u16, code: &str, kind: &str) {
-    assert_eq!(r.status, status, "{:?}", r.body);
-    let body = r.json();
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], "error", "{body}");
-    assert_eq!(body["details"]["gateway"], true, "{body}");
-    assert_eq!(body["details"]["kind"], kind, "{body}");
-    assert!(body["message"].is_string(), "{body}");
-    assert_eq!(r.header("x-zoho-gateway-error"), Some(kind), "{body}");
-}
 
 /// An answer under fault injection is acceptable when it is a correct count answer (fresh or
 /// stale), a gateway-made Zoho-shaped error, or Zoho's own error envelope relayed as is.
@@ -79,10 +46,7 @@ fn assert_acceptable(r: &Resp) {
 async fn assert_still_serving(h: &Harness, value: &str) {
     let r = h.get(&starts_with(value, 7)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let health = h
-        .client
-        .get(&format!("http://{}/healthz", h.gw.admin_addr()), &[])
-        .await;
+    let health = h.admin_get("/healthz", &[]).await;
     assert_eq!(health.status, 200);
 }
 
@@ -91,132 +55,6 @@ async fn timed_get(h: &Harness, url: &str) -> (Resp, Duration) {
     let started = Instant::now();
     let r = h.get(url).await;
     (r, started.elapsed())
-}
-
-/// A response read from a raw TCP exchange.
-#[derive(Debug)]
-struct RawResp {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl RawResp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (k, v) = line.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}\n{}",
-                self.head,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    #[track_caller]
-    fn assert_gateway_error(&self, status: u16, code: &str, kind: &str) {
-        assert_eq!(self.status, status, "{}", self.head);
-        let body = self.json();
-        assert_eq!(body["code"], code, "{body}");
-        assert_eq!(body["status"], "error", "{body}");
-        assert_eq!(body["details"]["gateway"], true, "{body}");
-        assert_eq!(self.header("x-zoho-gateway-error"), Some(kind), "{body}");
-    }
-}
-
-/// Writes `request` on a new connection and reads one response (head, then a
-/// `Content-Length` body), bounded by 5 s.
-async fn raw(addr: SocketAddr, request: &[u8]) -> RawResp {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(request).await.expect("write request");
-    read_response(&mut s).await
-}
-
-/// Reads one response (head, then a `Content-Length` body) from `s`, bounded by 5 s.
-async fn read_response(s: &mut TcpStream) -> RawResp {
-    let read = async {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                let len = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.trim()
-                            .eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    let status = head
-                        .split_whitespace()
-                        .nth(1)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or_else(|| panic!("no status line: {head}"));
-                    return RawResp {
-                        status,
-                        body: buf[end + 4..end + 4 + len].to_vec(),
-                        head,
-                    };
-                }
-            }
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => panic!(
-                    "connection ended before a whole response: {:?}",
-                    String::from_utf8_lossy(&buf)
-                ),
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), read)
-        .await
-        .expect("raw response within 5 s")
-}
-
-/// What the server did with a connection we stopped writing to.
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    /// Closed it (EOF or reset) without a response.
-    Closed,
-    /// Answered with this status first.
-    Answered(u16),
-}
-
-/// Reads until the server closes the connection or answers; `None` when neither happened
-/// within `bound`.
-async fn wait_for_close(s: &mut TcpStream, bound: Duration) -> Option<Ended> {
-    let mut buf = Vec::new();
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        loop {
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => {
-                    return if buf.is_empty() {
-                        Ended::Closed
-                    } else {
-                        let text = String::from_utf8_lossy(&buf);
-                        Ended::Answered(
-                            text.split_whitespace()
-                                .nth(1)
-                                .and_then(|s| s.parse().ok())
-                                .unwrap_or(0),
-                        )
-                    };
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    };
-    tokio::time::timeout(bound, read).await.ok()
 }
 
 /// A local listener standing in for a foreign host: tells whether anything connected to it.
@@ -286,10 +124,10 @@ async fn latency_beyond_the_upstream_timeout_is_a_bounded_504_then_recovers() {
     h.sim().set_latency(Duration::from_millis(800));
 
     let (slow, took) = timed_get(&h, &starts_with("Sales", 1)).await;
-    assert_gateway_error(&slow, 504, "GATEWAY_TIMEOUT", "upstream_timeout");
+    slow.assert_gateway_error(504, "GATEWAY_TIMEOUT", "upstream_timeout");
     assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
     // Retries stay within the one upstream deadline: one attempt fits in 300 ms.
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
 
     // The latency spike does not touch cached answers.
     let (hit, took) = timed_get(&h, &starts_with("Tier", 1)).await;
@@ -304,9 +142,9 @@ async fn latency_beyond_the_upstream_timeout_is_a_bounded_504_then_recovers() {
 
     // The timed-out key is held: the same error again, no new attempt.
     let held = h.get(&starts_with("Sales", 1)).await;
-    assert_gateway_error(&held, 504, "GATEWAY_TIMEOUT", "upstream_timeout");
+    held.assert_gateway_error(504, "GATEWAY_TIMEOUT", "upstream_timeout");
     assert!(held.header("retry-after").is_some());
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
 
     h.sim().set_latency(Duration::ZERO);
     h.advance(Duration::from_secs(6));
@@ -328,7 +166,7 @@ async fn a_request_timeout_shorter_than_the_upstream_timeout_bounds_the_client()
     .await;
     h.sim().hang_next(1);
     let (r, took) = timed_get(&h, &starts_with("Tier", 1)).await;
-    assert_gateway_error(&r, 504, "GATEWAY_TIMEOUT", "upstream_timeout");
+    r.assert_gateway_error(504, "GATEWAY_TIMEOUT", "upstream_timeout");
     assert!(took >= Duration::from_millis(450), "{took:?}");
     assert!(took < Duration::from_millis(500) + MARGIN, "{took:?}");
     assert_still_serving(&h, "Sales").await;
@@ -349,13 +187,13 @@ async fn a_5xx_burst_is_absorbed_by_retries_inside_one_flight() {
         "Zoho's, not ours"
     );
     assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
     // Two more failures, then success on the third attempt: the client sees only the 200.
     let (second, took) = timed_get(&h, &starts_with("Sales", 1)).await;
     assert_eq!(second.status, 200, "{:?}", second.body);
     assert_acceptable(&second);
     assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
-    assert_eq!(calls(&h), 6);
+    assert_eq!(h.calls(), 6);
     assert_still_serving(&h, "Tier1").await;
 }
 
@@ -368,11 +206,11 @@ async fn a_5xx_burst_without_retries_reaches_each_client_once() {
         assert_eq!(r.status, 500, "request {i}");
         assert_acceptable(&r);
         assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
-        assert_eq!(calls(&h), u64::from(i) + 1);
+        assert_eq!(h.calls(), u64::from(i) + 1);
     }
     let ok = h.get(&starts_with("Tier", 6)).await;
     assert_eq!(ok.status, 200);
-    assert_eq!(calls(&h), 6);
+    assert_eq!(h.calls(), 6);
 }
 
 #[tokio::test]
@@ -389,7 +227,7 @@ async fn a_short_retry_after_is_waited_for_inside_the_flight() {
     h.sim().fail_next_with_retry_after(1, 429, 1);
     let (r, took) = timed_get(&h, &starts_with("Tier", 1)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
     assert!(
         took >= Duration::from_millis(950),
         "Retry-After honoured: {took:?}"
@@ -414,13 +252,13 @@ async fn a_long_retry_after_is_relayed_at_once_and_holds_the_key() {
     assert_acceptable(&r);
     assert_eq!(r.json()["code"], "TOO_MANY_REQUESTS");
     assert!(took < Duration::from_secs(1), "not waited for: {took:?}");
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
     // The key is held for Zoho's Retry-After: no new attempt, and the client is told.
     let held = h.get(&starts_with("Tier", 1)).await;
     assert_eq!(held.status, 429);
     let secs: u64 = held.header("retry-after").unwrap().parse().unwrap();
     assert!((25..=30).contains(&secs), "{secs}");
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
     assert_still_serving(&h, "Sales").await;
 }
 
@@ -449,7 +287,7 @@ async fn a_reset_connection_is_retried_for_a_get() {
     let (r, took) = timed_get(&h, &starts_with("Tier", 1)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
 }
 
 #[tokio::test]
@@ -457,9 +295,9 @@ async fn persistent_resets_end_in_a_bounded_502() {
     let h = fault_harness(FAULT_REST).await;
     h.sim().reset_next(100);
     let (r, took) = timed_get(&h, &starts_with("Tier", 1)).await;
-    assert_gateway_error(&r, 502, "BAD_GATEWAY", "upstream_connect");
+    r.assert_gateway_error(502, "BAD_GATEWAY", "upstream_connect");
     assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
-    let n = calls(&h);
+    let n = h.calls();
     // One immediate reopen plus at most `max_retries` retries.
     assert!((2..=4).contains(&n), "{n} calls");
     h.sim().clear_faults();
@@ -471,10 +309,10 @@ async fn a_hung_upstream_hits_the_upstream_timeout() {
     let h = fault_harness(FAULT_REST).await;
     h.sim().hang_next(1);
     let (r, took) = timed_get(&h, &starts_with("Tier", 1)).await;
-    assert_gateway_error(&r, 504, "GATEWAY_TIMEOUT", "upstream_timeout");
+    r.assert_gateway_error(504, "GATEWAY_TIMEOUT", "upstream_timeout");
     assert!(took >= Duration::from_millis(250), "{took:?}");
     assert!(took < Duration::from_millis(300) + MARGIN, "{took:?}");
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
     // The gateway abandoned the hung call (closed its connection).
     tokio::time::timeout(Duration::from_secs(2), h.sim().wait_for_in_flight(0))
         .await
@@ -491,7 +329,7 @@ async fn token_endpoint_down_gives_503_for_misses_and_hits_keep_coming() {
     h.sim().revoke_access_tokens();
 
     let (miss, took) = timed_get(&h, &starts_with("Sales", 1)).await;
-    assert_gateway_error(&miss, 503, "SERVICE_UNAVAILABLE", "token_unavailable");
+    miss.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "token_unavailable");
     assert!(took < REQUEST_TIMEOUT + MARGIN, "{took:?}");
     let hit = h.get(&starts_with("Tier", 1)).await;
     assert_eq!(hit.status, 200);
@@ -537,11 +375,11 @@ async fn a_mixed_fault_storm_gets_only_acceptable_answers_within_the_deadline() 
 // 2. Circuit breaker
 // ---------------------------------------------------------------------------------------------
 
-fn circuit_gauge(metrics: &str) -> Option<&str> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("zoho_gateway_circuit_open{tenant=\"a\"}"))
-        .and_then(|l| l.split_whitespace().last())
+/// Tenant a's `zoho_gateway_circuit_open` gauge.
+async fn circuit_gauge(h: &Harness) -> Option<f64> {
+    h.metrics()
+        .await
+        .get("zoho_gateway_circuit_open", &[("tenant", "a")])
 }
 
 #[tokio::test]
@@ -557,7 +395,7 @@ async fn the_circuit_opens_after_consecutive_failures_serves_stale_and_probes_af
     .await;
     let cached = h.get(&starts_with("Tier", 1)).await;
     assert_eq!(cached.status, 200);
-    assert_eq!(circuit_gauge(&h.metrics().await), Some("0"));
+    assert_eq!(circuit_gauge(&h).await, Some(0.0));
     // Past ttl (60 s) and stale-while-revalidate (30 s), inside stale-if-error (300 s).
     h.advance(Duration::from_secs(100));
 
@@ -566,14 +404,14 @@ async fn the_circuit_opens_after_consecutive_failures_serves_stale_and_probes_af
         let r = h.get(&starts_with("Sales", i)).await;
         assert_eq!(r.status, 500);
     }
-    assert_eq!(calls(&h), 4);
-    assert_eq!(circuit_gauge(&h.metrics().await), Some("1"));
+    assert_eq!(h.calls(), 4);
+    assert_eq!(circuit_gauge(&h).await, Some(1.0));
 
     // Open: fails fast, no upstream call.
     let (open, took) = timed_get(&h, &starts_with("Sales", 4)).await;
-    assert_gateway_error(&open, 503, "SERVICE_UNAVAILABLE", "circuit_open");
+    open.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "circuit_open");
     assert!(took < Duration::from_millis(500), "{took:?}");
-    assert_eq!(calls(&h), 4);
+    assert_eq!(h.calls(), 4);
     // A stale entry inside stale-if-error is served instead.
     let stale = h.get(&starts_with("Tier", 1)).await;
     assert_eq!(stale.status, 200);
@@ -583,17 +421,17 @@ async fn the_circuit_opens_after_consecutive_failures_serves_stale_and_probes_af
         "{}",
         stale.cache_status()
     );
-    assert_eq!(calls(&h), 4);
+    assert_eq!(h.calls(), 4);
 
     // After the cool-down one probe goes through; its success closes the circuit.
     h.advance(Duration::from_secs(600));
     let probe = h.get(&starts_with("Sales", 5)).await;
     assert_eq!(probe.status, 200, "{:?}", probe.body);
-    assert_eq!(calls(&h), 5);
-    assert_eq!(circuit_gauge(&h.metrics().await), Some("0"));
+    assert_eq!(h.calls(), 5);
+    assert_eq!(circuit_gauge(&h).await, Some(0.0));
     let after = h.get(&starts_with("Sales", 6)).await;
     assert_eq!(after.status, 200);
-    assert_eq!(calls(&h), 6);
+    assert_eq!(h.calls(), 6);
 }
 
 #[tokio::test]
@@ -612,22 +450,22 @@ async fn a_failed_probe_reopens_the_circuit() {
         assert_eq!(h.get(&starts_with("Tier", i)).await.status, 503);
     }
     let open = h.get(&starts_with("Tier", 3)).await;
-    assert_gateway_error(&open, 503, "SERVICE_UNAVAILABLE", "circuit_open");
-    assert_eq!(calls(&h), 2);
+    open.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "circuit_open");
+    assert_eq!(h.calls(), 2);
 
     h.advance(Duration::from_secs(60));
     let probe = h.get(&starts_with("Tier", 4)).await;
     assert_eq!(probe.status, 503);
     assert_eq!(probe.header("x-zoho-gateway-error"), None, "Zoho's own 503");
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
     let reopened = h.get(&starts_with("Tier", 5)).await;
-    assert_gateway_error(&reopened, 503, "SERVICE_UNAVAILABLE", "circuit_open");
-    assert_eq!(calls(&h), 3);
-    assert_eq!(circuit_gauge(&h.metrics().await), Some("1"));
+    reopened.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "circuit_open");
+    assert_eq!(h.calls(), 3);
+    assert_eq!(circuit_gauge(&h).await, Some(1.0));
 
     h.advance(Duration::from_secs(60));
     assert_eq!(h.get(&starts_with("Tier", 6)).await.status, 200);
-    assert_eq!(circuit_gauge(&h.metrics().await), Some("0"));
+    assert_eq!(circuit_gauge(&h).await, Some(0.0));
 }
 
 #[tokio::test]
@@ -645,9 +483,9 @@ async fn a_429_does_not_open_the_circuit() {
     for i in 1..=5 {
         assert_eq!(h.get(&starts_with("Tier", i)).await.status, 429);
     }
-    assert_eq!(circuit_gauge(&h.metrics().await), Some("0"));
+    assert_eq!(circuit_gauge(&h).await, Some(0.0));
     assert_eq!(h.get(&starts_with("Tier", 6)).await.status, 200);
-    assert_eq!(calls(&h), 6);
+    assert_eq!(h.calls(), 6);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,7 +518,7 @@ async fn five_hundred_distinct_misses_never_exceed_five_upstream_calls_in_flight
         match r.status.as_u16() {
             200 => ok += 1,
             429 => {
-                assert_gateway_error(&r, 429, "TOO_MANY_REQUESTS", "upstream_busy");
+                r.assert_gateway_error(429, "TOO_MANY_REQUESTS", "upstream_busy");
                 busy += 1;
             }
             other => panic!("{other}: {:?}", r.body),
@@ -690,7 +528,7 @@ async fn five_hundred_distinct_misses_never_exceed_five_upstream_calls_in_flight
     let max = h.sim().max_concurrent();
     assert!(max <= 5, "{max} upstream calls in flight at once");
     assert_eq!(max, 5, "the limit was reached");
-    assert_eq!(calls(&h), ok);
+    assert_eq!(h.calls(), ok);
 }
 
 #[tokio::test]
@@ -727,7 +565,7 @@ async fn a_full_queue_answers_the_gateways_429_at_once_and_a_waiter_after_its_ti
     let (mut fast, mut waited) = (0, 0);
     for t in tasks {
         let (r, took) = t.await.unwrap();
-        assert_gateway_error(&r, 429, "TOO_MANY_REQUESTS", "upstream_busy");
+        r.assert_gateway_error(429, "TOO_MANY_REQUESTS", "upstream_busy");
         assert!(took < Duration::from_millis(200) + MARGIN, "{took:?}");
         if took >= Duration::from_millis(190) {
             waited += 1;
@@ -738,11 +576,11 @@ async fn a_full_queue_answers_the_gateways_429_at_once_and_a_waiter_after_its_ti
     // At most ten waited in the queue for their 200 ms; the rest were refused at once.
     assert!(waited <= 10, "{waited} waited");
     assert!(fast >= 30, "{fast} refused at once");
-    assert_eq!(calls(&h), 5);
+    assert_eq!(h.calls(), 5);
     for t in holders {
         assert_eq!(t.await.unwrap().status, 200);
     }
-    assert_eq!(calls(&h), 5);
+    assert_eq!(h.calls(), 5);
 }
 
 #[tokio::test]
@@ -789,10 +627,6 @@ async fn cache_hits_never_wait_for_an_upstream_slot() {
 // 4. Open-proxy probes
 // ---------------------------------------------------------------------------------------------
 
-fn auth_line() -> String {
-    format!("Authorization: Zoho-oauthtoken {KEY}\r\n")
-}
-
 #[tokio::test]
 async fn absolute_form_and_host_spoofing_never_reach_another_host() {
     let h = Harness::start().await;
@@ -814,8 +648,7 @@ async fn absolute_form_and_host_spoofing_never_reach_another_host() {
     evil.assert_untouched();
     assert!(
         r.status == 200 || r.header("x-zoho-gateway-error").is_some(),
-        "{}",
-        r.head
+        "{r:?}"
     );
     let upstream_calls = h.sim().total_api_calls();
     assert!(upstream_calls <= 1);
@@ -833,7 +666,7 @@ async fn absolute_form_and_host_spoofing_never_reach_another_host() {
         .as_bytes(),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.status, 200, "{r:?}");
     evil.assert_untouched();
     assert_eq!(h.sim().total_api_calls(), upstream_calls + 1);
 
@@ -920,7 +753,7 @@ async fn traversal_spellings_and_other_routes_are_answered_locally() {
             .as_bytes(),
         )
         .await;
-        assert_eq!(r.status, 404, "{target}: {}", r.head);
+        assert_eq!(r.status, 404, "{target}: {r:?}");
         r.assert_gateway_error(404, "INVALID_URL_PATTERN", "unknown_route");
     }
     for method in ["DELETE", "POST", "PUT", "PATCH", "OPTIONS"] {
@@ -955,6 +788,59 @@ async fn a_backslash_in_the_path_is_refused_locally() {
     assert_eq!(h.sim().total_api_calls(), 0);
 }
 
+/// HTTP-level malformations: one Host header, one credential header.
+#[tokio::test]
+async fn malformed_requests_get_a_zoho_shaped_400() {
+    let h = Harness::start().await;
+    let two_keys = h
+        .client
+        .get(
+            &h.url(&name_filter("starts_with", "Tier1")),
+            &[
+                ("authorization", &format!("Zoho-oauthtoken {KEY}")),
+                ("authorization", "Zoho-oauthtoken wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(two_keys.status, 400);
+    assert_eq!(two_keys.json()["code"], "INVALID_REQUEST");
+
+    for head in [
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ] {
+        let r = raw(h.gw.proxy_addr(), head.as_bytes()).await;
+        assert_eq!(r.status, 400, "{head:?}: {r:?}");
+        assert_eq!(r.json()["code"], "INVALID_REQUEST", "{r:?}");
+    }
+    assert_eq!(h.sim().total_api_calls(), 0);
+}
+
+/// Pass-through patterns: `{version}` takes only configured versions and `{id}` only ids.
+#[tokio::test]
+async fn pass_through_patterns_are_strict() {
+    let h = Harness::start_with(
+        SimConfig::default(),
+        "[routes.passthrough]\nallow = [\"GET /crm/{version}/settings/user_groups\", \"GET /crm/{version}/settings/user_groups/{id}\"]",
+    )
+    .await;
+    assert_eq!(h.get("/crm/v7/settings/user_groups").await.status, 200);
+    for path in [
+        "/crm/v2/settings/user_groups",
+        "/crm/v7/settings/user_groups/abc",
+        "/crm/v7/settings/user_groups/...",
+    ] {
+        let r = h.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            r.header("x-zoho-gateway-error"),
+            Some("unknown_route"),
+            "{path}"
+        );
+    }
+    assert_eq!(h.sim().total_api_calls(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Listener limits
 // ---------------------------------------------------------------------------------------------
@@ -979,7 +865,7 @@ async fn oversized_headers_get_431() {
         .as_bytes(),
     )
     .await;
-    assert_eq!(r.status, 431, "{}", r.head);
+    assert_eq!(r.status, 431, "{r:?}");
     assert_eq!(h.sim().total_api_calls(), 0);
     assert_still_serving(&h, "Tier").await;
 }
@@ -1024,9 +910,9 @@ async fn errors_hyper_writes_itself_are_bare_and_harmless() {
     ];
     for (status, request) in cases {
         let r = raw(h.gw.proxy_addr(), request.as_bytes()).await;
-        assert_eq!(r.status, status, "{}", r.head);
-        assert!(r.body.is_empty(), "{}", r.head);
-        assert_eq!(r.header("x-zoho-gateway-error"), None, "{}", r.head);
+        assert_eq!(r.status, status, "{r:?}");
+        assert!(r.body.is_empty(), "{r:?}");
+        assert_eq!(r.header("x-zoho-gateway-error"), None, "{r:?}");
     }
     assert_eq!(h.sim().total_api_calls(), 0);
     assert_still_serving(&h, "Tier").await;
@@ -1044,7 +930,7 @@ async fn a_uri_longer_than_max_uri_bytes_gets_a_zoho_shaped_414() {
     .await;
     let long = format!("{COUNT}?per_page=5&x={}", "a".repeat(2000));
     let r = h.get(&long).await;
-    assert_gateway_error(&r, 414, "URI_TOO_LONG", "uri_too_long");
+    r.assert_gateway_error(414, "URI_TOO_LONG", "uri_too_long");
     // Just under the bound is served.
     let fits = format!("{COUNT}?per_page=5&x={}", "a".repeat(900));
     assert!(fits.len() < 1024);
@@ -1080,7 +966,7 @@ async fn a_pass_through_body_over_the_limit_gets_413() {
         "d".repeat(4096)
     ));
     let r = h.client.send("POST", &url, &headers, too_big).await;
-    assert_gateway_error(&r, 413, "PAYLOAD_TOO_LARGE", "payload_too_large");
+    r.assert_gateway_error(413, "PAYLOAD_TOO_LARGE", "payload_too_large");
     assert_eq!(h.sim().total_api_calls(), 0);
 
     // Chunked, no Content-Length: the same bound.
@@ -1255,4 +1141,26 @@ async fn slow_clients_cannot_starve_max_connections() {
 #[tokio::test]
 async fn silent_connections_cannot_starve_max_connections() {
     starve(b"").await;
+}
+
+/// A slow pass-through upload is the client's fault: 408, not an upstream timeout.
+#[tokio::test]
+async fn a_slow_upload_gets_408() {
+    let h = Harness::start_with_extra(
+        SimConfig::default(),
+        Extra {
+            server: "header_read_timeout = \"300ms\"",
+            tenant_a: "",
+            rest: "[routes.passthrough]\nallow = [\"POST /crm/{version}/settings/user_groups\"]",
+        },
+    )
+    .await;
+    let head = format!(
+        "POST /crm/v7/settings/user_groups HTTP/1.1\r\nHost: gw\r\n{}Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"user",
+        auth_line()
+    );
+    let r = raw(h.gw.proxy_addr(), head.as_bytes()).await;
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.json()["code"], "REQUEST_TIMEOUT", "{r:?}");
+    assert_eq!(h.sim().total_api_calls(), 0);
 }

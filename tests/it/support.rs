@@ -1,7 +1,16 @@
-//! Shared test harness: the simulator and a gateway on 127.0.0.1:0, and a small HTTP client.
-#![allow(dead_code)]
+//! What every test module shares: the simulator and a gateway on 127.0.0.1:0 ([`Harness`]),
+//! a small HTTP client ([`TestClient`]) and its responses ([`Resp`], with the gateway-error
+//! assertion), the count route's query builders and the seed's spellings ([`query`]), a
+//! Prometheus exposition reader ([`metrics`]), raw TCP exchanges ([`raw`]) and a private
+//! `redis-server` per test ([`redis_server`]).
 
+pub mod metrics;
+pub mod query;
+pub mod raw;
 pub mod redis_server;
+
+pub use metrics::Metrics;
+pub use query::*;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +21,15 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use zoho_crm_simulator::{RunningSimulator, SimConfig, SimHandle, SimRoute, Simulator};
 use zoho_gateway::clock::{Clock, ManualClock};
 use zoho_gateway::config::RawConfig;
-use zoho_gateway::simulator::{RunningSimulator, SimConfig, SimHandle, Simulator};
 use zoho_gateway::{App, Running};
 
 /// The demo client key used by every harness gateway.
 pub const KEY: &str = "test-client-key";
 /// A second tenant's key.
 pub const KEY_B: &str = "test-client-key-b";
-/// The count route path for v7.
-pub const COUNT: &str = "/crm/v7/settings/user_groups/actions/associated_users_count";
 
 /// A simulator and a gateway pointed at it.
 pub struct Harness {
@@ -87,6 +94,12 @@ impl Harness {
         self.sim.handle()
     }
 
+    /// How many count-route calls the simulator has answered: the proof of caching and
+    /// coalescing.
+    pub fn calls(&self) -> u64 {
+        count_calls(&self.sim.handle())
+    }
+
     /// `http://127.0.0.1:PORT{path_and_query}` on the gateway.
     pub fn url(&self, path_and_query: &str) -> String {
         format!("http://{}{}", self.gw.proxy_addr(), path_and_query)
@@ -102,13 +115,29 @@ impl Harness {
             .await
     }
 
-    /// Scrapes the admin `/metrics`.
-    pub async fn metrics(&self) -> String {
+    /// Scrapes the admin `/metrics` over HTTP.
+    pub async fn metrics(&self) -> Metrics {
         let r = self
             .client
             .get(&format!("http://{}/metrics", self.gw.admin_addr()), &[])
             .await;
-        String::from_utf8(r.body.to_vec()).unwrap()
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        Metrics::parse(String::from_utf8(r.body.to_vec()).unwrap())
+    }
+
+    /// The gateway's metrics read from its registry, without a request (for `wait_until`).
+    pub fn metrics_now(&self) -> Metrics {
+        Metrics::parse(String::from_utf8(self.gw.gateway().metrics().render()).unwrap())
+    }
+
+    /// `GET http://ADMIN{path}` with `headers`.
+    pub async fn admin_get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.client.get(&self.admin_url(path), headers).await
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gw.admin_addr())
     }
 
     pub async fn shutdown(self) {
@@ -204,6 +233,41 @@ impl Resp {
     pub fn cache_status(&self) -> &str {
         self.header("cache-status").unwrap_or("")
     }
+
+    /// The id of the group named `name` in a count answer (`associated_users_count[]`).
+    #[track_caller]
+    pub fn group_id(&self, name: &str) -> String {
+        let body = self.json();
+        body["associated_users_count"]
+            .as_array()
+            .unwrap_or_else(|| panic!("not a count answer: {body}"))
+            .iter()
+            .find(|g| g["user_group"]["name"] == name)
+            .unwrap_or_else(|| panic!("no group {name}: {body}"))["user_group"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// An error the gateway made itself: `status`, Zoho's envelope (`code`, `status: "error"`,
+    /// `message`), `details.gateway: true`, `details.kind` and the `X-Zoho-Gateway-Error` marker
+    /// both equal to `kind`.
+    #[track_caller]
+    pub fn assert_gateway_error(&self, status: u16, code: &str, kind: &str) {
+        assert_eq!(self.status, status, "{:?}", self.body);
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["status"], "error", "{body}");
+        assert_eq!(body["details"]["gateway"], true, "{body}");
+        assert_eq!(body["details"]["kind"], kind, "{body}");
+        assert!(body["message"].is_string(), "{body}");
+        assert_eq!(self.header("x-zoho-gateway-error"), Some(kind), "{body}");
+    }
+}
+
+/// How many count-route calls `sim` has answered.
+pub fn count_calls(sim: &SimHandle) -> u64 {
+    sim.calls(SimRoute::AssociatedUsersCount)
 }
 
 /// A plain HTTP/1.1 client for loopback tests, every call bounded by a 10 s deadline.
@@ -253,16 +317,6 @@ impl TestClient {
     }
 }
 
-/// The seed's sample `filters` as Zoho's curl sample spells it (`%20` for spaces).
-pub const SEED_CURL: &str = zoho_gateway::demo::SEED_FILTERS;
-
-/// The same filter as the Python SDK sends it: `json.dumps` separators, form encoding (`+`).
-pub const SEED_PYTHON: &str = "%7B%22group_operator%22%3A+%22or%22%2C+%22group%22%3A+%5B%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier1%22%7D%2C+%7B%22field%22%3A+%7B%22api_name%22%3A+%22name%22%7D%2C+%22comparator%22%3A+%22equal%22%2C+%22value%22%3A+%22Tier2%22%7D%5D%7D";
-
-/// The same filter as the Node SDK sends it: compact JSON through `encodeURI` (raw `:` and `,`),
-/// with a trailing `&`.
-pub const SEED_NODE: &str = "%7B%22group_operator%22:%22or%22,%22group%22:%5B%7B%22field%22:%7B%22api_name%22:%22name%22%7D,%22comparator%22:%22equal%22,%22value%22:%22Tier1%22%7D,%7B%22field%22:%7B%22api_name%22:%22name%22%7D,%22comparator%22:%22equal%22,%22value%22:%22Tier2%22%7D%5D%7D&";
-
 /// A fresh access token straight from the simulator's token endpoint (refresh-token grant).
 pub async fn fetch_token(sim_url: &str, client_id: &str, secret: &str, refresh: &str) -> String {
     let form = format!(
@@ -294,16 +348,6 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// The count route with a one-criterion `filters` on `name` (`comparator` is `equal` or
-/// `starts_with`), form-encoded.
-pub fn name_filter(comparator: &str, value: &str) -> String {
-    let json = format!(
-        r#"{{"field":{{"api_name":"name"}},"comparator":"{comparator}","value":"{value}"}}"#
-    );
-    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
-    format!("{COUNT}?filters={enc}")
-}
-
 /// A pass-through tenant `p` on the simulator, with client key `pass-client-key`.
 pub const PASS_THROUGH: &str = r#"
 [tenants.p]
@@ -317,11 +361,11 @@ key = "pass-client-key"
 "#;
 
 /// The default simulator plus a refresh token whose scope does not cover user groups.
-pub fn scoped_sim() -> zoho_gateway::simulator::SimConfig {
+pub fn scoped_sim() -> SimConfig {
     let mut cfg = SimConfig::default();
     cfg.clients[0]
         .refresh_tokens
-        .push(zoho_gateway::simulator::SimRefreshToken::new(
+        .push(zoho_crm_simulator::SimRefreshToken::new(
             "1000.wrong.scope",
             &["ZohoCRM.users.READ"],
         ));

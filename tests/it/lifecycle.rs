@@ -5,18 +5,16 @@
 //! The gateway listens on port 0; its addresses come from its "gateway listening" log line,
 //! and reloads are awaited on their log lines, never by sleeping.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
+use zoho_crm_simulator::{SimConfig, Simulator};
 
 /// A running `zoho-gateway serve`, killed on drop if it is still running.
 struct GatewayProcess {
@@ -187,14 +185,6 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
     line[start..].split_whitespace().next().unwrap()
 }
 
-fn starts_with(value: &str, per_page: u32) -> String {
-    let json = format!(
-        r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{value}"}}"#
-    );
-    let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
-    format!("{COUNT}?filters={enc}&per_page={per_page}")
-}
-
 /// `GET /readyz` on a new connection; `None` when the listener is closed or says nothing.
 async fn readyz_raw(admin: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -289,7 +279,7 @@ async fn sigterm_drains_two_hundred_in_flight_requests_then_exits_zero() {
         .await;
     assert!(status.success(), "{status:?}");
     assert!(signalled.elapsed() < Duration::from_secs(10) + Duration::from_secs(5));
-    assert_eq!(sim.handle().calls(SimRoute::AssociatedUsersCount), 201);
+    assert_eq!(count_calls(&sim.handle()), 201);
     sim.shutdown().await;
 }
 
@@ -311,7 +301,7 @@ async fn sighup_applies_a_new_ttl_keeps_the_cache_and_refuses_a_broken_file() {
     };
     let mut gw = GatewayProcess::start("reload", &with(TTL_60)).await;
     let client = TestClient::new();
-    let calls = || sim.handle().calls(SimRoute::AssociatedUsersCount);
+    let calls = || count_calls(&sim.handle());
 
     let first = get(&client, &gw.url(&starts_with("Tier", 1))).await;
     assert_eq!(first.status, 200);

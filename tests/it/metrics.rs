@@ -2,33 +2,13 @@
 //! counters, and `promtool check metrics` finds no problem (when promtool is installed; CI
 //! installs it and sets `CI_REQUIRE_PROMTOOL=1`).
 
-mod support;
-
-use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use support::*;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use crate::support::*;
+use std::time::Duration;
 
-/// `name{labels}` → value, for every sample line.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-fn sum(samples: &HashMap<String, f64>, prefix: &str, must_contain: &[&str]) -> f64 {
-    samples
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix) && must_contain.iter().all(|m| k.contains(m)))
-        .map(|(_, v)| v)
-        .sum()
-}
+use zoho_crm_simulator::SimConfig;
 
 #[tokio::test]
 async fn metrics_match_the_simulator_and_pass_promtool() {
@@ -38,11 +18,7 @@ async fn metrics_match_the_simulator_and_pass_promtool() {
     ];
     let mut sent = 0;
     for n in names {
-        let json = format!(
-            r#"{{"field":{{"api_name":"name"}},"comparator":"starts_with","value":"{n}"}}"#
-        );
-        let enc: String = form_urlencoded::byte_serialize(json.as_bytes()).collect();
-        let r = h.get(&format!("{COUNT}?filters={enc}")).await;
+        let r = h.get(&name_filter("starts_with", n)).await;
         assert!(r.status.is_success());
         sent += 1;
     }
@@ -50,55 +26,50 @@ async fn metrics_match_the_simulator_and_pass_promtool() {
     for q in ["per_page=0", "filters=%7B"] {
         assert_eq!(h.get(&format!("{COUNT}?{q}")).await.status, 400);
     }
-    let text = h.metrics().await;
-    let s = samples(&text);
-    let route = "route=\"/crm/{version}/settings/user_groups/actions/associated_users_count\"";
-    let served = ["hit", "miss", "collapsed", "stale"]
-        .iter()
-        .map(|o| {
-            sum(
-                &s,
-                "zoho_gateway_requests_total",
-                &[route, &format!("outcome=\"{o}\"")],
-            )
-        })
-        .sum::<f64>();
-    assert_eq!(served, f64::from(sent), "hits + misses = requests\n{text}");
-    let hits = sum(
-        &s,
-        "zoho_gateway_requests_total",
-        &[route, "outcome=\"hit\""],
+    let m = h.metrics().await;
+    let route = (
+        "route",
+        "/crm/{version}/settings/user_groups/actions/associated_users_count",
     );
+    let requests = |outcome: &str| {
+        m.sum(
+            "zoho_gateway_requests_total",
+            &[route, ("outcome", outcome)],
+        )
+    };
+    let served: f64 = ["hit", "miss", "collapsed", "stale"]
+        .into_iter()
+        .map(requests)
+        .sum();
+    assert_eq!(served, f64::from(sent), "hits + misses = requests\n{m}");
+    let hits = requests("hit");
     assert_eq!(hits, 4.0);
-    let rejected = sum(
-        &s,
-        "zoho_gateway_requests_total",
-        &[route, "outcome=\"rejected\""],
-    );
+    let rejected = requests("rejected");
     assert_eq!(rejected, 2.0);
-    let upstream = sum(
-        &s,
+    let upstream = m.sum(
         "zoho_gateway_upstream_requests_total",
-        &[route, "tenant=\"a\""],
+        &[route, ("tenant", "a")],
     );
     assert_eq!(
         upstream,
-        h.sim().calls(SimRoute::AssociatedUsersCount) as f64,
+        h.calls() as f64,
         "upstream calls = simulator calls"
     );
-    let saved = sum(&s, "zoho_gateway_credits_saved_total", &["tenant=\"a\""]);
+    let saved = m.sum("zoho_gateway_credits_saved_total", &[("tenant", "a")]);
     assert_eq!(saved, hits + rejected);
     assert_eq!(
-        sum(
-            &s,
+        m.sum(
             "zoho_gateway_token_refreshes_total",
-            &["outcome=\"success\""]
+            &[("outcome", "success")]
         ),
         h.sim().token_grants() as f64
     );
-    assert!(s.contains_key("zoho_gateway_build_info{version=\"0.1.0\"}"));
+    assert_eq!(
+        m.get("zoho_gateway_build_info", &[("version", "0.1.0")]),
+        Some(1.0)
+    );
 
-    promtool_check(&text);
+    promtool_check(m.text());
 }
 
 fn promtool_check(text: &str) {
@@ -137,6 +108,34 @@ fn promtool_check(text: &str) {
     );
 }
 
+/// Clients that give up while waiting on a flight leave no waiter counted, and each is
+/// recorded once (499).
+#[tokio::test]
+async fn disconnected_waiters_are_not_leaked_in_metrics() {
+    let h = Harness::start().await;
+    h.sim().set_latency(Duration::from_millis(800));
+    let url = h.url(&name_filter("starts_with", "Tier1"));
+    let auth = format!("Zoho-oauthtoken {KEY}");
+    for _ in 0..5 {
+        let _ = tokio::time::timeout(
+            Duration::from_millis(100),
+            h.client.get(&url, &[("authorization", &auth)]),
+        )
+        .await;
+    }
+    wait_until("waiters back to zero", || {
+        h.metrics_now().get("zoho_gateway_coalesce_waiters", &[]) == Some(0.0)
+    })
+    .await;
+    wait_until("the abandoned requests recorded", || {
+        h.metrics_now()
+            .samples("zoho_gateway_requests_total")
+            .any(|s| s.has(&[("status_class", "4xx")]) && s.value == 5.0)
+    })
+    .await;
+    h.shutdown().await;
+}
+
 /// Zoho's 429s get their own counter, labelled with Zoho's code, one per upstream answer
 /// (retries included), counted against the simulator; a 500 or a 400 is not throttling.
 #[tokio::test]
@@ -149,40 +148,30 @@ async fn zoho_throttling_is_counted_by_code() {
         },
     )
     .await;
-    let throttled = |text: &str, code: &str| {
-        sum(
-            &samples(text),
-            "zoho_gateway_upstream_throttled_total",
-            &["tenant=\"a\"", &format!("code=\"{code}\"")],
-        )
-    };
+    const THROTTLED: &str = "zoho_gateway_upstream_throttled_total";
     // Created at 0 for every code, so the first 429 is an increase.
-    let text = h.metrics().await;
+    let m = h.metrics().await;
     for code in ["TOO_MANY_REQUESTS", "LIMIT_EXCEEDED", "other"] {
-        assert!(
-            text.contains(&format!(
-                "zoho_gateway_upstream_throttled_total{{code=\"{code}\",tenant=\"a\"}} 0"
-            )),
-            "{code} not pre-created:\n{text}"
+        assert_eq!(
+            m.get(THROTTLED, &[("code", code), ("tenant", "a")]),
+            Some(0.0),
+            "{code} not pre-created:\n{m}"
         );
     }
     // One request, two 429 answers (the call and its retry).
     h.sim().fail_next(2, 429);
     let r = h.get(&name_filter("equal", "Tier1")).await;
     assert_eq!(r.status, 429);
-    let calls = h.sim().calls(SimRoute::AssociatedUsersCount);
+    let calls = h.calls();
     assert_eq!(calls, 2);
     // Not throttling: a 500 and its retry.
     h.sim().fail_next(2, 500);
     let r = h.get(&name_filter("equal", "Tier2")).await;
     assert_eq!(r.status, 500);
-    let text = h.metrics().await;
-    assert_eq!(
-        throttled(&text, "TOO_MANY_REQUESTS"),
-        calls as f64,
-        "{text}"
-    );
-    assert_eq!(throttled(&text, "LIMIT_EXCEEDED"), 0.0);
-    assert_eq!(throttled(&text, "other"), 0.0);
+    let m = h.metrics().await;
+    let throttled = |code: &str| m.sum(THROTTLED, &[("tenant", "a"), ("code", code)]);
+    assert_eq!(throttled("TOO_MANY_REQUESTS"), calls as f64, "{m}");
+    assert_eq!(throttled("LIMIT_EXCEEDED"), 0.0);
+    assert_eq!(throttled("other"), 0.0);
     h.shutdown().await;
 }

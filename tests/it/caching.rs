@@ -1,14 +1,12 @@
 //! Cache and single-flight behaviour end to end, proven by counting the simulator's calls.
 //! Freshness runs on the gateway's manual clock (see `zoho_gateway::clock`): the tests move it.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
-use support::*;
-use zoho_gateway::simulator::{SimConfig, SimRoute};
+use zoho_crm_simulator::SimConfig;
 
 /// Deterministic TTLs, and no upstream retries so one injected failure reaches the client.
 const NO_JITTER: &str = r#"
@@ -18,28 +16,11 @@ max_retries = 0
 ttl_jitter_percent = 0
 "#;
 
-fn filters(json: &str) -> String {
-    form_urlencoded::byte_serialize(json.as_bytes()).collect()
-}
-
-fn name_equals(value: &str) -> String {
-    format!(
-        "{COUNT}?filters={}",
-        filters(&format!(
-            r#"{{"field":{{"api_name":"name"}},"comparator":"equal","value":"{value}"}}"#
-        ))
-    )
-}
-
-fn calls(h: &Harness) -> u64 {
-    h.sim().calls(SimRoute::AssociatedUsersCount)
-}
-
 #[tokio::test]
 async fn thousand_concurrent_identical_misses_make_one_upstream_call() {
     let h = Arc::new(Harness::start_with(SimConfig::default(), NO_JITTER).await);
     h.sim().set_latency(Duration::from_millis(500));
-    let url = name_equals("Tier1");
+    let url = name_filter("equal", "Tier1");
     let mut tasks = Vec::new();
     for _ in 0..1000 {
         let (h, url) = (h.clone(), url.clone());
@@ -52,14 +33,14 @@ async fn thousand_concurrent_identical_misses_make_one_upstream_call() {
         bodies.insert(r.body);
     }
     assert_eq!(bodies.len(), 1);
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
 }
 
 #[tokio::test]
 async fn first_client_disconnecting_cancels_nothing() {
     let h = Arc::new(Harness::start().await);
     h.sim().set_latency(Duration::from_millis(400));
-    let url = name_equals("Tier2");
+    let url = name_filter("equal", "Tier2");
     let first = {
         let (h, url) = (h.clone(), url.clone());
         tokio::spawn(async move { h.get(&url).await })
@@ -73,7 +54,7 @@ async fn first_client_disconnecting_cancels_nothing() {
         "{}",
         r.cache_status()
     );
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
 }
 
 #[tokio::test]
@@ -81,7 +62,7 @@ async fn a_failed_fetch_is_shared_not_cached_and_held_briefly() {
     let h = Arc::new(Harness::start_with(SimConfig::default(), NO_JITTER).await);
     h.sim().set_latency(Duration::from_millis(300));
     h.sim().fail_next(1, 500);
-    let url = name_equals("Tier1");
+    let url = name_filter("equal", "Tier1");
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (h, url) = (h.clone(), url.clone());
@@ -94,7 +75,7 @@ async fn a_failed_fetch_is_shared_not_cached_and_held_briefly() {
         bodies.insert(r.body);
     }
     assert_eq!(bodies.len(), 1, "every waiter gets the one error");
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
     let body: serde_json::Value = serde_json::from_slice(bodies.iter().next().unwrap()).unwrap();
     assert_eq!(body["code"], "INTERNAL_SERVER_ERROR");
 
@@ -107,7 +88,7 @@ async fn a_failed_fetch_is_shared_not_cached_and_held_briefly() {
         "{}",
         held.cache_status()
     );
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
 
     // After the hold, exactly one new call, and nothing was cached from the failure.
     h.advance(Duration::from_secs(6));
@@ -115,13 +96,13 @@ async fn a_failed_fetch_is_shared_not_cached_and_held_briefly() {
     let ok = h.get(&url).await;
     assert_eq!(ok.status, 200);
     assert!(ok.cache_status().contains("fwd=miss"));
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
 }
 
 #[tokio::test]
 async fn ttl_then_stale_while_revalidate_then_stale_if_error() {
     let h = Harness::start_with(SimConfig::default(), NO_JITTER).await;
-    let url = name_equals("Tier1");
+    let url = name_filter("equal", "Tier1");
     let first = h.get(&url).await;
     assert_eq!(first.status, 200);
     assert!(
@@ -138,7 +119,7 @@ async fn ttl_then_stale_while_revalidate_then_stale_if_error() {
         hit.cache_status()
     );
     assert_eq!(hit.header("age"), Some("59"));
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
 
     // Just expired: served stale at once, one background refresh.
     h.advance(Duration::from_secs(5));
@@ -157,14 +138,14 @@ async fn ttl_then_stale_while_revalidate_then_stale_if_error() {
         "{}",
         stale.cache_status()
     );
-    wait_until("the background refresh", || calls(&h) == 2).await;
+    wait_until("the background refresh", || h.calls() == 2).await;
     // The refreshed entry is fresh again (stored at the clock's current time).
     let mut refreshed = h.get(&url).await;
     while !refreshed.cache_status().contains("; hit; ttl=60") {
         // The refresh's store lands right after its upstream call returns.
         tokio::task::yield_now().await;
         refreshed = h.get(&url).await;
-        assert_eq!(calls(&h), 2);
+        assert_eq!(h.calls(), 2);
     }
     assert_eq!(refreshed.header("age"), Some("0"));
 
@@ -179,10 +160,10 @@ async fn ttl_then_stale_while_revalidate_then_stale_if_error() {
         "{}",
         sie.cache_status()
     );
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
     let again = h.get(&url).await;
     assert!(again.cache_status().contains("detail=stale-if-error"));
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
 
     // Past every window: a plain miss.
     h.advance(Duration::from_secs(400));
@@ -192,13 +173,13 @@ async fn ttl_then_stale_while_revalidate_then_stale_if_error() {
         "{}",
         miss.cache_status()
     );
-    assert_eq!(calls(&h), 4);
+    assert_eq!(h.calls(), 4);
 }
 
 #[tokio::test]
 async fn no_content_has_its_own_ttl_and_errors_are_never_cached() {
     let h = Harness::start_with(SimConfig::default(), NO_JITTER).await;
-    let nothing = name_equals("NoSuchGroupAnywhere");
+    let nothing = name_filter("equal", "NoSuchGroupAnywhere");
     let r = h.get(&nothing).await;
     assert_eq!(r.status, 204);
     assert!(r.body.is_empty());
@@ -208,13 +189,13 @@ async fn no_content_has_its_own_ttl_and_errors_are_never_cached() {
         r.cache_status()
     );
     assert_eq!(h.get(&nothing).await.status, 204);
-    assert_eq!(calls(&h), 1);
+    assert_eq!(h.calls(), 1);
     h.advance(Duration::from_secs(16 + 30));
     assert!(h.get(&nothing).await.cache_status().contains("fwd=miss"));
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
 
     // 429 with Retry-After: relayed, not cached, the key held for Retry-After.
-    let url = name_equals("Tier2");
+    let url = name_filter("equal", "Tier2");
     h.sim().fail_next_with_retry_after(1, 429, 20);
     let limited = h.get(&url).await;
     assert_eq!(limited.status, 429);
@@ -222,16 +203,16 @@ async fn no_content_has_its_own_ttl_and_errors_are_never_cached() {
     assert!(!limited.cache_status().contains("stored"));
     h.advance(Duration::from_secs(10));
     assert_eq!(h.get(&url).await.status, 429);
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
     h.advance(Duration::from_secs(11));
     assert_eq!(h.get(&url).await.status, 200);
-    assert_eq!(calls(&h), 4);
+    assert_eq!(h.calls(), 4);
 }
 
 #[tokio::test]
 async fn client_no_cache_and_no_store() {
     let h = Harness::start().await;
-    let url = name_equals("Tier1");
+    let url = name_filter("equal", "Tier1");
     h.get(&url).await;
     let forced = h.get_with(&url, &[("cache-control", "no-cache")]).await;
     assert!(
@@ -239,16 +220,16 @@ async fn client_no_cache_and_no_store() {
         "{}",
         forced.cache_status()
     );
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
     let bypass = h.get_with(&url, &[("cache-control", "no-store")]).await;
     assert!(
         bypass
             .cache_status()
             .contains("fwd=bypass; detail=no-store")
     );
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
     assert!(h.get(&url).await.cache_status().contains("; hit"));
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
 }
 
 const WRITES: &str = r#"
@@ -266,7 +247,7 @@ token = "admin-test-token"
 #[tokio::test]
 async fn a_write_invalidates_its_tenant_only() {
     let h = Harness::start_with(SimConfig::default(), WRITES).await;
-    let url = format!("{COUNT}?filters={SEED_CURL}");
+    let url = with_filters(SEED_CURL);
     let a = h.get(&url).await;
     let b_key = [("x-gateway-key", KEY_B)];
     let b = h.client.get(&h.url(&url), &b_key).await;
@@ -274,17 +255,9 @@ async fn a_write_invalidates_its_tenant_only() {
         a.json()["associated_users_count"].as_array().unwrap().len(),
         2
     );
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
 
-    let tier2 = a.json()["associated_users_count"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["user_group"]["name"] == "Tier2")
-        .unwrap()["user_group"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let tier2 = a.group_id("Tier2");
     let deleted = h
         .client
         .send(
@@ -319,15 +292,15 @@ async fn a_write_invalidates_its_tenant_only() {
     let b2 = h.client.get(&h.url(&url), &b_key).await;
     assert!(b2.cache_status().contains("; hit"));
     assert_eq!(b2.body, b.body);
-    assert_eq!(calls(&h), 3);
+    assert_eq!(h.calls(), 3);
 }
 
 #[tokio::test]
 async fn admin_purge_needs_the_token() {
     let h = Harness::start_with(SimConfig::default(), WRITES).await;
-    let url = name_equals("Tier1");
+    let url = name_filter("equal", "Tier1");
     h.get(&url).await;
-    let admin = |path: &str| format!("http://{}{path}", h.gw.admin_addr());
+    let admin = |path: &str| h.admin_url(path);
     let denied = h
         .client
         .send("POST", &admin("/admin/cache/purge"), &[], Bytes::new())
@@ -346,7 +319,7 @@ async fn admin_purge_needs_the_token() {
     assert!(h.get(&url).await.cache_status().contains("; hit"));
 
     let auth = [("authorization", "Bearer admin-test-token")];
-    let stats = h.client.get(&admin("/admin/cache"), &auth).await;
+    let stats = h.admin_get("/admin/cache", &auth).await;
     assert_eq!(stats.status, 200);
     assert_eq!(stats.json()["hits"], 1);
     assert_eq!(stats.json()["misses"], 1);
@@ -361,7 +334,7 @@ async fn admin_purge_needs_the_token() {
         .await;
     assert_eq!(purged.status, 200, "{:?}", purged.body);
     assert!(h.get(&url).await.cache_status().contains("fwd=miss"));
-    assert_eq!(calls(&h), 2);
+    assert_eq!(h.calls(), 2);
     let bad = h
         .client
         .send(
@@ -372,4 +345,88 @@ async fn admin_purge_needs_the_token() {
         )
         .await;
     assert_eq!(bad.status, 400);
+}
+
+/// While a key is on hold (Zoho said Retry-After), stale-while-revalidate starts no refresh.
+#[tokio::test]
+async fn stale_while_revalidate_respects_the_hold() {
+    let h = Harness::start_with(
+        SimConfig::default(),
+        "[upstream]\nmax_retries = 0\n[routes.associated_users_count]\nttl_jitter_percent = 0\nstale_while_revalidate = \"120s\"",
+    )
+    .await;
+    let url = name_filter("starts_with", "Tier2");
+    assert_eq!(h.get(&url).await.status, 200);
+    h.advance(Duration::from_secs(61));
+    h.sim().fail_next_with_retry_after(5, 429, 30);
+    // The first stale hit starts one background refresh, which gets the 429 and holds the key.
+    assert!(
+        h.get(&url)
+            .await
+            .cache_status()
+            .contains("stale-while-revalidate")
+    );
+    wait_until("the background refresh", || h.calls() == 2).await;
+    wait_until("the hold", || {
+        h.metrics_now().sum(
+            "zoho_gateway_upstream_requests_total",
+            &[("status_class", "4xx"), ("tenant", "a")],
+        ) == 1.0
+    })
+    .await;
+    for _ in 0..5 {
+        let r = h.get(&url).await;
+        assert_eq!(r.status, 200);
+        assert!(r.cache_status().contains("stale-while-revalidate"));
+    }
+    assert_eq!(h.calls(), 2, "no refresh while held");
+}
+
+/// A held answer says it was not forwarded, and Zoho's Retry-After reaches the first client.
+#[tokio::test]
+async fn held_answers_are_not_marked_as_forwarded() {
+    let h = Harness::start_with(SimConfig::default(), "[upstream]\nmax_retries = 0").await;
+    let url = name_filter("starts_with", "Sales");
+    h.sim().fail_next_with_retry_after(1, 429, 30);
+    let first = h.get(&url).await;
+    assert_eq!(first.status, 429);
+    assert_eq!(first.header("retry-after"), Some("30"));
+    let held = h.get(&url).await;
+    assert_eq!(held.status, 429);
+    assert!(
+        !held.cache_status().contains("fwd="),
+        "{}",
+        held.cache_status()
+    );
+    assert!(held.cache_status().contains("detail=upstream-hold"));
+    assert_eq!(h.calls(), 1);
+}
+
+/// Admin probes answer only GET/HEAD; the admin token scheme is case-insensitive.
+#[tokio::test]
+async fn admin_methods_and_bearer_scheme() {
+    let h = Harness::start_with(SimConfig::default(), "[admin]\ntoken = \"t0ken-for-admin\"").await;
+    let del = h
+        .client
+        .send("DELETE", &h.admin_url("/metrics"), &[], Bytes::new())
+        .await;
+    assert_eq!(del.status, 405);
+    let ok = h
+        .admin_get(
+            "/admin/cache",
+            &[("authorization", "bearer t0ken-for-admin")],
+        )
+        .await;
+    assert_eq!(ok.status, 200);
+    // Two Authorization headers (the right one first) are refused, as on the proxy listener.
+    let two = h
+        .admin_get(
+            "/admin/cache",
+            &[
+                ("authorization", "Bearer t0ken-for-admin"),
+                ("authorization", "Bearer something-else"),
+            ],
+        )
+        .await;
+    assert_eq!(two.status, 400, "{:?}", two.body);
 }

@@ -2,8 +2,6 @@
 //! in one process sharing one private Redis. Skips with a message when `redis-server` is not
 //! installed, unless `CI_REQUIRE_REDIS=1`.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::HeaderValue;
 use prometheus::Registry;
-use support::redis_server::RedisServer;
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use zoho_gateway::cache::Lifetimes;
@@ -26,6 +23,8 @@ use zoho_gateway::fleet::lease::LeaseAttempt;
 use zoho_gateway::fleet::tokens::SharedRefresh;
 use zoho_gateway::fleet::{Availability, Fleet, FleetEvent, Unavailable};
 use zoho_gateway::route::RouteId;
+
+use crate::support::redis_server::RedisServer;
 
 const CLIENT_SECRET: &str = "fleet-test-client-secret-4f1c9a";
 const REFRESH_TOKEN: &str = "1000.fleet-test-refresh-token.9d2e7b";

@@ -2,8 +2,6 @@
 //! over HTTPS, mutual TLS (a client certificate instead of, or in addition to, a gateway key),
 //! and a certificate reload that new connections see while an open connection finishes.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +17,10 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
-use support::*;
-use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
-use zoho_gateway::{App, Running, demo};
+use zoho_crm_simulator::{SimConfig, Simulator};
+use zoho_gateway::{App, Running};
+
+use crate::support::*;
 
 /// A CA and the PEM files of certificates it issued, in a scratch directory.
 struct Pki {
@@ -213,7 +212,7 @@ async fn one_get(
 }
 
 fn seed_path() -> String {
-    format!("{COUNT}?filters={}", demo::SEED_FILTERS)
+    with_filters(SEED_CURL)
 }
 
 async fn start(sim_url: &str, server_toml: &str, rest: &str) -> Running {
@@ -263,7 +262,7 @@ async fn seed_request_over_https_with_the_generated_ca() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
     assert!(cache_status.contains("hit"), "{cache_status}");
-    assert_eq!(sim.handle().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(count_calls(&sim.handle()), 1);
 
     // A client that does not trust the CA, and a plain-HTTP client, get nothing.
     let other = Pki::new("untrusted");
@@ -286,7 +285,7 @@ async fn seed_request_over_https_with_the_generated_ca() {
     .await
     .expect("plain HTTP is answered or closed within 10 s");
     assert!(r.is_err(), "plain HTTP on the TLS port: {r:?}");
-    assert_eq!(sim.handle().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(count_calls(&sim.handle()), 1);
     gw.shutdown().await;
     sim.shutdown().await;
 }
@@ -345,7 +344,7 @@ async fn client_certificates_identify_clients_instead_of_or_with_a_key() {
     let r = one_get(addr, &ca, Some(&stranger), &[]).await;
     assert!(r.is_err(), "certificate from another CA: {r:?}");
     // Every accepted request was one miss then hits: one upstream call.
-    assert_eq!(sim.handle().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(count_calls(&sim.handle()), 1);
     gw.shutdown().await;
 
     // Optional: key-only clients get in without a certificate; nobody gets in with neither.
@@ -391,7 +390,7 @@ async fn reload_serves_the_new_certificate_to_new_connections_while_open_ones_fi
     let in_flight = tokio::spawn(open.send_request(request));
     let sim_handle = sim.handle();
     wait_until("the request reached the simulator", || {
-        sim_handle.calls(SimRoute::AssociatedUsersCount) == 1
+        count_calls(&sim_handle) == 1
     })
     .await;
 

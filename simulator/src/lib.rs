@@ -17,8 +17,8 @@
 //! ```
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), zoho_gateway::simulator::SimError> {
-//! use zoho_gateway::simulator::{SimConfig, SimRoute, Simulator};
+//! # async fn demo() -> Result<(), zoho_crm_simulator::SimError> {
+//! use zoho_crm_simulator::{SimConfig, SimRoute, Simulator};
 //! let sim = Simulator::spawn(SimConfig::default()).await?;
 //! let (client_id, client_secret, refresh_token) = SimConfig::demo_credentials();
 //! // POST {sim.base_url()}/oauth/v2/token, then GET the API with the token …
@@ -31,7 +31,8 @@
 //! [`filters`] the `filters` evaluator, `route` paths → [`SimRoute`], `oauth`
 //! token endpoint, `api` the API request path, `store` live groups,
 //! `response` envelope and headers, `control` the `/__simulator/` surface,
-//! `handle` counters and faults ([`SimHandle`]), `server` accept loop.
+//! `handle` counters and faults ([`SimHandle`]), `server` accept loop; [`samples`] how Zoho's
+//! clients spell requests (for tests, benches and fuzz targets).
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -52,6 +53,7 @@ mod oauth;
 mod params;
 mod response;
 mod route;
+pub mod samples;
 mod server;
 mod store;
 #[cfg(test)]

@@ -85,8 +85,8 @@ pub struct SimConfig {
     /// Largest request body accepted (API writes and the token endpoint);
     /// larger gives 413. Default: 1 MiB.
     pub max_body_bytes: usize,
-    /// JSON data set file (shape in [`crate::simulator::dataset`]).
-    /// Default: `None`, the bundled `src/simulator/dataset.json`.
+    /// JSON data set file (shape in [`crate::dataset`]).
+    /// Default: `None`, the bundled `simulator/src/dataset.json`.
     pub dataset: Option<PathBuf>,
 }
 

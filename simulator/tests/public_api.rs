@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use zoho_gateway::simulator::filters::{self, Filter};
-use zoho_gateway::simulator::{
+use zoho_crm_simulator::filters::{self, Filter};
+use zoho_crm_simulator::{
     Dataset, NoMatch, RunningSimulator, SimClient, SimConfig, SimError, SimHandle, SimRefreshToken,
     SimRoute, Simulator, generate_dataset,
 };

@@ -66,7 +66,7 @@ impl ErrorCode {
     }
 
     /// The code used for an injected failure with `status`
-    /// ([`crate::simulator::SimHandle::fail_next`]). Unlisted 5xx map to
+    /// ([`crate::SimHandle::fail_next`]). Unlisted 5xx map to
     /// `INTERNAL_SERVER_ERROR`, unlisted 4xx to `INVALID_DATA`.
     pub(crate) fn for_status(status: StatusCode) -> ErrorCode {
         match status.as_u16() {

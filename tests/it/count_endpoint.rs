@@ -1,21 +1,18 @@
-//! End-to-end: the gateway in front of the bundled simulator, proven by counting the
-//! simulator's upstream calls.
-
-mod support;
+//! The count endpoint end to end through the gateway: the seed's sample, client spellings and
+//! equivalence classes sharing one entry, different questions never sharing one, client keys,
+//! local answers for bad requests, and the request metrics. Proven by counting the simulator's
+//! upstream calls.
 
 use std::sync::Arc;
 
-use support::*;
-use zoho_gateway::simulator::SimRoute;
-
-fn seed(filters: &str) -> String {
-    format!("{COUNT}?filters={filters}")
-}
+use crate::support::*;
+use zoho_crm_simulator::SimConfig;
+use zoho_crm_simulator::SimRoute;
 
 #[tokio::test]
 async fn seed_sample_is_served_then_hit_from_cache() {
     let h = Harness::start().await;
-    let first = h.get(&seed(SEED_CURL)).await;
+    let first = h.get(&with_filters(SEED_CURL)).await;
     assert_eq!(first.status, 200, "{:?}", first.body);
     let body = first.json();
     let names: Vec<&str> = body["associated_users_count"]
@@ -37,7 +34,7 @@ async fn seed_sample_is_served_then_hit_from_cache() {
     assert!(first.cache_status().contains("stored"));
     assert_eq!(first.header("age"), None);
 
-    let second = h.get(&seed(SEED_CURL)).await;
+    let second = h.get(&with_filters(SEED_CURL)).await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body, first.body);
     assert!(
@@ -50,7 +47,7 @@ async fn seed_sample_is_served_then_hit_from_cache() {
     assert_eq!(second.header("set-cookie"), None);
     assert_eq!(second.header("x-accesstoken-reset"), None);
 
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(h.calls(), 1);
     assert_eq!(
         h.sim().query_calls(
             SimRoute::AssociatedUsersCount,
@@ -64,9 +61,9 @@ async fn seed_sample_is_served_then_hit_from_cache() {
 #[tokio::test]
 async fn sdk_spellings_share_one_cache_entry() {
     let h = Harness::start().await;
-    let a = h.get(&seed(SEED_CURL)).await;
-    let b = h.get(&seed(SEED_PYTHON)).await;
-    let c = h.get(&seed(SEED_NODE)).await;
+    let a = h.get(&with_filters(SEED_CURL)).await;
+    let b = h.get(&with_filters(SEED_PYTHON)).await;
+    let c = h.get(&with_filters(SEED_NODE)).await;
     // Explicit defaults mean the same as omitting them.
     let d = h
         .get(&format!(
@@ -78,7 +75,7 @@ async fn sdk_spellings_share_one_cache_entry() {
         assert_eq!(r.body, a.body);
         assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
     }
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(h.calls(), 1);
     h.shutdown().await;
 }
 
@@ -89,9 +86,9 @@ async fn different_questions_never_share_an_entry() {
     let tier1_lower = "%7B%22field%22%3A%7B%22api_name%22%3A%22name%22%7D%2C%22comparator%22%3A%22equal%22%2C%22value%22%3A%22tier1%22%7D";
     let starts = "%7B%22field%22%3A%7B%22api_name%22%3A%22name%22%7D%2C%22comparator%22%3A%22starts_with%22%2C%22value%22%3A%22Tier1%22%7D";
     let queries = [
-        seed(tier1),
-        seed(tier1_lower),
-        seed(starts),
+        with_filters(tier1),
+        with_filters(tier1_lower),
+        with_filters(starts),
         format!("{COUNT}?filters={tier1}&per_page=100"),
         format!("{COUNT}?per_page=5&page=2"),
         format!("{COUNT}?per_page=5"),
@@ -106,13 +103,10 @@ async fn different_questions_never_share_an_entry() {
         );
         bodies.push(r.body);
     }
-    assert_eq!(
-        h.sim().calls(SimRoute::AssociatedUsersCount),
-        queries.len() as u64
-    );
+    assert_eq!(h.calls(), queries.len() as u64);
     // And each is answered as Zoho answers it: compare with the simulator directly.
     let direct = TestClient::new();
-    let (id, secret, refresh) = zoho_gateway::simulator::SimConfig::demo_credentials();
+    let (id, secret, refresh) = SimConfig::demo_credentials();
     let token = fetch_token(&h.sim.base_url(), &id, &secret, &refresh).await;
     for (q, via_gateway) in queries.iter().zip(&bodies) {
         let r = direct
@@ -134,7 +128,9 @@ async fn fifty_concurrent_identical_misses_make_one_upstream_call() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let h = h.clone();
-        tasks.push(tokio::spawn(async move { h.get(&seed(SEED_CURL)).await }));
+        tasks.push(tokio::spawn(async move {
+            h.get(&with_filters(SEED_CURL)).await
+        }));
     }
     let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
     let mut bodies = std::collections::HashSet::new();
@@ -152,7 +148,7 @@ async fn fifty_concurrent_identical_misses_make_one_upstream_call() {
         };
         *outcomes.entry(kind.to_owned()).or_default() += 1;
     }
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 1);
+    assert_eq!(h.calls(), 1);
     assert_eq!(bodies.len(), 1);
     assert_eq!(outcomes.get("miss"), Some(&1), "{outcomes:?}");
     let h = Arc::try_unwrap(h).ok().unwrap();
@@ -162,27 +158,22 @@ async fn fifty_concurrent_identical_misses_make_one_upstream_call() {
 #[tokio::test]
 async fn requests_without_a_valid_key_are_refused_locally() {
     let h = Harness::start().await;
-    let none = h.client.get(&h.url(&seed(SEED_CURL)), &[]).await;
-    assert_eq!(none.status, 401);
-    assert_eq!(none.json()["code"], "AUTHENTICATION_FAILURE");
-    assert_eq!(none.header("x-zoho-gateway-error"), Some("missing_key"));
+    let none = h.client.get(&h.url(&with_filters(SEED_CURL)), &[]).await;
+    none.assert_gateway_error(401, "AUTHENTICATION_FAILURE", "missing_key");
 
     let wrong = h
         .client
         .get(
-            &h.url(&seed(SEED_CURL)),
+            &h.url(&with_filters(SEED_CURL)),
             &[("authorization", "Zoho-oauthtoken not-a-configured-key")],
         )
         .await;
-    assert_eq!(wrong.status, 401);
-    assert_eq!(wrong.json()["code"], "INVALID_TOKEN");
-    assert_eq!(wrong.json()["status"], "error");
-    assert_eq!(wrong.header("x-zoho-gateway-error"), Some("unknown_key"));
+    wrong.assert_gateway_error(401, "INVALID_TOKEN", "unknown_key");
 
     let bearer = h
         .client
         .get(
-            &h.url(&seed(SEED_CURL)),
+            &h.url(&with_filters(SEED_CURL)),
             &[("authorization", &format!("Bearer {KEY}"))],
         )
         .await;
@@ -195,11 +186,14 @@ async fn requests_without_a_valid_key_are_refused_locally() {
 #[tokio::test]
 async fn x_gateway_key_header_works_and_tenants_are_isolated() {
     let h = Harness::start().await;
-    let a = h.get(&seed(SEED_CURL)).await;
+    let a = h.get(&with_filters(SEED_CURL)).await;
     assert_eq!(a.status, 200);
     let b = h
         .client
-        .get(&h.url(&seed(SEED_CURL)), &[("x-gateway-key", KEY_B)])
+        .get(
+            &h.url(&with_filters(SEED_CURL)),
+            &[("x-gateway-key", KEY_B)],
+        )
         .await;
     assert_eq!(b.status, 200);
     // Tenant B's first request is its own miss, not tenant A's entry.
@@ -208,7 +202,7 @@ async fn x_gateway_key_header_works_and_tenants_are_isolated() {
         "{}",
         b.cache_status()
     );
-    assert_eq!(h.sim().calls(SimRoute::AssociatedUsersCount), 2);
+    assert_eq!(h.calls(), 2);
     h.shutdown().await;
 }
 
@@ -243,19 +237,17 @@ async fn invalid_filters_are_rejected_without_an_upstream_call() {
         "filters=%zz",
     ] {
         let r = h.get(&format!("{COUNT}?{q}")).await;
-        assert_eq!(r.status, 400, "{q}");
-        assert_eq!(r.json()["code"], "INVALID_DATA", "{q}");
-        assert_eq!(
-            r.header("x-zoho-gateway-error"),
-            Some("invalid_data"),
-            "{q}"
-        );
+        r.assert_gateway_error(400, "INVALID_DATA", "invalid_data");
     }
     assert_eq!(h.sim().total_api_calls(), 0);
-    let metrics = h.metrics().await;
-    assert!(
-        metrics.contains("zoho_gateway_credits_saved_total{reason=\"rejected\",tenant=\"a\"} 7"),
-        "{metrics}"
+    let m = h.metrics().await;
+    assert_eq!(
+        m.get(
+            "zoho_gateway_credits_saved_total",
+            &[("reason", "rejected"), ("tenant", "a")]
+        ),
+        Some(7.0),
+        "{m}"
     );
     h.shutdown().await;
 }
@@ -264,25 +256,37 @@ async fn invalid_filters_are_rejected_without_an_upstream_call() {
 async fn metrics_count_hits_and_misses() {
     let h = Harness::start().await;
     for _ in 0..3 {
-        h.get(&seed(SEED_CURL)).await;
+        h.get(&with_filters(SEED_CURL)).await;
     }
     let m = h.metrics().await;
     let route = "/crm/{version}/settings/user_groups/actions/associated_users_count";
-    assert!(
-        m.contains(&format!(
-            "zoho_gateway_requests_total{{method=\"GET\",outcome=\"hit\",route=\"{route}\",status_class=\"2xx\"}} 2"
-        )),
+    let requests = |outcome: &str| {
+        m.get(
+            "zoho_gateway_requests_total",
+            &[
+                ("method", "GET"),
+                ("outcome", outcome),
+                ("route", route),
+                ("status_class", "2xx"),
+            ],
+        )
+    };
+    assert_eq!(requests("hit"), Some(2.0), "{m}");
+    assert_eq!(requests("miss"), Some(1.0), "{m}");
+    assert_eq!(
+        m.get(
+            "zoho_gateway_upstream_requests_total",
+            &[("route", route), ("status_class", "2xx"), ("tenant", "a")]
+        ),
+        Some(1.0),
         "{m}"
     );
-    assert!(m.contains(&format!(
-        "zoho_gateway_requests_total{{method=\"GET\",outcome=\"miss\",route=\"{route}\",status_class=\"2xx\"}} 1"
-    )));
-    assert!(m.contains("zoho_gateway_upstream_requests_total{route=\"/crm/{version}/settings/user_groups/actions/associated_users_count\",status_class=\"2xx\",tenant=\"a\"} 1"), "{m}");
-    assert!(m.contains("zoho_gateway_request_duration_seconds_bucket"));
-    let health = h
-        .client
-        .get(&format!("http://{}/healthz", h.gw.admin_addr()), &[])
-        .await;
+    assert!(
+        m.samples("zoho_gateway_request_duration_seconds_bucket")
+            .next()
+            .is_some()
+    );
+    let health = h.admin_get("/healthz", &[]).await;
     assert_eq!(health.status, 200);
     h.shutdown().await;
 }
@@ -293,7 +297,6 @@ async fn metrics_count_hits_and_misses() {
 #[tokio::test]
 async fn equivalence_classes_cost_one_call_each_and_uncertain_queries_are_never_cached() {
     let h = Harness::start().await;
-    let enc = |json: &str| -> String { form_urlencoded::byte_serialize(json.as_bytes()).collect() };
     let t1 = r#"{"field":{"api_name":"name"},"comparator":"equal","value":"Tier1"}"#;
     let t2 = r#"{"field":{"api_name":"name"},"comparator":"equal","value":"Tier2"}"#;
     let classes: Vec<Vec<String>> = vec![
@@ -322,19 +325,15 @@ async fn equivalence_classes_cost_one_call_each_and_uncertain_queries_are_never_
         expected_calls += 1;
         let mut bodies = std::collections::HashSet::new();
         for spelling in class {
-            let r = h.get(&format!("{COUNT}?filters={}", enc(spelling))).await;
+            let r = h.get(&filters_json(spelling)).await;
             assert_eq!(r.status, 200, "{spelling}");
             bodies.insert(r.body);
-            assert_eq!(
-                h.sim().calls(SimRoute::AssociatedUsersCount),
-                expected_calls,
-                "{spelling}"
-            );
+            assert_eq!(h.calls(), expected_calls, "{spelling}");
         }
         assert_eq!(bodies.len(), 1);
     }
     // Repeated `filters`: uncertain, forwarded as-is each time, never stored.
-    let repeated = format!("{COUNT}?filters={}&filters={}", enc(t1), enc(t2));
+    let repeated = format!("{}&filters={}", filters_json(t1), form_encode(t2));
     for _ in 0..2 {
         let r = h.get(&repeated).await;
         assert!(
@@ -343,10 +342,7 @@ async fn equivalence_classes_cost_one_call_each_and_uncertain_queries_are_never_
             r.cache_status()
         );
         expected_calls += 1;
-        assert_eq!(
-            h.sim().calls(SimRoute::AssociatedUsersCount),
-            expected_calls
-        );
+        assert_eq!(h.calls(), expected_calls);
     }
     h.shutdown().await;
 }

@@ -12,6 +12,7 @@ mod hardening;
 mod hot_reads;
 mod lifecycle;
 mod metrics;
+mod reads;
 mod routes;
 mod secrets;
 mod support;

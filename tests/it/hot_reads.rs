@@ -546,3 +546,127 @@ async fn requests_the_gateway_is_not_sure_about_bypass_the_cache_every_time() {
     }
     h.shutdown().await;
 }
+
+/// Record writes forwarded through the gateway (they drop the tenant's `records:{module}`).
+const WRITES: &str = r#"[routes.passthrough]
+allow = [
+  "POST /crm/{version}/{module}",
+  "PUT /crm/{version}/{module}/{id}",
+  "DELETE /crm/{version}/{module}/{id}",
+]"#;
+
+fn is_hit(r: &Resp) -> bool {
+    r.cache_status().contains("; hit")
+}
+
+#[tokio::test]
+async fn a_write_to_one_module_refreshes_its_reads_and_leaves_the_rest_cached() {
+    let h = Harness::start_shipped_with(WRITES).await;
+    let leads = format!("{V}/Leads?fields=Last_Name,Company");
+    let lead = format!("{V}/Leads/{LEAD1}");
+    let search = format!("{V}/Leads/search?criteria=(Company:equals:Zulu%20Co)");
+    let contacts = format!("{V}/Contacts?fields=Last_Name");
+    let get_b = |path: String| {
+        let (client, url) = (h.client.clone(), h.url(&path));
+        async move {
+            client
+                .get(
+                    &url,
+                    &[("authorization", &format!("Zoho-oauthtoken {KEY_B}"))],
+                )
+                .await
+        }
+    };
+    for p in [&leads, &lead, &search, &contacts] {
+        assert!(h.get(p).await.status.is_success(), "{p}");
+        assert!(is_hit(&h.get(p).await), "{p}");
+    }
+    let b_before = get_b(leads.clone()).await;
+    assert!(is_hit(&get_b(leads.clone()).await));
+    assert_eq!(h.get(&search).await.status, StatusCode::NO_CONTENT);
+
+    let created = h
+        .client
+        .send(
+            "POST",
+            &h.url(&format!("{V}/Leads")),
+            &[
+                ("authorization", &format!("Zoho-oauthtoken {KEY}")),
+                ("content-type", "application/json"),
+            ],
+            bytes::Bytes::from(r#"{"data":[{"Last_Name":"Zulu","Company":"Zulu Co"}]}"#),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let id = created.json()["data"][0]["details"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(h.sim().calls(SimRoute::CreateRecords), 1);
+
+    // Module A's reads are fetched again and show the write.
+    let before = h.sim().total_api_calls();
+    let fresh = h.get(&leads).await;
+    assert!(fresh.cache_status().contains("fwd=miss"), "{fresh:?}");
+    assert_eq!(fresh.json()["data"][0]["id"], id.as_str());
+    let found = h.get(&search).await;
+    assert_eq!(found.status, StatusCode::OK, "{found:?}");
+    assert_eq!(found.json()["data"][0]["id"], id.as_str());
+    assert!(h.get(&lead).await.cache_status().contains("fwd=miss"));
+    assert_eq!(h.sim().total_api_calls() - before, 3);
+    // Module B's entry and the other tenant's are still hits.
+    assert!(is_hit(&h.get(&contacts).await));
+    let b_after = get_b(leads.clone()).await;
+    assert!(is_hit(&b_after));
+    assert_eq!(b_after.body, b_before.body);
+    assert_eq!(h.sim().total_api_calls() - before, 3);
+
+    // An update through the gateway is seen by the next read of the record.
+    let updated = h
+        .client
+        .send(
+            "PUT",
+            &h.url(&format!("{V}/Leads/{id}")),
+            &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
+            bytes::Bytes::from(r#"{"data":[{"Company":"Zulu Holdings"}]}"#),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{updated:?}");
+    let r = h.get(&format!("{V}/Leads/{id}")).await;
+    assert_eq!(r.json()["data"][0]["Company"], "Zulu Holdings");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_sdk_hourly_modules_read_with_if_modified_since_is_a_304_from_the_cache() {
+    let h = Harness::start_shipped().await;
+    let modules = format!("{V}/settings/modules");
+    let first = h.get(&modules).await;
+    assert!(first.cache_status().contains("fwd=miss; stored"));
+    // Ten minutes later the SDK asks with the time of its last fetch: ISO-8601 as the SDKs
+    // send it, then the HTTP-date the gateway gave as Last-Modified.
+    let fetched = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let iso = fetched.replace('Z', "+00:00");
+    let last_modified = first.header("last-modified").unwrap().to_owned();
+    h.advance(std::time::Duration::from_secs(600));
+    for since in [iso.as_str(), last_modified.as_str()] {
+        let r = h.get_with(&modules, &[("if-modified-since", since)]).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{since}: {r:?}");
+        assert!(is_hit(&r));
+    }
+    assert_eq!(h.sim().calls(SimRoute::ListModules), 1);
+    // The simulator itself answers that SDK request 304 too (nothing changed since 2024).
+    let token = zoho_token(&h).await;
+    let zoho = h
+        .client
+        .get(
+            &format!("{}{modules}", h.sim.base_url()),
+            &[
+                ("authorization", &format!("Zoho-oauthtoken {token}")),
+                ("if-modified-since", iso.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(zoho.status, StatusCode::NOT_MODIFIED);
+    h.shutdown().await;
+}

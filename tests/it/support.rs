@@ -80,9 +80,18 @@ impl Harness {
     /// Starts both; the gateway serves the route table of the shipped `config/gateway.toml`
     /// (Zoho's hot reads, [`shipped_routes`]) with the harness tenants and keys.
     pub async fn start_shipped() -> Self {
+        Self::start_shipped_with("").await
+    }
+
+    /// [`Harness::start_shipped`] with `extra_toml` appended to the gateway config.
+    pub async fn start_shipped_with(extra_toml: &str) -> Self {
         Self::start_configured(SimConfig::default(), |url| {
-            let mut raw = RawConfig::from_toml_str(&gateway_toml(url, Extra::default()))
-                .expect("test config parses");
+            let extra = Extra {
+                rest: extra_toml,
+                ..Extra::default()
+            };
+            let mut raw =
+                RawConfig::from_toml_str(&gateway_toml(url, extra)).expect("test config parses");
             raw.routes.cached = shipped_routes();
             raw.validate().expect("shipped route table validates")
         })

@@ -410,7 +410,8 @@ pub enum InvalidKind {
     NotInEnum,
     /// A parameter Zoho requires is absent (Zoho's `REQUIRED_PARAM_MISSING`).
     RequiredParamMissing,
-    /// Two parameters Zoho refuses together (e.g. `page` and `page_token`).
+    /// Two parameters Zoho refuses together (e.g. `page` and `page_token`): Zoho's
+    /// `AMBIGUITY_DURING_PROCESSING`.
     Conflict,
 }
 
@@ -422,6 +423,9 @@ impl InvalidKind {
     pub fn zoho_code(self) -> &'static str {
         match self {
             InvalidKind::RequiredParamMissing => "REQUIRED_PARAM_MISSING",
+            // Zoho's v8 get-records answer to `page` with `page_token` (or `cvid` with
+            // `sort_by`).
+            InvalidKind::Conflict => "AMBIGUITY_DURING_PROCESSING",
             InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
             InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
             InvalidKind::BadEncoding
@@ -437,8 +441,7 @@ impl InvalidKind {
             | InvalidKind::TooDeep
             | InvalidKind::TooManyCriteria
             | InvalidKind::UnknownParam
-            | InvalidKind::NotInEnum
-            | InvalidKind::Conflict => "INVALID_DATA",
+            | InvalidKind::NotInEnum => "INVALID_DATA",
         }
     }
 

@@ -29,8 +29,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8100")]
         listen: std::net::SocketAddr,
     },
-    /// Run the simulator and the gateway wired together, with the embedded demo config.
-    Demo,
+    /// Run the simulator and the gateway wired together, with the embedded demo config; first
+    /// send a few hot reads and print the credits saved by route.
+    Demo {
+        /// Do not send the start-up hot reads (metrics start from zero).
+        #[arg(long)]
+        no_hot_reads: bool,
+    },
     /// Load and validate a config; print the effective config with secrets redacted.
     CheckConfig {
         /// Config file (TOML).
@@ -95,13 +100,21 @@ async fn run(command: Command) -> Result<(), BoxError> {
             signals.shutdown().await;
             sim.shutdown().await;
         }
-        Command::Demo => {
+        Command::Demo { no_hot_reads } => {
             let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG)?;
             telemetry::init(&raw.logging);
             raise_open_file_limit();
             let mut signals = Signals::register()?;
             let demo = demo::start(raw).await?;
+            let savings = if no_hot_reads {
+                None
+            } else {
+                Some(demo.exercise().await?)
+            };
             println!("{}", demo.banner());
+            if let Some(savings) = savings {
+                println!("{}", demo.savings_report(&savings));
+            }
             signals.shutdown().await;
             demo.shutdown().await;
         }

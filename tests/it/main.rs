@@ -9,6 +9,7 @@ mod criteria_meaning;
 mod demo;
 mod fleet;
 mod hardening;
+mod hot_reads;
 mod lifecycle;
 mod metrics;
 mod reads;

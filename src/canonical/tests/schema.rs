@@ -98,6 +98,7 @@ fn enums_required_and_exclusive_pairs_are_checked_locally() {
     key_of(&s, "fields=a&page_token=abc");
     let both = invalid_of(&s, "fields=a&page=2&page_token=abc");
     assert_eq!(both.kind, InvalidKind::Conflict);
+    assert_eq!(both.kind.zoho_code(), "AMBIGUITY_DURING_PROCESSING");
     // Opaque strings are byte-exact after decoding.
     assert_eq!(
         key_of(&s, "fields=a&page_token=a%2Bb"),

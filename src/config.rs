@@ -266,7 +266,8 @@ pub struct RawRoutes {
 #[serde(default, deny_unknown_fields)]
 pub struct RawPassthrough {
     /// Allowed `"METHOD /path/pattern"` entries; `{name}` matches one path segment of
-    /// `[A-Za-z0-9_.-]` (never `.` or `..`). Everything not listed gets 404
+    /// `[A-Za-z0-9_.-]` (never `.` or `..`); a last segment `**` matches one or more segments
+    /// (`GET /crm/{version}/**`: the drop-in rule, see README). Everything not listed gets 404
     /// `INVALID_URL_PATTERN` from the gateway. Default: empty (nothing passes through).
     pub allow: Vec<String>,
     /// Largest request body forwarded, bytes (larger: 413). Default: 1048576.

@@ -11,6 +11,10 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Gateway-Key`: alternative to `Authorization: Zoho-oauthtoken <key>`.
 pub static GATEWAY_KEY: HeaderName = HeaderName::from_static("x-gateway-key");
 
+/// `X-EXTERNAL`: Zoho's header for external-id lookups (`{module}.{field}`); forwarded upstream
+/// and part of the cache key (see the `canonical` module doc).
+pub static X_EXTERNAL: HeaderName = HeaderName::from_static("x-external");
+
 /// `X-Forwarded-For`: the client's address, set on upstream requests.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

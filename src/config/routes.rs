@@ -243,6 +243,10 @@ impl RawCachedRoute {
                 .with_exclusive(a, b)
                 .map_err(|e| ConfigError::invalid(key("exclusive"), a, e.to_string()))?;
         }
+        let group = self.group.clone().unwrap_or_else(|| self.name.clone());
+        template
+            .check_group(&group)
+            .map_err(|problem| ConfigError::invalid(key("group"), &group, problem))?;
         Ok(RoutePolicy {
             name: self.name.clone(),
             method: http::Method::GET,
@@ -260,7 +264,7 @@ impl RawCachedRoute {
             honor_no_cache: self.honor_no_cache,
             honor_no_store: self.honor_no_store,
             credit_cost: self.credit_cost,
-            group: self.group.clone().unwrap_or_else(|| self.name.clone()),
+            group,
         })
     }
 }

@@ -11,6 +11,7 @@ mod fleet;
 mod hardening;
 mod lifecycle;
 mod metrics;
+mod reads;
 mod routes;
 mod secrets;
 mod support;

@@ -189,9 +189,10 @@ impl Gateway {
             })
             .collect::<Result<Vec<_>, FleetSetupError>>()?;
         Ok(Gateway {
-            cache: ResponseCache::new(
+            cache: ResponseCache::with_keep(
                 config.cache_max_bytes,
                 Some(metrics.cache_evictions.clone()),
+                config.redis.as_ref().and_then(|r| r.l1_ttl),
             ),
             flights: Arc::new(SingleFlight::new()),
             config: ArcSwap::new(config),

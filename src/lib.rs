@@ -19,6 +19,8 @@
 //!               ▼
 //!             coalesce (single-flight, task-owned fetch)
 //!               │
+//!               ▼ with [redis]: fleet L2 (Redis) ── fresh → hit (detail=shared); else cross-replica flight
+//!               │
 //!               ▼
 //!             token (per-tenant refresh-token grant) ──▶ upstream (pooled hyper client) ──▶ Zoho
 //! ```

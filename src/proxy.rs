@@ -9,6 +9,7 @@
 //!                        │                                                                                   ├─ stale-while-revalidate ─▶ stale + background refresh
 //!                        │                                                                                   ├─ held ─▶ stale-if-error, or the held failure
 //!                        │                                                                                   └─ miss / no-cache ─▶ single-flight ─▶ fetch ─▶ store
+//!                        │                                                                          (with [redis], the fetch: L2 ─▶ cross-replica flight ─▶ Zoho ─▶ L1 + L2; see `shared`)
 //!                        ├─ allowlisted ─▶ authenticate ─▶ forward (bypass); a successful write drops the tenant's entries of its invalidation group
 //!                        └─ else ─▶ 404 INVALID_URL_PATTERN (local)
 //! ```

@@ -461,3 +461,95 @@ async fn redis_holds_no_access_token_refresh_token_or_client_secret() {
         }
     }
 }
+
+/// GETs `url` through `rep`, checks that `Cache-Status` contains `want`, and returns the
+/// latency and the instant the answer was complete.
+async fn timed(
+    client: &crate::support::TestClient,
+    want: &str,
+    rep: &Replica,
+    url: String,
+) -> (Duration, Instant) {
+    let started = Instant::now();
+    let resp = rep.get(client, url).await;
+    assert!(
+        resp.cache_status().contains(want),
+        "{}",
+        resp.cache_status()
+    );
+    (started.elapsed(), Instant::now())
+}
+
+/// `p`-th percentile (0..=100) of `samples`, in microseconds.
+fn percentile(samples: &mut [Duration], p: usize) -> u128 {
+    samples.sort();
+    let i = (samples.len() * p / 100).min(samples.len() - 1);
+    samples[i].as_micros()
+}
+
+/// Figures for the report, not a check: the latency an L2 hit adds over an L1 hit, and the
+/// latency a cross-replica coalesced miss adds over its owner's own miss (waiter's answer −
+/// owner's answer), p50/p99 over 200 distinct keys each, client-side over loopback.
+/// `CI_REQUIRE_REDIS=1 cargo test --test it fleet_replicas::figures -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; run by hand"]
+async fn figures_l2_hit_and_cross_replica_coalesced_miss() {
+    let Some(f) = Fleet3::start(2, SimConfig::default(), "", ROUTE).await else {
+        return;
+    };
+    let (a, b) = (&f.replicas[0], &f.replicas[1]);
+    let sim = f.sim.handle();
+    assert!(
+        a.get(&f.client, starts_with("warm", 5))
+            .await
+            .status
+            .is_success()
+    );
+    assert!(
+        b.get(&f.client, starts_with("warm", 5))
+            .await
+            .status
+            .is_success()
+    );
+    let timed = |want, rep, url| timed(&f.client, want, rep, url);
+    let (mut l1, mut l2, mut owner, mut waiter, mut added) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for per_page in 1..=200 {
+        let url = format!("{}&per_page={per_page}", name_filter("equal", "Tier1"));
+        timed("fwd=miss", a, url.clone()).await;
+        l2.push(timed("detail=shared", b, url.clone()).await.0);
+        l1.push(timed("; hit; ttl", b, url).await.0);
+    }
+    sim.set_latency(Duration::from_millis(20));
+    for per_page in 1..=200 {
+        let url = format!("{}&per_page={per_page}", name_filter("equal", "Tier2"));
+        let first = timed("fwd=miss", a, url.clone());
+        let second = async {
+            sim.wait_for_in_flight(1).await;
+            timed("collapsed", b, url).await
+        };
+        let ((o, o_end), (w, w_end)) = tokio::join!(first, second);
+        owner.push(o);
+        waiter.push(w);
+        added.push(w_end.saturating_duration_since(o_end));
+    }
+    let line = |name: &str, s: &mut Vec<Duration>| {
+        println!(
+            "{name:<48} p50 {:>6} µs   p99 {:>6} µs",
+            percentile(s, 50),
+            percentile(s, 99)
+        );
+    };
+    println!("fleet figures (2 replicas, loopback, simulator latency 20 ms for misses):");
+    line("L1 hit (replica B)", &mut l1);
+    line("L2 hit (replica B, answer stored by A)", &mut l2);
+    let mut l2_added: Vec<_> = l2
+        .iter()
+        .zip(&l1)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
+    line("  added by L2 (L2 hit − L1 hit, same key)", &mut l2_added);
+    line("owner's miss (replica A, 20 ms upstream)", &mut owner);
+    line("coalesced miss on replica B (joined A's call)", &mut waiter);
+    line("  added (B's answer after A's answer)", &mut added);
+}

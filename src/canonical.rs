@@ -532,6 +532,8 @@ pub enum ParamKind {
     },
     /// An opaque string (`page_token`, `cvid`, `email`): byte-exact after decoding.
     Opaque,
+    /// Zoho search `criteria` (see the `criteria` section), under these limits.
+    Criteria(CriteriaLimits),
 }
 
 impl ParamKind {
@@ -542,6 +544,7 @@ impl ParamKind {
             ParamKind::Enum { .. } => b'E',
             ParamKind::Set { .. } => b'S',
             ParamKind::Opaque => b'O',
+            ParamKind::Criteria(_) => b'C',
         }
     }
 }
@@ -644,7 +647,7 @@ impl ParamSchema {
                     values.is_empty() || default.as_ref().is_some_and(|d| !values.contains(d))
                 }
                 ParamKind::Set { max_items } => *max_items == 0,
-                ParamKind::Filters(_) | ParamKind::Opaque => false,
+                ParamKind::Filters(_) | ParamKind::Opaque | ParamKind::Criteria(_) => false,
             };
             if bad {
                 return Err(SchemaError::BadRange(p.name.to_string()));
@@ -741,6 +744,7 @@ enum Value {
     /// Sorted, deduplicated items.
     Set(Vec<Box<str>>),
     Str(Box<str>),
+    Criteria(Criteria),
 }
 
 /// The canonical form of one query under a [`ParamSchema`]: every schema parameter's value (in
@@ -889,7 +893,7 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
                 None => Value::Absent,
                 Some(v) => Value::Str(v.into()),
             },
-            ParamKind::Filters(_) => continue,
+            ParamKind::Filters(_) | ParamKind::Criteria(_) => continue,
         };
     }
     for (i, spec) in schema.params.iter().enumerate() {
@@ -897,6 +901,11 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
             && let Some(f) = parts.known[i].take()
         {
             values[i] = Value::Filters(rules.mode, filters::parse(&f, rules)?);
+        }
+        if let ParamKind::Criteria(limits) = &spec.kind
+            && let Some(c) = parts.known[i].take()
+        {
+            values[i] = Value::Criteria(criteria::parse(&c, limits)?);
         }
     }
     for (spec, value) in schema.params.iter().zip(&values) {

@@ -21,10 +21,10 @@ use sha2::{Digest, Sha256};
 use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
 use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
 
-mod datacentre;
 mod routes;
-pub use datacentre::{DataCentre, Environment};
+mod zoho;
 pub use routes::{RawCachedRoute, RawParam};
+pub use zoho::{DataCentre, Edition, Environment};
 mod redis;
 mod secret;
 mod tenant;
@@ -40,9 +40,10 @@ pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
 /// A configuration error: which key, which value, what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The sources could not be read or did not match the schema.
+    /// The sources could not be read or did not match the schema. figment's message already
+    /// names the key, the value and the file, so it is the message, not a separate cause.
     #[error("config: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// One key has a bad value.
     #[error("config key `{key}` = {value:?}: {problem}")]
     Invalid {
@@ -53,6 +54,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 impl ConfigError {

@@ -80,6 +80,7 @@ const V_FILTERS: u8 = b'F';
 const V_ENUM: u8 = b'E';
 const V_SET: u8 = b'S';
 const V_STR: u8 = b'O';
+const V_CRITERIA: u8 = b'C';
 
 struct KeyWriter(Sha256);
 
@@ -154,6 +155,7 @@ pub(super) fn schema_fingerprint(params: &[ParamSpec], unknown: UnknownParams) -
             }
             ParamKind::Set { max_items } => w.count(*max_items),
             ParamKind::Opaque => {}
+            ParamKind::Criteria(_) => {}
             ParamKind::Filters(rules) => {
                 w.bytes(rules.mode.as_str().as_bytes());
                 for list in [&rules.allowed_fields, &rules.allowed_comparators] {
@@ -227,6 +229,10 @@ pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
             Value::Str(v) => {
                 w.byte(V_STR);
                 w.bytes(v.as_bytes());
+            }
+            Value::Criteria(c) => {
+                w.byte(V_CRITERIA);
+                c.write_key(&mut |b| w.0.update(b));
             }
         }
     }

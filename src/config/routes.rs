@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::canonical::{ParamKind, ParamSchema, ParamSpec, UnknownParams};
+use crate::canonical::{CriteriaLimits, ParamKind, ParamSchema, ParamSpec, UnknownParams};
 use crate::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 
 /// One `[[routes.cached]]` entry.
@@ -109,6 +109,12 @@ pub enum RawParam {
     },
     /// An opaque string, byte-exact.
     String {
+        /// Zoho requires it. Default: `false`.
+        #[serde(default)]
+        required: bool,
+    },
+    /// Zoho search `criteria`, canonicalised (`canonical` module doc).
+    Criteria {
         /// Zoho requires it. Default: `false`.
         #[serde(default)]
         required: bool,
@@ -228,6 +234,9 @@ impl RawCachedRoute {
                         *required,
                     ),
                     RawParam::String { required } => (ParamKind::Opaque, *required),
+                    RawParam::Criteria { required } => {
+                        (ParamKind::Criteria(CriteriaLimits::default()), *required)
+                    }
                 };
                 ParamSpec {
                     name: Cow::Owned(name.clone()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DataCentre, Environment, Secret, SecretSource};
+use super::{ConfigError, DataCentre, Edition, Environment, Secret, SecretSource};
 
 /// `[tenants.NAME]`: one Zoho organisation and the OAuth client that acts for it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -14,10 +14,10 @@ use super::{ConfigError, DataCentre, Environment, Secret, SecretSource};
 pub struct RawTenant {
     /// Zoho data centre: `us`, `eu`, `in`, `au`, `jp`, `ca`, `sa`, `cn`. Default: `us`.
     #[serde(default)]
-    pub data_centre: Option<String>,
+    pub data_centre: DataCentre,
     /// `production`, `sandbox` or `developer`. Default: `production`.
     #[serde(default)]
-    pub environment: Option<String>,
+    pub environment: Environment,
     /// Explicit API base URL (the simulator, a test proxy); overrides the data centre's API host.
     #[serde(default)]
     pub api_base: Option<String>,
@@ -51,7 +51,7 @@ pub struct RawTenant {
     /// Zoho CRM edition, for the upstream concurrency limit (API-NOTES §6): `free` 5,
     /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25. Default: `standard`.
     #[serde(default)]
-    pub edition: Option<String>,
+    pub edition: Edition,
     /// Explicit upstream concurrency limit; overrides `edition`.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
@@ -191,22 +191,7 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
             "tenant names are 1-64 of [A-Za-z0-9_-]",
         ));
     }
-    let dc_text = t.data_centre.as_deref().unwrap_or("us");
-    let dc = DataCentre::parse(dc_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.data_centre"),
-            dc_text,
-            "expected one of us, eu, in, au, jp, ca, sa, cn",
-        )
-    })?;
-    let env_text = t.environment.as_deref().unwrap_or("production");
-    let env = Environment::parse(env_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.environment"),
-            env_text,
-            "expected production, sandbox or developer",
-        )
-    })?;
+    let (dc, env) = (t.data_centre, t.environment);
     let url = |key: &str, v: &str| -> Result<String, ConfigError> {
         let trimmed = v.trim_end_matches('/');
         let uri: http::Uri = trimmed
@@ -230,22 +215,7 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         "accounts_url",
         t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
     )?;
-    let edition_text = t.edition.as_deref().unwrap_or("standard");
-    let edition_limit = match edition_text.to_ascii_lowercase().as_str() {
-        "free" => 5,
-        "standard" => 10,
-        "professional" => 15,
-        "enterprise" => 20,
-        "ultimate" => 25,
-        _ => {
-            return Err(ConfigError::invalid(
-                format!("{prefix}.edition"),
-                edition_text,
-                "expected free, standard, professional, enterprise or ultimate",
-            ));
-        }
-    };
-    let max_concurrency = t.max_concurrency.unwrap_or(edition_limit);
+    let max_concurrency = t.max_concurrency.unwrap_or(t.edition.concurrency_limit());
     if max_concurrency == 0 {
         return Err(ConfigError::invalid(
             format!("{prefix}.max_concurrency"),

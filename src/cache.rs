@@ -298,7 +298,11 @@ impl Expiry<CacheKey, Arc<Hold>> for HoldExpiry {
 /// the oldest holds, which only means an earlier retry).
 const MAX_HOLDS: u64 = 100_000;
 
-struct PerEntryTtl;
+/// moka's per-entry expiry: the end of the entry's last stale window, or `keep` after its
+/// insertion if that is sooner.
+struct PerEntryTtl {
+    keep: Option<Duration>,
+}
 
 impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
     fn expire_after_create(
@@ -307,7 +311,8 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
         value: &Arc<CachedResponse>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.ttl + value.stale_while_revalidate.max(value.stale_if_error))
+        let life = value.ttl + value.stale_while_revalidate.max(value.stale_if_error);
+        Some(self.keep.map_or(life, |keep| life.min(keep)))
     }
 }
 
@@ -332,10 +337,21 @@ impl ResponseCache {
     /// A cache whose weighted size stays within `max_bytes` (after maintenance). Evictions are
     /// counted in `evictions` by cause (`expired`, `size`, `explicit`, `replaced`) when given.
     pub fn new(max_bytes: u64, evictions: Option<prometheus::IntCounterVec>) -> Self {
+        Self::with_keep(max_bytes, evictions, None)
+    }
+
+    /// [`ResponseCache::new`] whose entries are also dropped `keep` after their insertion (real
+    /// time) if that comes before the end of their last stale window: the fleet tier's L1 bound
+    /// (`redis.l1_ttl`; the answer stays in L2, with its own times). `None`: no such bound.
+    pub fn with_keep(
+        max_bytes: u64,
+        evictions: Option<prometheus::IntCounterVec>,
+        keep: Option<Duration>,
+    ) -> Self {
         let mut builder = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &CacheKey, v: &Arc<CachedResponse>| v.weight())
-            .expire_after(PerEntryTtl)
+            .expire_after(PerEntryTtl { keep })
             .support_invalidation_closures();
         if let Some(counter) = evictions {
             let by_cause = [

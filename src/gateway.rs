@@ -1,13 +1,16 @@
 //! The shared state of one running gateway: configuration, tenants (token manager, limits,
 //! breaker, invalidation generation), the cache, the single-flight table, the upstream client,
-//! metrics and the clock. The request path over it is `proxy`; the admin API reads it.
+//! metrics, the clock and, with `[redis]`, the fleet tier ([`Fleet`]). The request path over it
+//! is `proxy`; the admin API reads it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::ResponseCache;
 use crate::canonical::CacheKey;
@@ -15,6 +18,8 @@ use crate::clock::Clock;
 use crate::coalesce::SingleFlight;
 use crate::config::{GatewayConfig, TenantConfig, TenantId};
 use crate::error::GatewayError;
+use crate::fleet::generation::Scope;
+use crate::fleet::{Fleet, FleetEvent, FleetSetupError};
 use crate::metrics::{Metrics, TenantMetrics};
 use crate::proxy::FetchResult;
 use crate::route::RouteId;
@@ -34,6 +39,10 @@ pub struct Tenant {
     pub tokens: Arc<TokenManager>,
     pub(crate) metrics: TenantMetrics,
     pub(crate) limit: ConcurrencyLimit,
+    /// With a fleet tier: this replica's share of the limit (`redis.fallback_share_percent`),
+    /// taken behind `limit` while Redis is unavailable, so N replicas on their own stay near
+    /// Zoho's limit. While Redis is available the fleet-wide slots are taken instead.
+    pub(crate) fallback_limit: Option<ConcurrencyLimit>,
     pub(crate) breaker: CircuitBreaker,
     /// Requests of this tenant waiting for a flight (bounded by `max_waiters`).
     pub(crate) waiting: AtomicUsize,
@@ -105,12 +114,32 @@ pub struct Gateway {
     /// Cancelled shortly before the drain deadline: requests still waiting then are answered
     /// with a 503 instead of losing their connection.
     pub(crate) stop_waiting: tokio_util::sync::CancellationToken,
+    /// The fleet tier (`[redis]`), when configured.
+    pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
 impl Gateway {
-    /// Builds the gateway state (no I/O).
-    pub fn new(config: Arc<GatewayConfig>, metrics: Arc<Metrics>, clock: Clock) -> Self {
+    /// Builds the gateway state (no I/O; with `[redis]`, the fleet tier connects when
+    /// [`Gateway::run_fleet`] runs). `metrics` must have been registered with the fleet's
+    /// metrics when `[redis]` is configured.
+    ///
+    /// # Errors
+    /// [`FleetSetupError`] when the Redis URL is refused or the fleet metrics are missing.
+    pub fn new(
+        config: Arc<GatewayConfig>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Result<Self, FleetSetupError> {
         let upstream = Upstream::new(&config.upstream);
+        let fleet = match (&config.redis, &metrics.fleet) {
+            (Some(redis), Some(fm)) => Some(Fleet::with_metrics(redis.clone(), fm.clone())?),
+            (Some(_), None) => {
+                return Err(FleetSetupError::Metrics(prometheus::Error::Msg(
+                    "fleet metrics not registered".into(),
+                )));
+            }
+            (None, _) => None,
+        };
         let tenants = config
             .tenants
             .iter()
@@ -118,7 +147,7 @@ impl Gateway {
             .map(|(i, t)| {
                 let t = Arc::new(t.clone());
                 let tm = metrics.tenant(&t.name);
-                Tenant {
+                Ok(Tenant {
                     id: TenantId(i as u16),
                     limit: ConcurrencyLimit::new(
                         t.max_concurrency,
@@ -127,6 +156,17 @@ impl Gateway {
                         tm.upstream_in_flight.clone(),
                         tm.upstream_queue_depth.clone(),
                     ),
+                    fallback_limit: match &config.redis {
+                        // Unregistered gauges: `limit` already reports in-flight and queue.
+                        Some(r) => Some(ConcurrencyLimit::new(
+                            r.fallback_share(t.max_concurrency),
+                            t.queue_limit,
+                            t.queue_timeout,
+                            prometheus::IntGauge::new("fallback_in_flight", "unregistered")?,
+                            prometheus::IntGauge::new("fallback_queue", "unregistered")?,
+                        )),
+                        None => None,
+                    },
                     breaker: CircuitBreaker::new(
                         t.breaker_failures,
                         t.breaker_cool_down,
@@ -138,19 +178,21 @@ impl Gateway {
                         upstream.clone(),
                         metrics.clone(),
                         clock.clone(),
+                        fleet.clone(),
                     )),
                     metrics: tm,
                     config: t,
                     waiting: AtomicUsize::new(0),
                     generation: AtomicU64::new(0),
                     group_generations: std::array::from_fn(|_| AtomicU64::new(0)),
-                }
+                })
             })
-            .collect();
-        Gateway {
-            cache: ResponseCache::new(
+            .collect::<Result<Vec<_>, FleetSetupError>>()?;
+        Ok(Gateway {
+            cache: ResponseCache::with_keep(
                 config.cache_max_bytes,
                 Some(metrics.cache_evictions.clone()),
+                config.redis.as_ref().and_then(|r| r.l1_ttl),
             ),
             flights: Arc::new(SingleFlight::new()),
             config: ArcSwap::new(config),
@@ -162,6 +204,93 @@ impl Gateway {
             waiting: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             stop_waiting: tokio_util::sync::CancellationToken::new(),
+            fleet,
+        })
+    }
+
+    /// The fleet tier, when `[redis]` is configured.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// Background task (with a fleet tier; returns at once without): keeps the Redis
+    /// connection and event subscription ([`Fleet::run`]) and applies fleet events to this
+    /// replica's L1 until `shutdown`. Another replica's write drops the matching local entries
+    /// and holds, its admin purge the purged ones (neither is broadcast again); a resync, or
+    /// events lost to a lagging receiver, drop everything (an invalidation may have been missed
+    /// while Redis was out of reach).
+    pub async fn run_fleet(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let mut events = fleet.events();
+        let hub = tokio::spawn(fleet.run(shutdown.clone()));
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(FleetEvent::Invalidated { tenant, group, .. }) => {
+                    if let Some(t) = self.tenant_named(&tenant) {
+                        self.invalidate_group(t.id, &group);
+                    }
+                }
+                Ok(FleetEvent::Purged { tenant, route }) => {
+                    let Some(t) = self.tenant_named(&tenant) else {
+                        continue;
+                    };
+                    let cfg = self.config();
+                    match route {
+                        None => self.invalidate(Some(t.id), None),
+                        Some(name) => {
+                            if let Some((id, _)) = cfg.route_names().find(|(_, n)| *n == name) {
+                                self.invalidate(Some(t.id), Some(&[id]));
+                            }
+                        }
+                    }
+                }
+                Ok(FleetEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.invalidate(None, None);
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        let _ = hub.await;
+    }
+
+    /// [`Gateway::invalidate_group`] here, and with a fleet tier on every replica and in L2: the
+    /// (tenant, group) generation is bumped in Redis and broadcast (bounded by
+    /// `redis.command_timeout`; with Redis unavailable, the other replicas drop their L1 when
+    /// they next resync).
+    pub async fn invalidate_group_everywhere(&self, tenant: TenantId, group: &str) {
+        self.invalidate_group(tenant, group);
+        if let Some(fleet) = &self.fleet {
+            let scope = Scope {
+                tenant: &self.tenant(tenant).config.name,
+                group,
+            };
+            let _ = fleet.invalidate(scope).await;
+        }
+    }
+
+    /// [`Gateway::invalidate`] here, and with a fleet tier on every replica and in L2 (an
+    /// admin purge; see [`Fleet::purge`]).
+    pub async fn purge_everywhere(&self, tenant: Option<TenantId>, route: Option<RouteId>) {
+        self.invalidate(tenant, route.as_ref().map(std::slice::from_ref));
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        let cfg = self.config();
+        let route_name = route.and_then(|r| cfg.route_names().find(|(id, _)| *id == r));
+        for t in self
+            .tenants
+            .iter()
+            .filter(|t| tenant.is_none_or(|id| id == t.id))
+        {
+            let _ = fleet
+                .purge(&t.config.name, route_name.map(|(_, n)| n))
+                .await;
         }
     }
 

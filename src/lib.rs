@@ -19,6 +19,8 @@
 //!               ▼
 //!             coalesce (single-flight, task-owned fetch)
 //!               │
+//!               ▼ with [redis]: fleet L2 (Redis) ── fresh → hit (detail=shared); else cross-replica flight
+//!               │
 //!               ▼
 //!             token (per-tenant refresh-token grant) ──▶ upstream (pooled hyper client) ──▶ Zoho
 //! ```
@@ -78,6 +80,10 @@ pub enum StartError {
     /// Metric registration failed (a bug).
     #[error("metrics registration failed")]
     Metrics(#[from] prometheus::Error),
+    /// The fleet tier (`[redis]`) could not be set up (a Redis that is down is not this: the
+    /// gateway starts and falls back to single-node behaviour).
+    #[error("fleet tier setup failed")]
+    Fleet(#[from] crate::fleet::FleetSetupError),
 }
 
 /// Entry point of the library: starts gateways.
@@ -103,7 +109,8 @@ impl App {
     /// refreshers and the cache maintenance, and serves until [`Running::shutdown`].
     ///
     /// # Errors
-    /// [`StartError::Bind`] when a listener cannot bind.
+    /// [`StartError::Bind`] when a listener cannot bind; [`StartError::Fleet`] when the
+    /// `[redis]` tier cannot be set up.
     pub async fn spawn(config: GatewayConfig) -> Result<Running, StartError> {
         Self::spawn_with_clock(config, Clock::tokio()).await
     }
@@ -121,8 +128,9 @@ impl App {
         let metrics = Arc::new(Metrics::register(
             config.cache_max_bytes,
             config.route_labels(),
+            config.redis.is_some(),
         )?);
-        let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock));
+        let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock)?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -182,6 +190,13 @@ impl App {
         {
             tasks.push(tokio::spawn(
                 t.tokens.clone().run_refresh_ahead(shutdown.child_token()),
+            ));
+        }
+        // The fleet tier (with `[redis]`): Redis connection, events, L1 invalidation. It stops
+        // with the other background tasks, after the proxy has drained.
+        if gateway.fleet().is_some() {
+            tasks.push(tokio::spawn(
+                gateway.clone().run_fleet(shutdown.child_token()),
             ));
         }
         tasks.push(tokio::spawn(

@@ -15,6 +15,7 @@ use prometheus::{
 };
 
 use crate::cache::Outcome;
+use crate::fleet::FleetMetrics;
 use crate::route::RouteKind;
 use crate::upstream::ZohoThrottle;
 
@@ -179,6 +180,9 @@ pub struct Metrics {
     pub cache_bytes: IntGauge,
     /// Coalesced waiters currently waiting on a flight.
     pub coalesce_waiters: IntGauge,
+    /// The fleet tier's metrics (Redis state, L2, cross-replica flights, fleet slots and
+    /// tokens), registered only when `[redis]` is configured.
+    pub fleet: Option<FleetMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,7 +192,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric into a fresh registry.
+    /// Creates and registers every metric into a fresh registry; with `fleet`, the fleet
+    /// tier's too ([`FleetMetrics`], so a single-node gateway exports no Redis series).
     ///
     /// `cache_capacity_bytes` is exported as a constant gauge.
     ///
@@ -199,6 +204,7 @@ impl Metrics {
     pub fn register(
         cache_capacity_bytes: u64,
         route_labels: Vec<String>,
+        fleet: bool,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests_vec = IntCounterVec::new(
@@ -339,6 +345,11 @@ impl Metrics {
         registry.register(Box::new(cache_capacity))?;
         registry.register(Box::new(coalesce_waiters.clone()))?;
         registry.register(Box::new(build_info))?;
+        let fleet = if fleet {
+            Some(FleetMetrics::register(&registry)?)
+        } else {
+            None
+        };
         Ok(Metrics {
             registry,
             route_labels,
@@ -361,6 +372,7 @@ impl Metrics {
             cache_entries,
             cache_bytes,
             coalesce_waiters,
+            fleet,
         })
     }
 

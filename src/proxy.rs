@@ -9,6 +9,7 @@
 //!                        │                                                                                   ├─ stale-while-revalidate ─▶ stale + background refresh
 //!                        │                                                                                   ├─ held ─▶ stale-if-error, or the held failure
 //!                        │                                                                                   └─ miss / no-cache ─▶ single-flight ─▶ fetch ─▶ store
+//!                        │                                                                          (with [redis], the fetch: L2 ─▶ cross-replica flight ─▶ Zoho ─▶ L1 + L2; see `shared`)
 //!                        ├─ allowlisted ─▶ authenticate ─▶ forward (bypass); a successful write drops the tenant's entries of its invalidation group
 //!                        └─ else ─▶ 404 INVALID_URL_PATTERN (local)
 //! ```
@@ -27,6 +28,7 @@
 mod auth;
 mod passthrough;
 mod respond;
+mod shared;
 mod upcall;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ use crate::canonical::{self, CacheKey, Canonical, KeyScope};
 use crate::coalesce::{FlightError, Role};
 use crate::config::{ClientKey, GatewayConfig, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
+use crate::fleet::Fleet;
 use crate::gateway::{Tenant, jitter};
 use crate::headers;
 use crate::route::{self, PathMatch, RouteId, RouteKind, RoutePolicy};
@@ -72,6 +75,21 @@ pub(crate) struct Fetched {
     stored: bool,
     /// Time the flight spent on upstream calls (retries and token refresh included).
     upstream_took: Duration,
+    /// Where the answer came from.
+    source: Source,
+}
+
+/// Where a flight's answer came from (decides the phase of the requests that waited for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// This replica's upstream call.
+    Upstream,
+    /// This replica's L1: another flight stored it since the lookup.
+    Local,
+    /// The fleet's L2: stored by another replica earlier.
+    Shared,
+    /// The fleet's L2 after another replica's call that this flight waited for.
+    Replica,
 }
 
 /// Per-request facts gathered along the path, for the one measurement and log line.
@@ -121,12 +139,14 @@ struct Miss<'c> {
     conditions: Option<&'c Conditions>,
 }
 
-/// Whose a fetched answer is: tenant, route and resolved invalidation group.
-#[derive(Clone, Copy, Debug)]
+/// Whose a fetched answer is: tenant, route and resolved invalidation group (its hash for the
+/// local generation and cache, its name for the fleet's).
+#[derive(Clone, Debug)]
 struct Owner {
     tenant: TenantId,
     route: RouteId,
     group: u64,
+    group_name: Arc<str>,
 }
 
 /// Where a cached-route request is going: its route, tenant, key and the raw request parts an
@@ -403,9 +423,12 @@ impl Gateway {
             Err(FlightError::Timeout) => return Err(GatewayError::WaitTimeout),
             Err(FlightError::Aborted) => return Err(GatewayError::Internal),
         };
-        if role == Role::Follower {
-            ctx.phase = CachePhase::Collapsed;
-        }
+        let source = fetched.as_ref().map_or(Source::Upstream, |f| f.source);
+        ctx.phase = match (source, role) {
+            (Source::Shared, _) => CachePhase::SharedHit,
+            (Source::Replica, _) | (_, Role::Follower) => CachePhase::Collapsed,
+            (Source::Upstream | Source::Local, Role::Leader) => CachePhase::Miss,
+        };
         if let Ok(f) = &fetched {
             ctx.upstream_took = Some(f.upstream_took);
         }
@@ -416,6 +439,16 @@ impl Gateway {
             ctx.phase = CachePhase::StaleIfError;
             return Ok(cached_response(
                 entry,
+                self.clock.now(),
+                ctx.phase,
+                conditions,
+            ));
+        }
+        if let Ok(f) = &fetched
+            && ctx.phase == CachePhase::SharedHit
+        {
+            return Ok(cached_response(
+                &f.entry,
                 self.clock.now(),
                 ctx.phase,
                 conditions,
@@ -447,11 +480,12 @@ impl Gateway {
         // `records:leads`): computed on the miss path only.
         let cfg = self.config();
         let policy = cfg.route(route);
-        let group = route::group_hash(&policy.template.resolve_group(&policy.group, target.path));
+        let group_name = policy.template.resolve_group(&policy.group, target.path);
         let owner = Owner {
             tenant,
             route,
-            group,
+            group: route::group_hash(&group_name),
+            group_name: Arc::from(&*group_name),
         };
         let path_and_query = upstream_path(target.path, target.raw_query);
         move || Box::pin(gw.fetch_and_store(key, owner, call, path_and_query, recheck))
@@ -464,15 +498,18 @@ impl Gateway {
         }
         let flights = self.flights.clone();
         let key = target.key;
-        let fetch = self.fetcher(target, call, false)();
+        // `recheck` on: the stale entry is not fresh, but with a fleet tier another replica may
+        // have refreshed it already (L2), or be refreshing it (cross-replica flight).
+        let fetch = self.fetcher(target, call, true)();
         let deadline = self.config().coalesce_timeout;
         tokio::spawn(async move {
             let _ = flights.run(key, deadline, move || fetch).await;
         });
     }
 
-    /// The flight's fetch: re-check the cache (closes the race with a flight that just ended),
-    /// call upstream, store a cacheable answer, or put the key on hold after a failure.
+    /// The flight's fetch: re-check the cache (closes the race with a flight that just ended);
+    /// with a fleet tier, look in L2 and join the cross-replica flight ([`Gateway::fetch_shared`]);
+    /// else call upstream ([`Gateway::fetch_upstream`]).
     async fn fetch_and_store(
         self: Arc<Self>,
         key: CacheKey,
@@ -486,13 +523,36 @@ impl Gateway {
                 entry,
                 stored: false,
                 upstream_took: Duration::ZERO,
+                source: Source::Local,
             });
         }
+        if let Some(fleet) = self.fleet.clone() {
+            return self
+                .fetch_shared(&fleet, key, &owner, &call, &path_and_query, recheck)
+                .await;
+        }
+        self.fetch_upstream(key, &owner, &call, &path_and_query, None)
+            .await
+            .0
+    }
+
+    /// Calls upstream, stores a cacheable answer (in L1, and in L2 with `l2` = the fleet and the
+    /// scope's Redis generation when the fetch began), or puts the key on hold after a failure.
+    /// The `bool` says whether the answer reached L2.
+    async fn fetch_upstream(
+        &self,
+        key: CacheKey,
+        owner: &Owner,
+        call: &CallCtx,
+        path_and_query: &str,
+        l2: Option<(&Fleet, u64)>,
+    ) -> (FetchResult, bool) {
         let Owner {
             tenant,
             route,
             group,
-        } = owner;
+            ..
+        } = *owner;
         let generation = self.tenant(tenant).generation(group);
         let cfg = self.config();
         let policy = &cfg.route(route).lifetimes;
@@ -500,10 +560,10 @@ impl Gateway {
         let result = self
             .call_upstream(
                 tenant,
-                &call,
+                call,
                 RouteKind::Cached(route),
                 Method::GET,
-                &path_and_query,
+                path_and_query,
                 None,
             )
             .await;
@@ -514,7 +574,7 @@ impl Gateway {
                 let owner = (tenant, route, group);
                 self.cache
                     .hold(key, now, policy.error_hold, owner, Err(e.clone()));
-                return Err(e);
+                return (Err(e), false);
             }
         };
         let ttl = match resp.status {
@@ -538,6 +598,7 @@ impl Gateway {
             entry,
             stored: ttl.is_some() && t.generation(group) == generation,
             upstream_took: started.elapsed(),
+            source: Source::Upstream,
         };
         if fetched.stored {
             self.cache.insert(key, fetched.entry.clone()).await;
@@ -555,7 +616,14 @@ impl Gateway {
             self.cache
                 .hold(key, now, hold_for, owner, Ok(fetched.entry.clone()));
         }
-        Ok(fetched)
+        let shared = match l2 {
+            Some((fleet, generation)) if fetched.stored => {
+                self.l2_store(fleet, &key, owner, &fetched.entry, generation)
+                    .await
+            }
+            _ => false,
+        };
+        (Ok(fetched), shared)
     }
 }
 

@@ -77,7 +77,7 @@ impl Gateway {
         if resp.status.is_success()
             && let Some(group) = route::write_invalidates(&parts.method, path)
         {
-            self.invalidate_group(tenant, &group);
+            self.invalidate_group_everywhere(tenant, &group).await;
             tracing::info!(tenant = %self.tenant(tenant).config.name, group = %group, "write: tenant's cached entries of the group dropped");
         }
         let mut out = Response::new(Full::new(resp.body));

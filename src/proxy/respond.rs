@@ -74,7 +74,7 @@ pub(super) fn cached_response(
     conditions: Option<&Conditions>,
 ) -> Response<Body> {
     let ttl = match phase {
-        CachePhase::Fresh => entry.remaining_ttl(now) as i64,
+        CachePhase::Fresh | CachePhase::SharedHit => entry.remaining_ttl(now) as i64,
         _ => -(entry.staleness(now) as i64),
     };
     let cache_status = phase.cache_status(false, Some(ttl), None);

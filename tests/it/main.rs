@@ -8,6 +8,7 @@ mod count_endpoint;
 mod criteria_meaning;
 mod demo;
 mod fleet;
+mod fleet_replicas;
 mod hardening;
 mod hot_reads;
 mod lifecycle;

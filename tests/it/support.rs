@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod query;
 pub mod raw;
 pub mod redis_server;
+pub mod replicas;
 
 pub use metrics::Metrics;
 pub use query::*;

@@ -31,7 +31,7 @@ mod tenant;
 pub use redis::{RawRedis, RedisConfig};
 pub use secret::{REDACTED, Secret, SecretSource};
 use tenant::validate_tenant;
-pub use tenant::{RawPassThroughTenant, RawTenant, TenantConfig, TenantId};
+pub use tenant::{Edition, RawPassThroughTenant, RawTenant, TenantConfig, TenantId};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
@@ -385,6 +385,21 @@ pub struct RawClient {
     /// excludes. Default: unset.
     #[serde(default)]
     pub cert_spki_sha256: Option<String>,
+    /// `normal` or `high`: while a tenant's credits are below its `credit_reserve`, only
+    /// `high` clients may spend credits. Default: `normal`.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// A client's claim on a tenant's credit reserve (`[clients.NAME] priority`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Spends credits only while the tenant is above its reserve.
+    #[default]
+    Normal,
+    /// May spend the reserve.
+    High,
 }
 
 /// The validated, frozen configuration.
@@ -432,8 +447,11 @@ pub struct GatewayConfig {
     pub passthrough_max_body: usize,
     /// Admin API token (`None`: admin API disabled).
     pub admin_token: Option<Secret>,
-    /// Tenants, in name order; [`ClientKey::tenant`] indexes this.
+    /// Tenants, in name order, with their ids in [`GatewayConfig::tenant_ids`] (same order).
     pub tenants: Vec<TenantConfig>,
+    /// Each tenant's [`TenantId`], in [`GatewayConfig::tenants`] order: its position after
+    /// validation, the running gateway's ids after [`GatewayConfig::assign_tenant_ids`].
+    pub tenant_ids: Vec<TenantId>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
     /// Clients identified by their TLS client certificate alone (no key).
@@ -470,6 +488,26 @@ impl GatewayConfig {
             .map(|(i, r)| (RouteId(i as u16), r.name.as_str()))
     }
 
+    /// Gives each tenant the id `id_of(name)` and points every client at its tenant's new id
+    /// (a running gateway keeps ids stable across reloads this way).
+    pub fn assign_tenant_ids(&mut self, mut id_of: impl FnMut(&str) -> TenantId) {
+        let old: HashMap<TenantId, TenantId> = self
+            .tenants
+            .iter()
+            .zip(&self.tenant_ids)
+            .map(|(t, old)| (*old, id_of(&t.name)))
+            .collect();
+        self.tenant_ids = self.tenant_ids.iter().map(|id| old[id]).collect();
+        let renumber = |c: &mut ClientKey| c.tenant = old[&c.tenant];
+        self.clients.values_mut().for_each(renumber);
+        self.client_certs.clients_mut().for_each(renumber);
+    }
+
+    /// The tenants with their ids.
+    pub fn tenants_with_ids(&self) -> impl Iterator<Item = (TenantId, &TenantConfig)> {
+        self.tenant_ids.iter().copied().zip(&self.tenants)
+    }
+
     /// The `route` metric labels: each cached route's template, then `passthrough`, then
     /// `unmatched` (see [`RouteKind::index`]).
     pub fn route_labels(&self) -> Vec<String> {
@@ -498,6 +536,8 @@ pub struct ClientKey {
     pub digest: [u8; 32],
     /// The TLS client certificate this client must also present (`None`: none).
     pub cert: Option<crate::tls::CertIdentity>,
+    /// Its claim on the tenant's credit reserve.
+    pub priority: Priority,
 }
 
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
@@ -652,6 +692,9 @@ impl RawConfig {
 
         let redis = self.redis.validate()?;
 
+        if self.tenants.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("tenants", "", "too many tenants"));
+        }
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
             tenants.push(validate_tenant(name, t)?);
@@ -776,6 +819,7 @@ impl RawConfig {
                 routes,
                 digest,
                 cert: cert.clone(),
+                priority: c.priority,
             };
             if key_less {
                 if let Some(id) = cert
@@ -820,6 +864,7 @@ impl RawConfig {
             passthrough,
             passthrough_max_body: self.routes.passthrough.max_body_bytes,
             admin_token,
+            tenant_ids: (0..tenants.len()).map(|i| TenantId(i as u16)).collect(),
             tenants,
             clients,
             client_certs,

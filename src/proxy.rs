@@ -25,6 +25,7 @@
 //! bounded (`cache.max_waiters`, the tenant's `max_waiters`; beyond: 503 with `Retry-After`).
 
 mod auth;
+mod credit;
 mod passthrough;
 mod respond;
 mod upcall;
@@ -41,7 +42,7 @@ use tokio::time::Instant;
 use crate::cache::{BypassReason, CachePhase, CachedResponse, Lifetimes, Lookup};
 use crate::canonical::{self, CacheKey, Canonical, KeyScope};
 use crate::coalesce::{FlightError, Role};
-use crate::config::{ClientKey, GatewayConfig, TenantId, key_digest};
+use crate::config::{ClientKey, GatewayConfig, Priority, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
 use crate::gateway::{Tenant, jitter};
 use crate::headers;
@@ -82,6 +83,8 @@ struct RequestCtx {
     /// Blame of the gateway error the request ended with, if any.
     error: Option<Blame>,
     tenant: Option<TenantId>,
+    /// The client's claim on the tenant's credit reserve.
+    priority: Priority,
     /// Credits one upstream call of the route costs (what an answer without one saves).
     credits: u32,
     peer: std::net::IpAddr,
@@ -99,6 +102,7 @@ impl RequestCtx {
             forwarded_for: HeaderValue::from_str(&self.peer.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             request_id: self.request_id.clone(),
+            priority: self.priority,
         }
     }
 }
@@ -144,6 +148,7 @@ impl Gateway {
                 phase: CachePhase::Uncached,
                 error: None,
                 tenant: None,
+                priority: Priority::Normal,
                 credits: 1,
                 peer: peer.ip(),
                 request_id: request_id.clone(),
@@ -204,6 +209,7 @@ impl Gateway {
             }
             let auth = self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
             ctx.tenant = Some(auth.client.tenant);
+            ctx.priority = auth.client.priority;
             return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
         }
         if cfg
@@ -219,6 +225,7 @@ impl Gateway {
                 RouteKind::Passthrough,
             )?;
             ctx.tenant = Some(auth.client.tenant);
+            ctx.priority = auth.client.priority;
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
@@ -335,8 +342,14 @@ impl Gateway {
         stale: Option<Arc<CachedResponse>>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
+        // Under the credit reserve, a normal-priority client starts no upstream call (it may
+        // still join one under way): the stale entry, or a 429.
+        if let Some(answer) = self.reserve_miss(target, &call, stale.as_ref(), ctx) {
+            return answer;
+        }
         ctx.phase = CachePhase::Miss;
-        let waiting = self.wait_permit(self.tenant(target.tenant))?;
+        let tenant = self.tenant(target.tenant);
+        let waiting = self.wait_permit(&tenant)?;
         let fetch = self.fetcher(target, &call, !directives.no_cache);
         let wait = cfg
             .coalesce_timeout
@@ -390,7 +403,7 @@ impl Gateway {
 
     /// Starts one background refresh for `target` unless a flight for it is already running.
     fn revalidate_in_background(self: &Arc<Self>, target: &Target<'_>, call: &CallCtx) {
-        if self.flights.waiters(&target.key) > 0 {
+        if self.flights.waiters(&target.key) > 0 || !self.may_spend(target.tenant, call) {
             return;
         }
         let flights = self.flights.clone();

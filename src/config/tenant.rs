@@ -49,9 +49,29 @@ pub struct RawTenant {
     #[serde(default = "default_throttle_lockout", with = "humantime_serde")]
     pub throttle_lockout: Duration,
     /// Zoho CRM edition, for the upstream concurrency limit (API-NOTES §6): `free` 5,
-    /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25. Default: `standard`.
+    /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25; and for the daily
+    /// API-credit allowance (see [`Edition::credit_allowance`]). Default: `standard`.
     #[serde(default)]
     pub edition: Option<String>,
+    /// The organisation's Zoho CRM user licences, for the edition's daily credit allowance.
+    /// Default: unset (the allowance is unknown unless `daily_credits` is set or the edition is
+    /// `free`).
+    #[serde(default)]
+    pub user_licenses: Option<u32>,
+    /// Add-on API credits bought on top of the edition's allowance, per 24 h. Default: `0`.
+    #[serde(default)]
+    pub addon_credits: u64,
+    /// The daily API-credit allowance (rolling 24 h) as Zoho shows it under Setup → Developer
+    /// Space → APIs; overrides the edition formula. Default: unset.
+    #[serde(default)]
+    pub daily_credits: Option<u64>,
+    /// Credits to keep for high-priority clients: while fewer than this are left of the
+    /// allowance (or of what Zoho reports in `X-API-CREDITS-REMAINING`), only clients with
+    /// `priority = "high"` may spend credits; others get stale answers when the cache has one,
+    /// else `429 TOO_MANY_REQUESTS` (kind `credit_reserve`) with `Retry-After`. Default: unset
+    /// (no reserve).
+    #[serde(default)]
+    pub credit_reserve: Option<u64>,
     /// Explicit upstream concurrency limit; overrides `edition`.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
@@ -122,15 +142,84 @@ fn default_throttle_lockout() -> Duration {
     Duration::from_secs(900)
 }
 
-/// A tenant's position in [`GatewayConfig::tenants`] (name order): the typed handle the request
-/// path passes around instead of a bare index.
+/// A tenant's handle, stable for the life of the process: the request path, cache entries and
+/// holds carry it instead of a name. Validation numbers the tenants in name order
+/// ([`GatewayConfig::tenants`]' positions); a running gateway renumbers a reloaded config with
+/// [`GatewayConfig::assign_tenant_ids`] so that a tenant keeps its id across reloads, a new one
+/// gets the next unused id and a removed tenant's id is never handed out again.
+///
+/// [`GatewayConfig::tenants`]: super::GatewayConfig::tenants
+/// [`GatewayConfig::assign_tenant_ids`]: super::GatewayConfig::assign_tenant_ids
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(pub u16);
 
 impl TenantId {
-    /// The index into [`GatewayConfig::tenants`].
+    /// The id as an index (the gateway's tenant slots).
     pub fn index(self) -> usize {
         usize::from(self.0)
+    }
+}
+
+/// A Zoho CRM edition: its concurrency limit and daily API-credit allowance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Edition {
+    /// Free.
+    Free,
+    /// Standard / Starter.
+    Standard,
+    /// Professional.
+    Professional,
+    /// Enterprise / Zoho One.
+    Enterprise,
+    /// Ultimate / CRM Plus.
+    Ultimate,
+}
+
+impl Edition {
+    /// Parses `free`, `standard`, `professional`, `enterprise`, `ultimate` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "free" => Edition::Free,
+            "standard" => Edition::Standard,
+            "professional" => Edition::Professional,
+            "enterprise" => Edition::Enterprise,
+            "ultimate" => Edition::Ultimate,
+            _ => return None,
+        })
+    }
+
+    /// Calls in flight at once per user and OAuth app (API-NOTES §6).
+    pub fn concurrency(self) -> usize {
+        match self {
+            Edition::Free => 5,
+            Edition::Standard => 10,
+            Edition::Professional => 15,
+            Edition::Enterprise => 20,
+            Edition::Ultimate => 25,
+        }
+    }
+
+    /// API credits per rolling 24 h for `licenses` user licences and `addon` add-on credits,
+    /// after Zoho's "API limits" page (developer docs v4 and later,
+    /// <https://www.zoho.com/crm/developer/docs/api/v4/api-limits.html>): Free 5,000 flat;
+    /// otherwise 50,000 + licences × (Standard 250, Professional 500, Enterprise 1,000,
+    /// Ultimate 2,000) + add-ons, capped at the edition's maximum (Standard 100,000,
+    /// Professional 3,000,000, Enterprise 5,000,000, Ultimate none). Older pages give lower
+    /// bases (5,000 / 10,000 / 15,000): where the organisation's figure differs, set
+    /// `daily_credits`.
+    pub fn credit_allowance(self, licenses: u32, addon: u64) -> u64 {
+        let (per_licence, max) = match self {
+            Edition::Free => return 5_000,
+            Edition::Standard => (250, Some(100_000)),
+            Edition::Professional => (500, Some(3_000_000)),
+            Edition::Enterprise => (1_000, Some(5_000_000)),
+            Edition::Ultimate => (2_000, None),
+        };
+        let allowed = 50_000u64
+            .saturating_add(u64::from(licenses).saturating_mul(per_licence))
+            .saturating_add(addon);
+        max.map_or(allowed, |m| allowed.min(m))
     }
 }
 
@@ -161,6 +250,13 @@ pub struct TenantConfig {
     pub throttle_lockout: Duration,
     /// Upstream concurrency limit.
     pub max_concurrency: usize,
+    /// The Zoho CRM edition.
+    pub edition: Edition,
+    /// Daily API-credit allowance (rolling 24 h): `daily_credits`, else the edition's formula
+    /// when the licences are known or the edition is Free; `None`: unknown.
+    pub credit_allowance: Option<u64>,
+    /// Credits kept for high-priority clients (`None`: no reserve).
+    pub credit_reserve: Option<u64>,
     /// Queue bound for upstream slots.
     pub queue_limit: usize,
     /// Queue wait deadline.
@@ -231,21 +327,36 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
     )?;
     let edition_text = t.edition.as_deref().unwrap_or("standard");
-    let edition_limit = match edition_text.to_ascii_lowercase().as_str() {
-        "free" => 5,
-        "standard" => 10,
-        "professional" => 15,
-        "enterprise" => 20,
-        "ultimate" => 25,
-        _ => {
+    let edition = Edition::parse(edition_text).ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{prefix}.edition"),
+            edition_text,
+            "expected free, standard, professional, enterprise or ultimate",
+        )
+    })?;
+    let max_concurrency = t.max_concurrency.unwrap_or(edition.concurrency());
+    let credit_allowance = match (t.daily_credits, t.user_licenses, edition) {
+        (Some(0), _, _) => {
             return Err(ConfigError::invalid(
-                format!("{prefix}.edition"),
-                edition_text,
-                "expected free, standard, professional, enterprise or ultimate",
+                format!("{prefix}.daily_credits"),
+                "0",
+                "must be at least 1",
             ));
         }
+        (Some(daily), _, _) => Some(daily),
+        (None, Some(licenses), _) => Some(edition.credit_allowance(licenses, t.addon_credits)),
+        (None, None, Edition::Free) => Some(edition.credit_allowance(0, t.addon_credits)),
+        (None, None, _) => None,
     };
-    let max_concurrency = t.max_concurrency.unwrap_or(edition_limit);
+    if let (Some(reserve), Some(allowance)) = (t.credit_reserve, credit_allowance)
+        && reserve >= allowance
+    {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.credit_reserve"),
+            reserve.to_string(),
+            format!("must be below the daily allowance ({allowance})"),
+        ));
+    }
     if max_concurrency == 0 {
         return Err(ConfigError::invalid(
             format!("{prefix}.max_concurrency"),
@@ -307,6 +418,9 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         refresh_window: t.refresh_window,
         throttle_lockout: t.throttle_lockout,
         max_concurrency,
+        edition,
+        credit_allowance,
+        credit_reserve: t.credit_reserve.filter(|r| *r > 0),
         queue_limit: t.queue_limit,
         queue_timeout: t.queue_timeout,
         max_waiters: t.max_waiters.max(1),

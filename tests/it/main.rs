@@ -5,12 +5,14 @@
 mod caching;
 mod canonical_meaning;
 mod count_endpoint;
+mod credits;
 mod criteria_meaning;
 mod demo;
 mod fleet;
 mod hardening;
 mod lifecycle;
 mod metrics;
+mod reload;
 mod routes;
 mod secrets;
 mod support;

@@ -1,8 +1,9 @@
 //! The response cache: a moka future cache bounded in **bytes**, keyed by
 //! [`CacheKey`](crate::canonical::CacheKey).
 //!
-//! - **Weight** of an entry = key (32) + body + stored headers + a fixed per-entry overhead
-//!   ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
+//! - **Weight** of an entry = key (32) + body + stored headers + validators (their bytes and
+//!   `HeaderValue`s, [`Validators::weight`]) + a fixed per-entry
+//!   overhead ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
 //!   maintenance, which [`ResponseCache::run_maintenance`] also runs on a timer so the bound holds
 //!   under write bursts.
 //! - **Freshness** is judged by the gateway with its [`Clock`](crate::clock::Clock) (tokio's, so
@@ -24,10 +25,15 @@
 //!   owned here, per key, and dropped with their tenant's entries on invalidation.
 //! - **Lookup** answers one typed value ([`Lookup`]); the request path turns it into a
 //!   [`CachePhase`], from which `Cache-Status`, the metric and the log outcome are derived.
+//! - **Validators**: every entry carries an `ETag` and a `Last-Modified` ([`Validators`]: Zoho's,
+//!   or derived from the body and the time of receipt), against which a client's
+//!   `If-None-Match` / `If-Modified-Since` ([`Conditions`]) is answered `304` (RFC 9110 §13).
 //! - The cache fails open: nothing here returns an error; a miss just means an upstream call.
 
+mod conditional;
 mod phase;
 
+pub use conditional::{Conditions, Validators};
 pub use phase::{BypassReason, CACHE_NAME, CachePhase, Outcome};
 
 use std::sync::Arc;
@@ -76,6 +82,8 @@ pub struct CachedResponse {
     /// Body bytes: an exact-size buffer of its own (see the module doc), shared, never copied
     /// on hits.
     pub body: Bytes,
+    /// `ETag` / `Last-Modified`: Zoho's when sent, else derived (see [`Validators`]).
+    pub validators: Validators,
     /// When the upstream response arrived.
     pub stored_at: Instant,
     /// `Age` the upstream reported, seconds (RFC 9111 §5.1), 0 when absent.
@@ -88,8 +96,11 @@ pub struct CachedResponse {
     pub stale_if_error: Duration,
     /// Its tenant (for per-tenant invalidation).
     pub tenant: TenantId,
-    /// Its route (for per-route purge and invalidation groups).
+    /// Its route (for per-route purge).
     pub route: RouteId,
+    /// Its resolved invalidation group ([`crate::route::group_hash`] of e.g. `records:leads`),
+    /// for write-through invalidation; 0 until [`CachedResponse::with_group`].
+    pub group: u64,
 }
 
 /// Where an entry stands at some instant.
@@ -137,9 +148,11 @@ impl CachedResponse {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let validators = Validators::new(&resp.headers, &resp.body, std::time::SystemTime::now());
         CachedResponse {
             status: resp.status,
             headers,
+            validators,
             body: Bytes::copy_from_slice(&resp.body),
             stored_at,
             upstream_age,
@@ -148,7 +161,14 @@ impl CachedResponse {
             stale_if_error: lifetimes.stale_if_error,
             tenant,
             route,
+            group: 0,
         }
+    }
+
+    /// The entry with its resolved invalidation group (see [`CachedResponse::group`]).
+    pub fn with_group(mut self, group: u64) -> Self {
+        self.group = group;
+        self
     }
 
     /// Where the entry stands at `now`.
@@ -185,7 +205,8 @@ impl CachedResponse {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum();
-        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers;
+        let validators = self.validators.weight();
+        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers + validators;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 
@@ -230,6 +251,8 @@ pub struct Hold {
     pub tenant: TenantId,
     /// Which route (per-route purge).
     pub route: RouteId,
+    /// Its resolved invalidation group (write-through invalidation drops holds too).
+    pub group: u64,
     /// What to answer meanwhile when no stale entry can stand in.
     pub answer: HeldAnswer,
 }
@@ -374,16 +397,17 @@ impl ResponseCache {
         self.holds.get(key).filter(|h| h.until > now)
     }
 
-    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`.
+    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`;
+    /// `owner` is the tenant, route and resolved group of the key.
     pub fn hold(
         &self,
         key: CacheKey,
         now: Instant,
         length: Duration,
-        tenant: TenantId,
-        route: RouteId,
+        owner: (TenantId, RouteId, u64),
         answer: HeldAnswer,
     ) {
+        let (tenant, route, group) = owner;
         let Some(until) = now.checked_add(length).filter(|_| !length.is_zero()) else {
             return;
         };
@@ -394,6 +418,7 @@ impl ResponseCache {
                 length,
                 tenant,
                 route,
+                group,
                 answer,
             }),
         );
@@ -434,6 +459,22 @@ impl ResponseCache {
         let _ = self
             .holds
             .invalidate_entries_if(move |_k, h| matches(h.tenant, h.route));
+    }
+
+    /// Drops one tenant's entries and holds of one resolved invalidation `group`
+    /// ([`crate::route::group_hash`]); `get` stops returning them at once.
+    pub fn invalidate_group(&self, tenant: TenantId, group: u64) {
+        let _ = self
+            .inner
+            .invalidate_entries_if(move |_k, v| v.tenant == tenant && v.group == group);
+        let _ = self
+            .holds
+            .invalidate_entries_if(move |_k, h| h.tenant == tenant && h.group == group);
+    }
+
+    /// Drops the entry stored under `key`, if any.
+    pub async fn remove(&self, key: &CacheKey) {
+        self.inner.invalidate(key).await;
     }
 
     /// Stores `entry` under `key`, replacing any previous one.

@@ -21,17 +21,17 @@ use sha2::{Digest, Sha256};
 use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
 use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
 
-mod datacentre;
 mod routes;
-pub use datacentre::{DataCentre, Environment};
+mod zoho;
 pub use routes::{RawCachedRoute, RawParam};
+pub use zoho::{DataCentre, Edition, Environment};
 mod redis;
 mod secret;
 mod tenant;
 pub use redis::{RawRedis, RedisConfig};
 pub use secret::{REDACTED, Secret, SecretSource};
 use tenant::validate_tenant;
-pub use tenant::{Edition, RawPassThroughTenant, RawTenant, TenantConfig, TenantId};
+pub use tenant::{RawPassThroughTenant, RawTenant, TenantConfig, TenantId};
 
 /// Environment variable prefix for overrides; nested keys are separated by `__`
 /// (`ZOHO_GATEWAY_CACHE__MAX_BYTES=1048576`).
@@ -40,9 +40,10 @@ pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
 /// A configuration error: which key, which value, what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The sources could not be read or did not match the schema.
+    /// The sources could not be read or did not match the schema. figment's message already
+    /// names the key, the value and the file, so it is the message, not a separate cause.
     #[error("config: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// One key has a bad value.
     #[error("config key `{key}` = {value:?}: {problem}")]
     Invalid {
@@ -53,6 +54,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 impl ConfigError {
@@ -266,7 +273,8 @@ pub struct RawRoutes {
 #[serde(default, deny_unknown_fields)]
 pub struct RawPassthrough {
     /// Allowed `"METHOD /path/pattern"` entries; `{name}` matches one path segment of
-    /// `[A-Za-z0-9_.-]` (never `.` or `..`). Everything not listed gets 404
+    /// `[A-Za-z0-9_.-]` (never `.` or `..`); a last segment `**` matches one or more segments
+    /// (`GET /crm/{version}/**`: the drop-in rule, see README). Everything not listed gets 404
     /// `INVALID_URL_PATTERN` from the gateway. Default: empty (nothing passes through).
     pub allow: Vec<String>,
     /// Largest request body forwarded, bytes (larger: 413). Default: 1048576.

@@ -69,18 +69,35 @@ pub struct Tenant {
     pub(crate) credits: Arc<CreditLedger>,
     /// Requests of this tenant waiting for a flight (bounded by `max_waiters`).
     pub(crate) waiting: Arc<AtomicUsize>,
-    /// Bumped by every invalidation of this tenant's entries; a fetch that started under an
-    /// older generation does not store its answer (it may predate the write).
+    /// Bumped by every invalidation of all this tenant's entries (of some routes, or all); a
+    /// fetch that started under an older generation does not store its answer (it may predate
+    /// the change).
     generation: Arc<AtomicU64>,
+    /// The same per invalidation group, striped: a write to group `g` bumps stripe
+    /// `g % GROUP_STRIPES`, so fetches of other groups (bar a shared stripe) still store.
+    group_generations: Arc<[AtomicU64; GROUP_STRIPES]>,
     /// Ends the token manager's refresh-ahead task (the tenant removed, its manager replaced,
     /// or shutdown).
     stop: CancellationToken,
 }
 
+/// Stripes of per-group invalidation generations per tenant (a collision only means a fetch
+/// across an unrelated write is not stored).
+const GROUP_STRIPES: usize = 64;
+
+/// A tenant's invalidation generation for one group, read before a fetch and compared before
+/// storing its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Generation(u64, u64);
+
 impl Tenant {
-    /// The current invalidation generation (read before a fetch, compared before storing).
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// The current invalidation generation of resolved group `group` (a
+    /// [`crate::route::group_hash`]).
+    pub(crate) fn generation(&self, group: u64) -> Generation {
+        Generation(
+            self.generation.load(Ordering::SeqCst),
+            self.group_generations[group as usize % GROUP_STRIPES].load(Ordering::SeqCst),
+        )
     }
 
     /// A first version of tenant `id`.
@@ -101,6 +118,7 @@ impl Tenant {
             config,
             waiting: Arc::new(AtomicUsize::new(0)),
             generation: Arc::new(AtomicU64::new(0)),
+            group_generations: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
             stop: gw.background.child_token(),
         }
     }
@@ -158,6 +176,7 @@ impl Tenant {
             config,
             waiting: self.waiting.clone(),
             generation: self.generation.clone(),
+            group_generations: self.group_generations.clone(),
             stop: if change.tokens {
                 gw.background.child_token()
             } else {
@@ -543,18 +562,14 @@ impl Gateway {
         self.cache.invalidate_where(tenant, routes);
     }
 
-    /// Drops one tenant's entries of every cached route in invalidation `group` (after a
-    /// successful write to it through the gateway).
+    /// Drops one tenant's entries and holds of resolved invalidation `group` (e.g.
+    /// `records:leads`, after a successful write to it through the gateway), and makes that
+    /// tenant's fetches of the group already in flight not store their answers.
     pub fn invalidate_group(&self, tenant: TenantId, group: &str) {
-        let cfg = self.config();
-        let routes: Vec<RouteId> = cfg
-            .route_names()
-            .filter(|(id, _)| cfg.route(*id).group == group)
-            .map(|(id, _)| id)
-            .collect();
-        if !routes.is_empty() {
-            self.invalidate(Some(tenant), Some(&routes));
-        }
+        let hash = crate::route::group_hash(group);
+        self.tenant(tenant).group_generations[hash as usize % GROUP_STRIPES]
+            .fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_group(tenant, hash);
     }
 
     /// Runs `fut` until `deadline` (then the gateway's 504) or until the drain stops waits

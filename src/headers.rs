@@ -15,6 +15,10 @@ pub static GATEWAY_KEY: HeaderName = HeaderName::from_static("x-gateway-key");
 /// 24 h, on some answers (API-NOTES §4, \[unverified\]); read by [`crate::credits`].
 pub const API_CREDITS_REMAINING: &str = "x-api-credits-remaining";
 
+/// `X-EXTERNAL`: Zoho's header for external-id lookups (`{module}.{field}`); forwarded upstream
+/// and part of the cache key (see the `canonical` module doc).
+pub static X_EXTERNAL: HeaderName = HeaderName::from_static("x-external");
+
 /// `X-Forwarded-For`: the client's address, set on upstream requests.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

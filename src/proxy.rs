@@ -39,7 +39,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
 
-use crate::cache::{BypassReason, CachePhase, CachedResponse, Lifetimes, Lookup};
+use crate::cache::{BypassReason, CachePhase, CachedResponse, Conditions, Lifetimes, Lookup};
 use crate::canonical::{self, CacheKey, Canonical, KeyScope};
 use crate::coalesce::{FlightError, Role};
 use crate::config::{ClientKey, GatewayConfig, Priority, TenantId, key_digest};
@@ -89,6 +89,8 @@ struct RequestCtx {
     credits: u32,
     peer: std::net::IpAddr,
     request_id: HeaderValue,
+    /// The client's `X-EXTERNAL` (forwarded upstream; part of the cache key).
+    external: Option<HeaderValue>,
     /// Time spent waiting on upstream calls for this request (its flight's, if it joined one).
     upstream_took: Option<Duration>,
     /// The end of `server.request_timeout` for this request.
@@ -103,6 +105,7 @@ impl RequestCtx {
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             request_id: self.request_id.clone(),
             priority: self.priority,
+            external: self.external.clone(),
         }
     }
 }
@@ -112,6 +115,22 @@ impl RequestCtx {
 struct Directives {
     no_cache: bool,
     no_store: bool,
+}
+
+/// What a miss needs besides its target: the client's directives and conditions, and the
+/// expired entry that may stand in for a failure.
+struct Miss<'c> {
+    directives: Directives,
+    stale: Option<Arc<CachedResponse>>,
+    conditions: Option<&'c Conditions>,
+}
+
+/// Whose a fetched answer is: tenant, route and resolved invalidation group.
+#[derive(Clone, Copy, Debug)]
+struct Owner {
+    tenant: TenantId,
+    route: RouteId,
+    group: u64,
 }
 
 /// Where a cached-route request is going: its route, tenant, key and the raw request parts an
@@ -152,6 +171,7 @@ impl Gateway {
                 credits: 1,
                 peer: peer.ip(),
                 request_id: request_id.clone(),
+                external: None,
                 upstream_took: None,
                 deadline: Instant::now() + cfg.request_timeout,
             },
@@ -200,24 +220,35 @@ impl Gateway {
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
         }
-        if let Some((id, m)) = cfg.match_route(path) {
+        let mut external = req.headers().get_all(&headers::X_EXTERNAL).iter();
+        ctx.external = external.next().cloned();
+        if external.next().is_some() {
+            return Err(GatewayError::InvalidRequest(
+                "send at most one X-EXTERNAL header",
+            ));
+        }
+        let cached = cfg.match_route(path);
+        if let Some((id, m)) = cached {
             ctx.route = RouteKind::Cached(id);
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
-            if *req.method() != policy.method {
-                return Err(GatewayError::MethodNotAllowed);
+            if *req.method() == policy.method {
+                let auth =
+                    self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
+                ctx.tenant = Some(auth.client.tenant);
+                ctx.priority = auth.client.priority;
+                return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
             }
-            let auth = self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
-            ctx.tenant = Some(auth.client.tenant);
-            ctx.priority = auth.client.priority;
-            return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
         }
+        // Another method on a cached route's path (a write to `/crm/v7/Leads`) may still be
+        // allowlisted.
         if cfg
             .passthrough
             .iter()
             .any(|r| r.matches(req.method(), path, &cfg.versions))
         {
             ctx.route = RouteKind::Passthrough;
+            ctx.credits = 1;
             let auth = self.authenticate(
                 &cfg,
                 req.headers(),
@@ -236,7 +267,10 @@ impl Gateway {
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
-        Err(GatewayError::UnknownRoute)
+        match cached {
+            Some(_) => Err(GatewayError::MethodNotAllowed),
+            None => Err(GatewayError::UnknownRoute),
+        }
     }
 
     /// Any cached route, driven by its policy: canonicalise → key → lookup → respond.
@@ -291,6 +325,7 @@ impl Gateway {
                     method: policy.method.as_str(),
                     version: m.version,
                     route: m.rest,
+                    external: ctx.external.as_ref().map(HeaderValue::as_bytes),
                 },
                 &query,
             ),
@@ -298,6 +333,10 @@ impl Gateway {
             raw_query,
         };
 
+        // The client's `If-None-Match` / `If-Modified-Since`, answered from whatever entry is
+        // served (never forwarded, never in the key; RFC 9110 §13).
+        let conditions = Conditions::from_headers(req.headers());
+        let conditions = conditions.as_ref();
         let now = self.clock.now();
         match self
             .cache
@@ -306,7 +345,7 @@ impl Gateway {
         {
             Lookup::Fresh(entry) => {
                 ctx.phase = CachePhase::Fresh;
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleWhileRevalidate { entry, revalidate } => {
                 ctx.phase = CachePhase::StaleWhileRevalidate;
@@ -314,11 +353,11 @@ impl Gateway {
                     let call = ctx.call(auth.credential.clone());
                     self.revalidate_in_background(&target, &call);
                 }
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleIfError(entry) => {
                 ctx.phase = CachePhase::StaleIfError;
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::Held(hold) => {
                 ctx.phase = CachePhase::Held;
@@ -326,7 +365,12 @@ impl Gateway {
             }
             Lookup::Miss { stale } => {
                 let call = ctx.call(auth.credential.clone());
-                self.miss(cfg, &target, call, directives, stale, ctx).await
+                let miss = Miss {
+                    directives,
+                    stale,
+                    conditions,
+                };
+                self.miss(cfg, &target, call, miss, ctx).await
             }
         }
     }
@@ -338,13 +382,17 @@ impl Gateway {
         cfg: &GatewayConfig,
         target: &Target<'_>,
         call: CallCtx,
-        directives: Directives,
-        stale: Option<Arc<CachedResponse>>,
+        miss: Miss<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
+        let Miss {
+            directives,
+            stale,
+            conditions,
+        } = miss;
         // Under the credit reserve, a normal-priority client starts no upstream call (it may
         // still join one under way): the stale entry, or a 429.
-        if let Some(answer) = self.reserve_miss(target, &call, stale.as_ref(), ctx) {
+        if let Some(answer) = self.reserve_miss(target, &call, stale.as_ref(), conditions, ctx) {
             return answer;
         }
         ctx.phase = CachePhase::Miss;
@@ -379,9 +427,20 @@ impl Gateway {
             .map_or(true, |f| is_failure(f.entry.status));
         if failed && let Some(entry) = &stale {
             ctx.phase = CachePhase::StaleIfError;
-            return Ok(cached_response(entry, self.clock.now(), ctx.phase));
+            return Ok(cached_response(
+                entry,
+                self.clock.now(),
+                ctx.phase,
+                conditions,
+            ));
         }
-        Ok(fetched_response(&fetched?, ctx.phase, self.clock.now()))
+        // Fetched unconditionally and stored; now the client's condition is evaluated.
+        Ok(fetched_response(
+            &fetched?,
+            ctx.phase,
+            self.clock.now(),
+            conditions,
+        ))
     }
 
     /// The fetch a flight runs for `target` (called only by the flight's leader). `recheck`:
@@ -397,8 +456,18 @@ impl Gateway {
         let gw = Arc::clone(self);
         let call = call.clone();
         let (key, tenant, route) = (target.key, target.tenant, target.route);
+        // The entry's invalidation group, resolved against its own path (`records:{module}` →
+        // `records:leads`): computed on the miss path only.
+        let cfg = self.config();
+        let policy = cfg.route(route);
+        let group = route::group_hash(&policy.template.resolve_group(&policy.group, target.path));
+        let owner = Owner {
+            tenant,
+            route,
+            group,
+        };
         let path_and_query = upstream_path(target.path, target.raw_query);
-        move || Box::pin(gw.fetch_and_store(key, tenant, route, call, path_and_query, recheck))
+        move || Box::pin(gw.fetch_and_store(key, owner, call, path_and_query, recheck))
     }
 
     /// Starts one background refresh for `target` unless a flight for it is already running.
@@ -420,8 +489,7 @@ impl Gateway {
     async fn fetch_and_store(
         self: Arc<Self>,
         key: CacheKey,
-        tenant: TenantId,
-        route: RouteId,
+        owner: Owner,
         call: CallCtx,
         path_and_query: String,
         recheck: bool,
@@ -433,7 +501,12 @@ impl Gateway {
                 upstream_took: Duration::ZERO,
             });
         }
-        let generation = self.tenant(tenant).generation();
+        let Owner {
+            tenant,
+            route,
+            group,
+        } = owner;
+        let generation = self.tenant(tenant).generation(group);
         let cfg = self.config();
         let policy = &cfg.route(route).lifetimes;
         let started = Instant::now();
@@ -451,8 +524,9 @@ impl Gateway {
         let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
+                let owner = (tenant, route, group);
                 self.cache
-                    .hold(key, now, policy.error_hold, tenant, route, Err(e.clone()));
+                    .hold(key, now, policy.error_hold, owner, Err(e.clone()));
                 return Err(e);
             }
         };
@@ -469,21 +543,30 @@ impl Gateway {
             stale_while_revalidate: policy.stale_while_revalidate,
             stale_if_error: policy.stale_if_error,
         };
-        let entry = Arc::new(CachedResponse::from_upstream(
-            resp, now, lifetimes, tenant, route,
-        ));
-        let fetched = Fetched {
+        let entry = Arc::new(
+            CachedResponse::from_upstream(resp, now, lifetimes, tenant, route).with_group(group),
+        );
+        let t = self.tenant(tenant);
+        let mut fetched = Fetched {
             entry,
-            stored: ttl.is_some() && self.tenant(tenant).generation() == generation,
+            stored: ttl.is_some() && t.generation(group) == generation,
             upstream_took: started.elapsed(),
         };
         if fetched.stored {
             self.cache.insert(key, fetched.entry.clone()).await;
-            self.tally.stores.fetch_add(1, Ordering::Relaxed);
+            // A write that completed between the check above and the insert has already run
+            // its invalidation: take the answer out again.
+            if t.generation(group) != generation {
+                self.cache.remove(&key).await;
+                fetched.stored = false;
+            } else {
+                self.tally.stores.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(hold_for) = hold_for {
+            let owner = (tenant, route, group);
             self.cache
-                .hold(key, now, hold_for, tenant, route, Ok(fetched.entry.clone()));
+                .hold(key, now, hold_for, owner, Ok(fetched.entry.clone()));
         }
         Ok(fetched)
     }

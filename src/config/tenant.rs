@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DataCentre, Environment, Secret, SecretSource};
+use super::{ConfigError, DataCentre, Edition, Environment, Secret, SecretSource};
 
 /// `[tenants.NAME]`: one Zoho organisation and the OAuth client that acts for it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -14,10 +14,10 @@ use super::{ConfigError, DataCentre, Environment, Secret, SecretSource};
 pub struct RawTenant {
     /// Zoho data centre: `us`, `eu`, `in`, `au`, `jp`, `ca`, `sa`, `cn`. Default: `us`.
     #[serde(default)]
-    pub data_centre: Option<String>,
+    pub data_centre: DataCentre,
     /// `production`, `sandbox` or `developer`. Default: `production`.
     #[serde(default)]
-    pub environment: Option<String>,
+    pub environment: Environment,
     /// Explicit API base URL (the simulator, a test proxy); overrides the data centre's API host.
     #[serde(default)]
     pub api_base: Option<String>,
@@ -52,7 +52,7 @@ pub struct RawTenant {
     /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25; and for the daily
     /// API-credit allowance (see [`Edition::credit_allowance`]). Default: `standard`.
     #[serde(default)]
-    pub edition: Option<String>,
+    pub edition: Edition,
     /// The organisation's Zoho CRM user licences, for the edition's daily credit allowance.
     /// Default: unset (the allowance is unknown unless `daily_credits` is set or the edition is
     /// `free`).
@@ -160,69 +160,6 @@ impl TenantId {
     }
 }
 
-/// A Zoho CRM edition: its concurrency limit and daily API-credit allowance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Edition {
-    /// Free.
-    Free,
-    /// Standard / Starter.
-    Standard,
-    /// Professional.
-    Professional,
-    /// Enterprise / Zoho One.
-    Enterprise,
-    /// Ultimate / CRM Plus.
-    Ultimate,
-}
-
-impl Edition {
-    /// Parses `free`, `standard`, `professional`, `enterprise`, `ultimate` (any case).
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "free" => Edition::Free,
-            "standard" => Edition::Standard,
-            "professional" => Edition::Professional,
-            "enterprise" => Edition::Enterprise,
-            "ultimate" => Edition::Ultimate,
-            _ => return None,
-        })
-    }
-
-    /// Calls in flight at once per user and OAuth app (API-NOTES §6).
-    pub fn concurrency(self) -> usize {
-        match self {
-            Edition::Free => 5,
-            Edition::Standard => 10,
-            Edition::Professional => 15,
-            Edition::Enterprise => 20,
-            Edition::Ultimate => 25,
-        }
-    }
-
-    /// API credits per rolling 24 h for `licenses` user licences and `addon` add-on credits,
-    /// after Zoho's "API limits" page (developer docs v4 and later,
-    /// <https://www.zoho.com/crm/developer/docs/api/v4/api-limits.html>): Free 5,000 flat;
-    /// otherwise 50,000 + licences × (Standard 250, Professional 500, Enterprise 1,000,
-    /// Ultimate 2,000) + add-ons, capped at the edition's maximum (Standard 100,000,
-    /// Professional 3,000,000, Enterprise 5,000,000, Ultimate none). Older pages give lower
-    /// bases (5,000 / 10,000 / 15,000): where the organisation's figure differs, set
-    /// `daily_credits`.
-    pub fn credit_allowance(self, licenses: u32, addon: u64) -> u64 {
-        let (per_licence, max) = match self {
-            Edition::Free => return 5_000,
-            Edition::Standard => (250, Some(100_000)),
-            Edition::Professional => (500, Some(3_000_000)),
-            Edition::Enterprise => (1_000, Some(5_000_000)),
-            Edition::Ultimate => (2_000, None),
-        };
-        let allowed = 50_000u64
-            .saturating_add(u64::from(licenses).saturating_mul(per_licence))
-            .saturating_add(addon);
-        max.map_or(allowed, |m| allowed.min(m))
-    }
-}
-
 /// A validated tenant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TenantConfig {
@@ -287,22 +224,7 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
             "tenant names are 1-64 of [A-Za-z0-9_-]",
         ));
     }
-    let dc_text = t.data_centre.as_deref().unwrap_or("us");
-    let dc = DataCentre::parse(dc_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.data_centre"),
-            dc_text,
-            "expected one of us, eu, in, au, jp, ca, sa, cn",
-        )
-    })?;
-    let env_text = t.environment.as_deref().unwrap_or("production");
-    let env = Environment::parse(env_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.environment"),
-            env_text,
-            "expected production, sandbox or developer",
-        )
-    })?;
+    let (dc, env) = (t.data_centre, t.environment);
     let url = |key: &str, v: &str| -> Result<String, ConfigError> {
         let trimmed = v.trim_end_matches('/');
         let uri: http::Uri = trimmed
@@ -326,15 +248,8 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         "accounts_url",
         t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
     )?;
-    let edition_text = t.edition.as_deref().unwrap_or("standard");
-    let edition = Edition::parse(edition_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.edition"),
-            edition_text,
-            "expected free, standard, professional, enterprise or ultimate",
-        )
-    })?;
-    let max_concurrency = t.max_concurrency.unwrap_or(edition.concurrency());
+    let edition = t.edition;
+    let max_concurrency = t.max_concurrency.unwrap_or(t.edition.concurrency_limit());
     let credit_allowance = match (t.daily_credits, t.user_licenses, edition) {
         (Some(0), _, _) => {
             return Err(ConfigError::invalid(

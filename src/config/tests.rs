@@ -86,13 +86,31 @@ fn env_overrides_and_secret_sources() {
 fn errors_name_key_and_value() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("ACME_REFRESH", "x");
-        let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
-        raw.tenants.get_mut("acme").unwrap().data_centre = Some("mars".into());
-        let err = raw.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("tenants.acme.data_centre") && err.contains("mars"),
-            "{err}"
+        // Closed sets (data centre, environment, edition) fail at load, naming key and value.
+        for (key, value) in [
+            ("data_centre", "mars"),
+            ("environment", "staging"),
+            ("edition", "platinum"),
+        ] {
+            let text = MINIMAL.replace(
+                "data_centre = \"eu\"",
+                &format!("data_centre = \"eu\"\n    {key} = \"{value}\"")
+                    .replace("data_centre = \"eu\"\n    data_centre", "data_centre"),
+            );
+            assert_ne!(text, MINIMAL);
+            let err = RawConfig::from_toml_str(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("tenants.acme.{key}")) && err.contains(value),
+                "{err}"
+            );
+        }
+        let upper = MINIMAL.replace(
+            "data_centre = \"eu\"",
+            "data_centre = \"EU\"\n    edition = \"Enterprise\"",
         );
+        let raw = RawConfig::from_toml_str(&upper).unwrap();
+        assert_eq!(raw.tenants["acme"].data_centre, DataCentre::Eu);
+        assert_eq!(raw.tenants["acme"].edition, Edition::Enterprise);
 
         let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
         raw.clients.get_mut("reporting").unwrap().tenant = "nope".into();
@@ -357,7 +375,7 @@ fn edition_credit_allowances_follow_zohos_table() {
     assert_eq!(Edition::Enterprise.credit_allowance(100, 0), 150_000);
     assert_eq!(Edition::Enterprise.credit_allowance(10_000, 0), 5_000_000);
     assert_eq!(Edition::Ultimate.credit_allowance(10_000, 0), 20_050_000);
-    let concurrency = [Edition::Free, Edition::Ultimate].map(Edition::concurrency);
+    let concurrency = [Edition::Free, Edition::Ultimate].map(Edition::concurrency_limit);
     assert_eq!(concurrency, [5, 25]);
 }
 

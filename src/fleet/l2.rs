@@ -104,7 +104,9 @@ impl L2Entry {
 
     /// A local cache entry for this answer: `stored_at` is the arrival instant on the local clock
     /// (`now` minus the wall-clock time since arrival; an arrival in the future, from clock skew
-    /// between replicas, counts as now).
+    /// between replicas, counts as now). Its validators are derived (body digest, arrival time:
+    /// the same on every replica; Zoho's own are not in the L2 format); its invalidation group
+    /// is 0 until the caller sets it with [`CachedResponse::with_group`].
     pub fn to_cached(
         &self,
         now: Instant,
@@ -124,6 +126,12 @@ impl L2Entry {
             stale_if_error: self.lifetimes.stale_if_error,
             tenant,
             route,
+            group: 0,
+            validators: crate::cache::Validators::new(
+                &http::HeaderMap::new(),
+                &self.body,
+                std::time::UNIX_EPOCH + Duration::from_millis(self.stored_at_unix_ms),
+            ),
         }
     }
 

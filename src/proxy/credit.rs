@@ -71,6 +71,7 @@ impl Gateway {
         target: &Target<'_>,
         call: &CallCtx,
         stale: Option<&Arc<CachedResponse>>,
+        conditions: Option<&Conditions>,
         ctx: &mut RequestCtx,
     ) -> Option<Result<Response<Body>, GatewayError>> {
         if self.flights.waiters(&target.key) > 0 {
@@ -82,7 +83,12 @@ impl Gateway {
         Some(match stale {
             Some(entry) => {
                 ctx.phase = CachePhase::StaleCreditReserve;
-                Ok(cached_response(entry, self.clock.now(), ctx.phase))
+                Ok(cached_response(
+                    entry,
+                    self.clock.now(),
+                    ctx.phase,
+                    conditions,
+                ))
             }
             None => Err(GatewayError::CreditReserve { retry_after }),
         })

@@ -79,8 +79,8 @@ impl Gateway {
         if resp.status.is_success()
             && let Some(group) = route::write_invalidates(&parts.method, path)
         {
-            self.invalidate_group(tenant, group);
-            tracing::info!(tenant = %self.tenant(tenant).config.name, group, "write: tenant's cached entries of the group dropped");
+            self.invalidate_group(tenant, &group);
+            tracing::info!(tenant = %self.tenant(tenant).config.name, group = %group, "write: tenant's cached entries of the group dropped");
         }
         let mut out = Response::new(Full::new(resp.body));
         *out.status_mut() = resp.status;

@@ -13,12 +13,14 @@ pub(super) enum Credential {
 }
 
 /// What every upstream call made for a request carries: whose token, and the forwarding
-/// headers (`X-Forwarded-For`, `X-Request-Id`). A flight's fetch carries its leader's.
+/// headers (`X-Forwarded-For`, `X-Request-Id`, the client's `X-EXTERNAL`). A flight's fetch
+/// carries its leader's (its followers share the key, so the same `X-EXTERNAL`).
 #[derive(Clone, Debug)]
 pub(super) struct CallCtx {
     pub(super) credential: Credential,
     pub(super) forwarded_for: HeaderValue,
     pub(super) request_id: HeaderValue,
+    pub(super) external: Option<HeaderValue>,
     /// The client's claim on the tenant's credit reserve.
     pub(super) priority: Priority,
 }
@@ -218,6 +220,9 @@ impl Gateway {
                 headers::X_FORWARDED_FOR.clone(),
                 up.call.forwarded_for.clone(),
             );
+        if let Some(external) = &up.call.external {
+            req = req.header(headers::X_EXTERNAL.clone(), external.clone());
+        }
         let body = match &up.body {
             Some((bytes, content_type)) => {
                 if let Some(ct) = content_type {

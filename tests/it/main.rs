@@ -12,6 +12,7 @@ mod fleet;
 mod hardening;
 mod lifecycle;
 mod metrics;
+mod reads;
 mod reload;
 mod routes;
 mod secrets;

@@ -160,3 +160,35 @@ impl UnwrapInvalid for Canonical {
         }
     }
 }
+
+#[test]
+fn criteria_parameters_share_keys_by_meaning() {
+    let s = ParamSchema::new(
+        vec![ParamSpec::new(
+            "criteria",
+            ParamKind::Criteria(CriteriaLimits::default()),
+        )],
+        UnknownParams::Bypass,
+    )
+    .unwrap();
+    let k = key_of(
+        &s,
+        "criteria=((Last_Name:equals:Smith)and(Email:equals:a%40b.c))",
+    );
+    assert_eq!(
+        k,
+        key_of(
+            &s,
+            "criteria=(Email:equals:a%40b.c)and(Last_Name:equals:Smith)"
+        )
+    );
+    assert_ne!(
+        k,
+        key_of(
+            &s,
+            "criteria=(Email:equals:a%40b.c)or(Last_Name:equals:Smith)"
+        )
+    );
+    let bad = invalid_of(&s, "criteria=(Last_Name:equals");
+    assert_eq!(bad.kind.zoho_code(), "INVALID_QUERY");
+}

@@ -455,11 +455,8 @@ pub struct GatewayConfig {
     pub passthrough_max_body: usize,
     /// Admin API token (`None`: admin API disabled).
     pub admin_token: Option<Secret>,
-    /// Tenants, in name order, with their ids in [`GatewayConfig::tenant_ids`] (same order).
+    /// Tenants, in name order, each with its [`TenantConfig::id`].
     pub tenants: Vec<TenantConfig>,
-    /// Each tenant's [`TenantId`], in [`GatewayConfig::tenants`] order: its position after
-    /// validation, the running gateway's ids after [`GatewayConfig::assign_tenant_ids`].
-    pub tenant_ids: Vec<TenantId>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
     /// Clients identified by their TLS client certificate alone (no key).
@@ -496,24 +493,22 @@ impl GatewayConfig {
             .map(|(i, r)| (RouteId(i as u16), r.name.as_str()))
     }
 
-    /// Gives each tenant the id `id_of(name)` and points every client at its tenant's new id
-    /// (a running gateway keeps ids stable across reloads this way).
+    /// Gives each tenant the id `id_of(name)` (called once per tenant) and points every
+    /// client at its tenant's new id (a running gateway keeps ids stable across reloads this
+    /// way). A client whose tenant is not in [`GatewayConfig::tenants`] (only possible in a
+    /// config edited after validation) keeps its id.
     pub fn assign_tenant_ids(&mut self, mut id_of: impl FnMut(&str) -> TenantId) {
-        let old: HashMap<TenantId, TenantId> = self
-            .tenants
-            .iter()
-            .zip(&self.tenant_ids)
-            .map(|(t, old)| (*old, id_of(&t.name)))
-            .collect();
-        self.tenant_ids = self.tenant_ids.iter().map(|id| old[id]).collect();
-        let renumber = |c: &mut ClientKey| c.tenant = old[&c.tenant];
+        let mut renumbered = HashMap::new();
+        for t in &mut self.tenants {
+            let new = id_of(&t.name);
+            renumbered.insert(t.id, new);
+            t.id = new;
+        }
+        let renumber = |c: &mut ClientKey| {
+            c.tenant = renumbered.get(&c.tenant).copied().unwrap_or(c.tenant);
+        };
         self.clients.values_mut().for_each(renumber);
         self.client_certs.clients_mut().for_each(renumber);
-    }
-
-    /// The tenants with their ids.
-    pub fn tenants_with_ids(&self) -> impl Iterator<Item = (TenantId, &TenantConfig)> {
-        self.tenant_ids.iter().copied().zip(&self.tenants)
     }
 
     /// The `route` metric labels: each cached route's template, then `passthrough`, then
@@ -705,7 +700,9 @@ impl RawConfig {
         }
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
-            tenants.push(validate_tenant(name, t)?);
+            let mut tenant = validate_tenant(name, t)?;
+            tenant.id = TenantId(tenants.len() as u16);
+            tenants.push(tenant);
         }
 
         let mut state_files = std::collections::HashSet::new();
@@ -872,7 +869,6 @@ impl RawConfig {
             passthrough,
             passthrough_max_body: self.routes.passthrough.max_body_bytes,
             admin_token,
-            tenant_ids: (0..tenants.len()).map(|i| TenantId(i as u16)).collect(),
             tenants,
             clients,
             client_certs,

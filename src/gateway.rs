@@ -324,13 +324,23 @@ impl Gateway {
             clock: &clock,
             background: &background,
         };
+        // Fresh from validation a tenant's id is its position; slots are indexed by position
+        // here whatever the config says, so a table is always consistent.
         let slots: Vec<Arc<Tenant>> = config
-            .tenants_with_ids()
-            .map(|(id, t)| Arc::new(Tenant::new(id, Arc::new(t.clone()), &parts)))
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let id = TenantId(i as u16);
+                Arc::new(Tenant::new(
+                    id,
+                    Arc::new(TenantConfig { id, ..t.clone() }),
+                    &parts,
+                ))
+            })
             .collect();
-        debug_assert!(slots.iter().enumerate().all(|(i, t)| t.id.index() == i));
         let table = TenantTable {
-            live: config.tenant_ids.clone(),
+            live: slots.iter().map(|t| t.id).collect(),
             slots,
         };
         Gateway {
@@ -432,7 +442,8 @@ impl Gateway {
         let mut summary = ReloadSummary::default();
         let mut start = Vec::new();
         let mut replaced = Vec::new();
-        for (id, t) in new.tenants_with_ids() {
+        for t in &new.tenants {
+            let id = t.id;
             let Some(current) = slots.get(id.index()) else {
                 let fresh = Arc::new(Tenant::new(id, Arc::new(t.clone()), &parts));
                 summary.added.push(t.name.clone());
@@ -458,7 +469,7 @@ impl Gateway {
         let removed: Vec<Arc<Tenant>> = table
             .live
             .iter()
-            .filter(|id| !new.tenant_ids.contains(id))
+            .filter(|id| !new.tenants.iter().any(|t| t.id == **id))
             .map(|id| table.slots[id.index()].clone())
             .collect();
         summary.removed = removed.iter().map(|t| t.config.name.clone()).collect();
@@ -466,7 +477,7 @@ impl Gateway {
         // The table first: every id the new config's clients name must resolve.
         self.tenants.store(Arc::new(TenantTable {
             slots,
-            live: new.tenant_ids.clone(),
+            live: new.tenants.iter().map(|t| t.id).collect(),
         }));
         self.config.store(Arc::new(new));
 

@@ -144,7 +144,7 @@ fn default_throttle_lockout() -> Duration {
 
 /// A tenant's handle, stable for the life of the process: the request path, cache entries and
 /// holds carry it instead of a name. Validation numbers the tenants in name order
-/// ([`GatewayConfig::tenants`]' positions); a running gateway renumbers a reloaded config with
+/// ([`GatewayConfig::tenants`]' positions, in [`TenantConfig::id`]); a running gateway renumbers a reloaded config with
 /// [`GatewayConfig::assign_tenant_ids`] so that a tenant keeps its id across reloads, a new one
 /// gets the next unused id and a removed tenant's id is never handed out again.
 ///
@@ -163,6 +163,9 @@ impl TenantId {
 /// A validated tenant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TenantConfig {
+    /// Its handle: its position in name order after validation, the running gateway's id after
+    /// [`GatewayConfig::assign_tenant_ids`](super::GatewayConfig::assign_tenant_ids).
+    pub id: TenantId,
     /// Configured name (a metric label and part of the cache key).
     pub name: String,
     /// API base URL without trailing slash, e.g. `https://www.zohoapis.com`.
@@ -321,6 +324,7 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         ));
     }
     Ok(TenantConfig {
+        id: TenantId(0),
         name: name.to_owned(),
         api_base,
         token_url: format!("{accounts}/oauth/v2/token"),

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready to
+//! The admin listener: `/metrics` (Prometheus text; cache sizes and credit gauges sampled at
+//! scrape), `/healthz` (alive), `/readyz` (ready to
 //! serve: not draining, no tenant failing to get a token, and a token obtained or a cached answer
 //! available), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
 //! digests of the presented and configured tokens compared in constant time, so neither the
@@ -49,6 +50,11 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
                 .set(i64::try_from(gw.cache().entry_count()).unwrap_or(i64::MAX));
             m.cache_bytes
                 .set(i64::try_from(gw.cache().weighted_size()).unwrap_or(i64::MAX));
+            // The credit window slides with time: sample it now.
+            for t in gw.tenants() {
+                let snap = t.credits.snapshot(t.config.credit_allowance);
+                m.set_credits(&t.config.name, snap, t.config.credit_reserve);
+            }
             text(
                 StatusCode::OK,
                 m.render(),

@@ -8,7 +8,7 @@
 //!
 //! | request property | enters the key as | notes |
 //! |---|---|---|
-//! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the gateway's configured tenant name pins one Zoho org and data centre. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
+//! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the tenant's identity scope (its configured name and a one-way fingerprint of its API host and credentials, [`crate::config::TenantConfig::identity_scope`]) pins one Zoho org, data centre and token owner; new credentials or a new host (a live reload) never meet the old identity's entries. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
 //! | credential identity | [`KeyScope::credential`] (presence byte + 32 bytes) | a digest of the caller's credential when answers may differ per user (user-scoped tokens); `None` when the tenant's own token is used for everybody. Never the raw token: tokens rotate hourly. |
 //! | HTTP method | [`KeyScope::method`] bytes, byte-exact | |
 //! | API version (`v7` in `/crm/v7/...`) | [`KeyScope::version`] bytes, byte-exact | v7 and v8 may answer differently. |

@@ -393,6 +393,21 @@ pub struct RawClient {
     /// excludes. Default: unset.
     #[serde(default)]
     pub cert_spki_sha256: Option<String>,
+    /// `normal` or `high`: while a tenant's credits are below its `credit_reserve`, only
+    /// `high` clients may spend credits. Default: `normal`.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// A client's claim on a tenant's credit reserve (`[clients.NAME] priority`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Spends credits only while the tenant is above its reserve.
+    #[default]
+    Normal,
+    /// May spend the reserve.
+    High,
 }
 
 /// The validated, frozen configuration.
@@ -440,7 +455,7 @@ pub struct GatewayConfig {
     pub passthrough_max_body: usize,
     /// Admin API token (`None`: admin API disabled).
     pub admin_token: Option<Secret>,
-    /// Tenants, in name order; [`ClientKey::tenant`] indexes this.
+    /// Tenants, in name order, each with its [`TenantConfig::id`].
     pub tenants: Vec<TenantConfig>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
@@ -478,6 +493,24 @@ impl GatewayConfig {
             .map(|(i, r)| (RouteId(i as u16), r.name.as_str()))
     }
 
+    /// Gives each tenant the id `id_of(name)` (called once per tenant) and points every
+    /// client at its tenant's new id (a running gateway keeps ids stable across reloads this
+    /// way). A client whose tenant is not in [`GatewayConfig::tenants`] (only possible in a
+    /// config edited after validation) keeps its id.
+    pub fn assign_tenant_ids(&mut self, mut id_of: impl FnMut(&str) -> TenantId) {
+        let mut renumbered = HashMap::new();
+        for t in &mut self.tenants {
+            let new = id_of(&t.name);
+            renumbered.insert(t.id, new);
+            t.id = new;
+        }
+        let renumber = |c: &mut ClientKey| {
+            c.tenant = renumbered.get(&c.tenant).copied().unwrap_or(c.tenant);
+        };
+        self.clients.values_mut().for_each(renumber);
+        self.client_certs.clients_mut().for_each(renumber);
+    }
+
     /// The `route` metric labels: each cached route's template, then `passthrough`, then
     /// `unmatched` (see [`RouteKind::index`]).
     pub fn route_labels(&self) -> Vec<String> {
@@ -506,6 +539,8 @@ pub struct ClientKey {
     pub digest: [u8; 32],
     /// The TLS client certificate this client must also present (`None`: none).
     pub cert: Option<crate::tls::CertIdentity>,
+    /// Its claim on the tenant's credit reserve.
+    pub priority: Priority,
 }
 
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
@@ -660,9 +695,14 @@ impl RawConfig {
 
         let redis = self.redis.validate()?;
 
+        if self.tenants.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("tenants", "", "too many tenants"));
+        }
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
-            tenants.push(validate_tenant(name, t)?);
+            let mut tenant = validate_tenant(name, t)?;
+            tenant.id = TenantId(tenants.len() as u16);
+            tenants.push(tenant);
         }
 
         let mut state_files = std::collections::HashSet::new();
@@ -784,6 +824,7 @@ impl RawConfig {
                 routes,
                 digest,
                 cert: cert.clone(),
+                priority: c.priority,
             };
             if key_less {
                 if let Some(id) = cert

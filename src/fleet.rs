@@ -37,8 +37,8 @@
 //!
 //! # Keys
 //! All under `key_prefix`, all with a Redis TTL: `l2:{key}`, `gen:{tenant}:{group}`, `gen-all:{tenant}`,
-//! `lock:{key}`, `sem:{tenant}`, `tok:{tenant}`, `tok-lease:{tenant}`, `grants:{tenant}`,
-//! `lockout:{tenant}` (generation counters excepted: one small integer per tenant and group).
+//! `lock:{key}`, `sem:{tenant}`, `tok:{scope}`, `tok-lease:{scope}`, `grants:{scope}`,
+//! `lockout:{scope}` (`{scope}`: [`TenantConfig::identity_scope`](crate::config::TenantConfig::identity_scope)) (generation counters excepted: one small integer per tenant and group).
 //! No key, value or message holds an access token, refresh token or client secret in clear.
 //! Single-instance Redis (or a primary behind Sentinel); Redis Cluster is not supported.
 

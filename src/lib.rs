@@ -37,6 +37,7 @@ pub mod canonical;
 pub mod clock;
 pub mod coalesce;
 pub mod config;
+pub mod credits;
 pub mod demo;
 pub mod error;
 pub mod fleet;
@@ -182,16 +183,7 @@ impl App {
             },
             shutdown.clone(),
         )));
-        // Pass-through tenants use their clients' tokens: nothing to refresh.
-        for t in gateway
-            .tenants()
-            .iter()
-            .filter(|t| t.config.pass_through_hmac.is_none())
-        {
-            tasks.push(tokio::spawn(
-                t.tokens.clone().run_refresh_ahead(shutdown.child_token()),
-            ));
-        }
+        gateway.start_tenant_tasks();
         // The fleet tier (with `[redis]`): Redis connection, events, L1 invalidation. It stops
         // with the other background tasks, after the proxy has drained.
         if gateway.fleet().is_some() {
@@ -257,24 +249,73 @@ impl Running {
         self.admin_addr
     }
 
-    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]), and
-    /// the new `[server.tls]` certificate, key and client CA: new connections handshake with
-    /// them, open connections finish with what they negotiated. Switching TLS on or off needs a
-    /// restart (logged).
+    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]: tenants
+    /// added, removed and changed live), and the new `[server.tls]` certificate, key and client
+    /// CA: new connections handshake with them, open connections finish with what they
+    /// negotiated. Switching TLS on or off needs a restart (logged). Logs one line (what
+    /// changed, or why nothing did) and counts `zoho_gateway_config_reloads_total{result}`.
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
-    pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
-        let tls = config.tls.clone();
-        self.gateway.reload(config)?;
-        match (&self.tls, &tls) {
-            (Some(acceptor), Some(settings)) => acceptor.replace(settings),
-            (None, None) => {}
-            _ => tracing::warn!(
-                "[server.tls] switched on or off: the listener changes after a restart"
-            ),
+    pub fn reload(
+        &self,
+        config: GatewayConfig,
+    ) -> Result<gateway::ReloadSummary, gateway::ReloadError> {
+        self.apply(Ok(config))
+    }
+
+    /// Loads `path` (plus `ZOHO_GATEWAY_*` environment overrides, as at start-up), validates
+    /// it and applies it as [`Running::reload`] does (what SIGHUP runs). An invalid file is
+    /// refused, logged and counted (`result="invalid"`); the old configuration stays.
+    ///
+    /// # Errors
+    /// Why the new configuration was refused.
+    pub fn reload_file(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<gateway::ReloadSummary, gateway::ReloadError> {
+        self.apply(config::RawConfig::load(path).and_then(|raw| raw.validate()))
+    }
+
+    fn apply(
+        &self,
+        config: Result<GatewayConfig, config::ConfigError>,
+    ) -> Result<gateway::ReloadSummary, gateway::ReloadError> {
+        let result = config
+            .map_err(gateway::ReloadError::Invalid)
+            .and_then(|config| {
+                let tls = config.tls.clone();
+                let summary = self.gateway.reload(config)?;
+                match (&self.tls, &tls) {
+                    (Some(acceptor), Some(settings)) => acceptor.replace(settings),
+                    (None, None) => {}
+                    _ => tracing::warn!(
+                        "[server.tls] switched on or off: the listener changes after a restart"
+                    ),
+                }
+                Ok(summary)
+            });
+        let metrics = self.gateway.metrics();
+        match &result {
+            Ok(s) => {
+                metrics.record_reload("applied");
+                tracing::info!(
+                    added = ?s.added,
+                    removed = ?s.removed,
+                    changed = ?s.changed,
+                    new_identity = ?s.new_identity,
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                metrics.record_reload(e.result());
+                tracing::error!(
+                    error = %telemetry::ErrorChain(e),
+                    "reload refused; keeping the current configuration"
+                );
+            }
         }
-        Ok(())
+        result
     }
 
     /// The shared gateway state (metrics, cache, tenants).
@@ -299,6 +340,7 @@ impl Running {
         let _ = self.proxy.await;
         stopper.abort();
         self.shutdown.cancel();
+        self.gateway.stop_tenant_tasks().await;
         for t in self.tasks {
             let _ = t.await;
         }

@@ -26,6 +26,7 @@
 //! bounded (`cache.max_waiters`, the tenant's `max_waiters`; beyond: 503 with `Retry-After`).
 
 mod auth;
+mod credit;
 mod passthrough;
 mod respond;
 mod shared;
@@ -43,7 +44,7 @@ use tokio::time::Instant;
 use crate::cache::{BypassReason, CachePhase, CachedResponse, Conditions, Lifetimes, Lookup};
 use crate::canonical::{self, CacheKey, Canonical, KeyScope};
 use crate::coalesce::{FlightError, Role};
-use crate::config::{ClientKey, GatewayConfig, TenantId, key_digest};
+use crate::config::{ClientKey, GatewayConfig, Priority, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
 use crate::fleet::Fleet;
 use crate::gateway::{Tenant, jitter};
@@ -100,6 +101,8 @@ struct RequestCtx {
     /// Blame of the gateway error the request ended with, if any.
     error: Option<Blame>,
     tenant: Option<TenantId>,
+    /// The client's claim on the tenant's credit reserve.
+    priority: Priority,
     /// Credits one upstream call of the route costs (what an answer without one saves).
     credits: u32,
     peer: std::net::IpAddr,
@@ -119,6 +122,7 @@ impl RequestCtx {
             forwarded_for: HeaderValue::from_str(&self.peer.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             request_id: self.request_id.clone(),
+            priority: self.priority,
             external: self.external.clone(),
         }
     }
@@ -183,6 +187,7 @@ impl Gateway {
                 phase: CachePhase::Uncached,
                 error: None,
                 tenant: None,
+                priority: Priority::Normal,
                 credits: 1,
                 peer: peer.ip(),
                 request_id: request_id.clone(),
@@ -251,6 +256,7 @@ impl Gateway {
                 let auth =
                     self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
+                ctx.priority = auth.client.priority;
                 return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
             }
         }
@@ -270,6 +276,7 @@ impl Gateway {
                 RouteKind::Passthrough,
             )?;
             ctx.tenant = Some(auth.client.tenant);
+            ctx.priority = auth.client.priority;
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
@@ -333,7 +340,7 @@ impl Gateway {
             tenant,
             key: canonical::cache_key(
                 &KeyScope {
-                    tenant: &self.tenant(tenant).config.name,
+                    tenant: &self.tenant(tenant).cache_scope,
                     credential: auth.partition.as_ref(),
                     method: policy.method.as_str(),
                     version: m.version,
@@ -403,8 +410,14 @@ impl Gateway {
             stale,
             conditions,
         } = miss;
+        // Under the credit reserve, a normal-priority client starts no upstream call (it may
+        // still join one under way): the stale entry, or a 429.
+        if let Some(answer) = self.reserve_miss(target, &call, stale.as_ref(), conditions, ctx) {
+            return answer;
+        }
         ctx.phase = CachePhase::Miss;
-        let waiting = self.wait_permit(self.tenant(target.tenant))?;
+        let tenant = self.tenant(target.tenant);
+        let waiting = self.wait_permit(&tenant)?;
         let fetch = self.fetcher(target, &call, !directives.no_cache);
         let wait = cfg
             .coalesce_timeout
@@ -493,7 +506,7 @@ impl Gateway {
 
     /// Starts one background refresh for `target` unless a flight for it is already running.
     fn revalidate_in_background(self: &Arc<Self>, target: &Target<'_>, call: &CallCtx) {
-        if self.flights.waiters(&target.key) > 0 {
+        if self.flights.waiters(&target.key) > 0 || !self.may_spend(target.tenant, call) {
             return;
         }
         let flights = self.flights.clone();

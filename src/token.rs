@@ -93,7 +93,7 @@ impl AccessToken {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
     current: Option<Arc<AccessToken>>,
     generation: u64,
@@ -336,6 +336,26 @@ impl TokenManager {
             refresh_lock: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             fleet,
+        }
+    }
+
+    /// A manager for the same credentials with new token settings (`refresh_margin`,
+    /// `token_timeout`, the budget, the lockout, the state file): it carries this one's state —
+    /// the current token, the recent grant times and any hold — so a settings change spends no
+    /// grant and forgets no lockout. (Grants this manager makes afterwards, for requests still
+    /// under way, are not counted in the successor's budget.)
+    pub fn with_settings(&self, tenant: Arc<TenantConfig>) -> Self {
+        let state = self.lock().clone();
+        TokenManager {
+            lockout_gauge: self.lockout_gauge.clone(),
+            tenant,
+            upstream: self.upstream.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            state: Mutex::new(state),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+            fleet: self.fleet.clone(),
         }
     }
 

@@ -53,6 +53,9 @@ pub enum CachePhase {
     /// Served an expired entry because the upstream failed or the key is held after a failure
     /// (RFC 5861 §4).
     StaleIfError,
+    /// Served an expired entry because the tenant is under its credit reserve and the client
+    /// may not spend it (`priority` not `high`); no upstream call.
+    StaleCreditReserve,
     /// The key is held after a recent upstream failure and no entry can stand in: that failure
     /// is answered again, with `Retry-After`; no upstream call.
     Held,
@@ -127,7 +130,12 @@ impl CachePhase {
     pub fn outcome(self, error: Option<Blame>) -> Outcome {
         match (self, error) {
             (CachePhase::Fresh | CachePhase::SharedHit, _) => Outcome::Hit,
-            (CachePhase::StaleWhileRevalidate | CachePhase::StaleIfError, _) => Outcome::Stale,
+            (
+                CachePhase::StaleWhileRevalidate
+                | CachePhase::StaleIfError
+                | CachePhase::StaleCreditReserve,
+                _,
+            ) => Outcome::Stale,
             (CachePhase::Held, _) => Outcome::Held,
             (CachePhase::Bypass(_), _) => Outcome::Bypass,
             (CachePhase::Uncached, None | Some(Blame::Client)) => Outcome::Rejected,
@@ -143,6 +151,7 @@ impl CachePhase {
         match self {
             CachePhase::StaleWhileRevalidate => Some("stale-while-revalidate"),
             CachePhase::StaleIfError => Some("stale-if-error"),
+            CachePhase::StaleCreditReserve => Some("credit-reserve"),
             CachePhase::Held => Some("upstream-hold"),
             CachePhase::SharedHit => Some("shared"),
             CachePhase::Bypass(reason) => Some(reason.as_str()),
@@ -165,7 +174,8 @@ impl CachePhase {
             CachePhase::Fresh
             | CachePhase::SharedHit
             | CachePhase::StaleWhileRevalidate
-            | CachePhase::StaleIfError => {
+            | CachePhase::StaleIfError
+            | CachePhase::StaleCreditReserve => {
                 s.push_str("; hit");
             }
             CachePhase::Miss => s.push_str("; fwd=miss"),
@@ -235,6 +245,7 @@ mod tests {
         assert_eq!(P::Fresh.outcome(None), Outcome::Hit);
         assert_eq!(P::SharedHit.outcome(None), Outcome::Hit);
         assert_eq!(P::StaleIfError.outcome(None), Outcome::Stale);
+        assert_eq!(P::StaleCreditReserve.outcome(None), Outcome::Stale);
         assert_eq!(P::Miss.outcome(Some(Blame::Upstream)), Outcome::Error);
         assert_eq!(P::Collapsed.outcome(None), Outcome::Collapsed);
         assert_eq!(

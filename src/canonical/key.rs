@@ -8,7 +8,9 @@ use super::{CanonicalQuery, ParamKind, ParamSpec, UnknownParams, Value};
 /// Who asks and where: the request properties outside the query string that enter the key.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyScope<'a> {
-    /// The gateway's tenant name (pins one Zoho org and data centre).
+    /// The tenant's identity scope, [`crate::config::TenantConfig::identity_scope`]: its name
+    /// and a fingerprint of its API host and credentials (pins one Zoho org, data centre and
+    /// token owner).
     pub tenant: &'a str,
     /// A 32-byte digest of the caller's credential when answers may differ per credential;
     /// `None` when the tenant's shared token answers for everybody. Never the raw token.

@@ -359,3 +359,100 @@ fn bad_route_entries_name_their_key() {
     );
     assert!(unknown.is_err());
 }
+
+/// Zoho's API-limits page: 50,000 + licences × per-licence rate + add-ons, capped per edition;
+/// Free is 5,000 flat.
+#[test]
+fn edition_credit_allowances_follow_zohos_table() {
+    assert_eq!(Edition::Free.credit_allowance(100, 0), 5_000);
+    assert_eq!(Edition::Standard.credit_allowance(10, 0), 52_500);
+    assert_eq!(
+        Edition::Standard.credit_allowance(1_000, 0),
+        100_000,
+        "capped"
+    );
+    assert_eq!(Edition::Professional.credit_allowance(10, 1_000), 56_000);
+    assert_eq!(Edition::Enterprise.credit_allowance(100, 0), 150_000);
+    assert_eq!(Edition::Enterprise.credit_allowance(10_000, 0), 5_000_000);
+    assert_eq!(Edition::Ultimate.credit_allowance(10_000, 0), 20_050_000);
+    let concurrency = [Edition::Free, Edition::Ultimate].map(Edition::concurrency_limit);
+    assert_eq!(concurrency, [5, 25]);
+}
+
+#[test]
+fn credit_settings_and_client_priority() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        let load = |extra: &str| {
+            RawConfig::from_toml_str(&MINIMAL.replace(
+                "[clients.reporting]",
+                &format!("{extra}\n[clients.reporting]"),
+            ))
+            .unwrap()
+            .validate()
+        };
+        let t = |cfg: &GatewayConfig| cfg.tenants[0].clone();
+        // Unknown without licences (a guess could start the reserve early).
+        assert_eq!(t(&load("").unwrap()).credit_allowance, None);
+        let cfg =
+            load("edition = \"professional\"\nuser_licenses = 10\ncredit_reserve = 5000").unwrap();
+        assert_eq!(t(&cfg).credit_allowance, Some(55_000));
+        assert_eq!(t(&cfg).credit_reserve, Some(5_000));
+        assert_eq!(t(&cfg).max_concurrency, 15);
+        assert_eq!(
+            t(&load("edition = \"free\"").unwrap()).credit_allowance,
+            Some(5_000)
+        );
+        assert_eq!(
+            t(&load("user_licenses = 10\ndaily_credits = 777").unwrap()).credit_allowance,
+            Some(777),
+            "an explicit figure wins"
+        );
+        let err = load("daily_credits = 100\ncredit_reserve = 100")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenants.acme.credit_reserve"), "{err}");
+        let err = load("daily_credits = 0").unwrap_err().to_string();
+        assert!(err.contains("tenants.acme.daily_credits"), "{err}");
+
+        let client = |text: &str| {
+            RawConfig::from_toml_str(&format!("{MINIMAL}\n{text}")).and_then(|raw| raw.validate())
+        };
+        let cfg = client("priority = \"high\"").unwrap();
+        assert!(cfg.clients.values().all(|c| c.priority == Priority::High));
+        let cfg = client("").unwrap();
+        assert!(cfg.clients.values().all(|c| c.priority == Priority::Normal));
+        let err = client("priority = \"urgent\"").unwrap_err().to_string();
+        assert!(err.contains("priority") && err.contains("urgent"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn tenant_ids_can_be_reassigned_with_their_clients() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        let text = MINIMAL.replace(
+            "[clients.reporting]",
+            "[tenants.beta]\nclient_id = \"y\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n\
+             [clients.b]\ntenant = \"beta\"\nkey = \"beta-key\"\n[clients.reporting]",
+        );
+        let mut cfg = RawConfig::from_toml_str(&text).unwrap().validate().unwrap();
+        let ids = |cfg: &GatewayConfig| cfg.tenants.iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(&cfg), [TenantId(0), TenantId(1)]);
+        cfg.assign_tenant_ids(|name| {
+            if name == "acme" {
+                TenantId(7)
+            } else {
+                TenantId(3)
+            }
+        });
+        assert_eq!(ids(&cfg), [TenantId(7), TenantId(3)]);
+        let of = |key: &str| cfg.clients[&key_digest(key.as_bytes())].tenant;
+        assert_eq!(
+            (of("plain-client-key"), of("beta-key")),
+            (TenantId(7), TenantId(3))
+        );
+        Ok(())
+    });
+}

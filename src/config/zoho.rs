@@ -119,6 +119,28 @@ impl Edition {
             Edition::Ultimate => 25,
         }
     }
+
+    /// API credits per rolling 24 h for `licenses` user licences and `addon` add-on credits,
+    /// after Zoho's "API limits" page (developer docs v4 and later,
+    /// <https://www.zoho.com/crm/developer/docs/api/v4/api-limits.html>): Free 5,000 flat;
+    /// otherwise 50,000 + licences × (Standard 250, Professional 500, Enterprise 1,000,
+    /// Ultimate 2,000) + add-ons, capped at the edition's maximum (Standard 100,000,
+    /// Professional 3,000,000, Enterprise 5,000,000, Ultimate none). Older pages give lower
+    /// bases (5,000 / 10,000 / 15,000): where the organisation's figure differs, set
+    /// `daily_credits`.
+    pub fn credit_allowance(self, licenses: u32, addon: u64) -> u64 {
+        let (per_licence, max) = match self {
+            Edition::Free => return 5_000,
+            Edition::Standard => (250, Some(100_000)),
+            Edition::Professional => (500, Some(3_000_000)),
+            Edition::Enterprise => (1_000, Some(5_000_000)),
+            Edition::Ultimate => (2_000, None),
+        };
+        let allowed = 50_000u64
+            .saturating_add(u64::from(licenses).saturating_mul(per_licence))
+            .saturating_add(addon);
+        max.map_or(allowed, |m| allowed.min(m))
+    }
 }
 
 impl DataCentre {

@@ -28,6 +28,7 @@ impl Recorder {
                 gw.metrics.record_stale_served("stale-while-revalidate");
             }
             CachePhase::StaleIfError => gw.metrics.record_stale_served("stale-if-error"),
+            CachePhase::StaleCreditReserve => gw.metrics.record_stale_served("credit-reserve"),
             _ => {}
         }
         match outcome {
@@ -36,7 +37,7 @@ impl Recorder {
             _ => 0,
         };
         let tenant = ctx.tenant.map(|id| gw.tenant(id));
-        if let Some(t) = tenant {
+        if let Some(t) = &tenant {
             t.metrics.record_outcome(outcome, u64::from(ctx.credits));
         }
         tracing::info!(
@@ -46,7 +47,7 @@ impl Recorder {
             route = gw.metrics.route_label(ctx.route),
             status,
             outcome = outcome.as_str(),
-            tenant = tenant.map_or("", |t| t.config.name.as_str()),
+            tenant = tenant.as_ref().map_or("", |t| t.config.name.as_str()),
             duration_us = took.as_micros() as u64,
             upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
         );

@@ -24,6 +24,8 @@ pub(super) struct CallCtx {
     pub(super) forwarded_for: HeaderValue,
     pub(super) request_id: HeaderValue,
     pub(super) external: Option<HeaderValue>,
+    /// The client's claim on the tenant's credit reserve.
+    pub(super) priority: Priority,
 }
 
 /// One upstream request to make.
@@ -111,7 +113,7 @@ impl Gateway {
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let t = self.tenant(tenant);
+        let t = &*self.tenant(tenant);
         let up = Upcall {
             route,
             method,
@@ -289,10 +291,11 @@ impl Gateway {
             result.as_ref().ok().map(|r| r.status.as_u16()),
             started.elapsed(),
         );
-        if let Ok(r) = &result
-            && let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body)
-        {
-            t.metrics.record_throttled(code);
+        if let Ok(r) = &result {
+            if let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body) {
+                t.metrics.record_throttled(code);
+            }
+            self.record_credits(t, up.route, r);
         }
         result
     }

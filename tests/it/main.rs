@@ -5,6 +5,7 @@
 mod caching;
 mod canonical_meaning;
 mod count_endpoint;
+mod credits;
 mod criteria_meaning;
 mod demo;
 mod fleet;
@@ -14,6 +15,7 @@ mod hot_reads;
 mod lifecycle;
 mod metrics;
 mod reads;
+mod reload;
 mod routes;
 mod secrets;
 mod support;

@@ -294,9 +294,24 @@ impl Expiry<CacheKey, Arc<Hold>> for HoldExpiry {
     }
 }
 
-/// Bound on keys held at once (each hold is small; a storm of distinct failing keys evicts
-/// the oldest holds, which only means an earlier retry).
-const MAX_HOLDS: u64 = 100_000;
+impl Hold {
+    /// Bytes this hold accounts for: the held upstream answer's weight
+    /// ([`CachedResponse::weight`]) or, for a gateway error, [`ENTRY_OVERHEAD`] and the key.
+    pub fn weight(&self) -> u32 {
+        match &self.answer {
+            Ok(r) => r.weight(),
+            Err(_) => ENTRY_OVERHEAD + 32,
+        }
+    }
+}
+
+/// The byte bound of the holds: a sixteenth of `cache.max_bytes`, at least 1 MiB. Held upstream
+/// answers (a failing Zoho's 5xx and 429 bodies, up to `max_body_bytes` each) are weighed like
+/// entries, so a storm of distinct failing keys evicts the least-used holds (which only means
+/// an earlier retry) instead of growing memory past the bound.
+pub fn hold_bytes(max_bytes: u64) -> u64 {
+    (max_bytes / 16).max(1 << 20)
+}
 
 /// moka's per-entry expiry: the end of the entry's last stale window, or `keep` after its
 /// insertion if that is sooner.
@@ -372,7 +387,8 @@ impl ResponseCache {
         }
         let inner = builder.build();
         let holds = moka::sync::Cache::builder()
-            .max_capacity(MAX_HOLDS)
+            .max_capacity(hold_bytes(max_bytes))
+            .weigher(|_k: &CacheKey, h: &Arc<Hold>| h.weight())
             .expire_after(HoldExpiry)
             .support_invalidation_closures()
             .build();
@@ -608,6 +624,32 @@ mod tests {
         assert!(cache.get(&theirs).await.is_some());
         cache.invalidate_where(None, Some(&[RouteId(0)]));
         assert!(cache.get(&theirs).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn holds_are_bounded_in_bytes_not_only_in_count() {
+        // A failing Zoho's bodies (64 KiB each) on 1 000 distinct keys: 64 MiB offered to a
+        // cache of 4 MiB, whose holds may take 1 MiB.
+        let max = 4 << 20;
+        let cache = ResponseCache::new(max, None);
+        let body = vec![b'e'; 64 * 1024];
+        let now = Instant::now();
+        for i in 0..1000u64 {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&i.to_le_bytes());
+            cache.hold(
+                CacheKey(k),
+                now,
+                Duration::from_secs(60),
+                (TenantId(0), RouteId(0), 0),
+                Ok(response(&body, Duration::from_secs(60))),
+            );
+        }
+        cache.holds.run_pending_tasks();
+        let held = cache.holds.weighted_size();
+        assert!(held <= hold_bytes(max), "{held} > {}", hold_bytes(max));
+        assert!(cache.holds.entry_count() > 0, "recent holds are kept");
+        assert!(cache.holds.entry_count() < 1000);
     }
 
     #[tokio::test]

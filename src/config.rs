@@ -543,6 +543,58 @@ pub struct ClientKey {
     pub priority: Priority,
 }
 
+/// Last segments of the config keys that hold secrets (their [`SecretSource`]s).
+const SECRET_KEYS: &[&str] = &[
+    "client_secret",
+    "refresh_token",
+    "key",
+    "token",
+    "url",
+    "token_encryption_key",
+    "hmac_secret",
+    "password",
+];
+
+/// figment's load error without secrets: a TOML syntax error's source excerpt (the lines
+/// `337 | client_secret = "…" oops` and its caret line) is dropped, keeping the position and
+/// the reason; a value quoted in a type or value error of a secret key (see [`SECRET_KEYS`])
+/// is replaced by `[redacted]`. Every other value stays, so the error still names the key
+/// and the bad value.
+fn redact_load_error(e: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    let redacted = |mut e: figment::Error| {
+        let secret = e
+            .path
+            .last()
+            .is_some_and(|k| SECRET_KEYS.contains(&k.as_str()));
+        e.kind = match e.kind {
+            Kind::Message(m) => Kind::Message(
+                m.lines()
+                    .filter(|l| {
+                        !l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
+                            .starts_with('|')
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Kind::InvalidType(Actual::Str(_) | Actual::Bytes(_), exp) if secret => {
+                Kind::InvalidType(Actual::Other(REDACTED.into()), exp)
+            }
+            Kind::InvalidValue(Actual::Str(_) | Actual::Bytes(_), exp) if secret => {
+                Kind::InvalidValue(Actual::Other(REDACTED.into()), exp)
+            }
+            other => other,
+        };
+        e
+    };
+    let errors: Vec<figment::Error> = e.into_iter().map(redacted).collect();
+    errors
+        .into_iter()
+        .rev()
+        .reduce(|older, newer| older.chain(newer))
+        .unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
+}
+
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
 pub fn key_digest(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
@@ -576,7 +628,7 @@ impl RawConfig {
         figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
-            .map_err(|e| ConfigError::Load(Box::new(e)))
+            .map_err(|e| ConfigError::Load(Box::new(redact_load_error(e))))
     }
 
     /// Validates and freezes: resolves secrets, data centres, addresses.

@@ -126,7 +126,11 @@ impl Conditions {
         let (value, None) = (ims.next()?, ims.next()) else {
             return None;
         };
-        parse_date(value.to_str().ok()?.trim()).map(Conditions::IfModifiedSince)
+        // A date later than now is invalid (RFC 7232 §3.3; RFC 9110 §13.1.3 reads it in the
+        // server's clock): ignored, so a client's clock ahead of ours cannot pin its copy.
+        parse_date(value.to_str().ok()?.trim())
+            .filter(|since| *since <= unix_seconds(SystemTime::now()))
+            .map(Conditions::IfModifiedSince)
     }
 
     /// Whether an entry with `validators` satisfies the client's copy: `304 Not Modified`.
@@ -221,6 +225,14 @@ mod tests {
             Some(false)
         );
         assert_eq!(check(&[]), None);
+    }
+
+    #[test]
+    fn a_future_if_modified_since_is_ignored() {
+        let h = headers(&[("if-modified-since", "Thu, 01 Jan 2099 00:00:00 GMT")]);
+        assert_eq!(Conditions::from_headers(&h), None);
+        let h = headers(&[("if-modified-since", "2099-01-01T00:00:00+00:00")]);
+        assert_eq!(Conditions::from_headers(&h), None);
     }
 
     #[test]

@@ -456,3 +456,16 @@ fn tenant_ids_can_be_reassigned_with_their_clients() {
         Ok(())
     });
 }
+
+#[test]
+fn a_toml_syntax_error_names_the_line_but_never_prints_it() {
+    // A typo on a secret's line: the TOML parser quotes the line in its message.
+    let text = MINIMAL.replace(
+        "client_secret = \"s3cr3t-client\"",
+        "client_secret = \"s3cr3t-client\" oops",
+    );
+    assert_ne!(text, MINIMAL);
+    let err = RawConfig::from_toml_str(&text).unwrap_err().to_string();
+    assert!(!err.contains("s3cr3t-client"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+}

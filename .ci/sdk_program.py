@@ -74,12 +74,14 @@ def main():
     response = ModulesOperations().get_modules()
     modules = body("get_modules", response, "get_modules").get_modules()
     out["modules"] = [m.get_api_name() for m in modules]
+    fetched = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
-    # The SDK's hourly metadata check: modules with If-Modified-Since (a datetime, which the
-    # SDK sends in ISO-8601). Nothing changed since: Zoho answers 304 Not Modified.
+    # The SDK's periodic metadata check: modules again with If-Modified-Since = when it last
+    # read them (a datetime, which the SDK sends in ISO-8601). Nothing changed since: 304 Not
+    # Modified. (A fixed date would not do: where Zoho sends no Last-Modified the gateway's is
+    # when it stored the answer, and a date in the future is invalid, RFC 9110 §13.1.3.)
     headers = HeaderMap()
-    headers.add(GetModulesHeader.if_modified_since,
-                datetime.datetime(2030, 1, 1, tzinfo=datetime.timezone.utc))
+    headers.add(GetModulesHeader.if_modified_since, fetched)
     response = ModulesOperations().get_modules(header_instance=headers)
     out["modules_if_modified_since"] = response.get_status_code() if response is not None else None
 

@@ -26,6 +26,7 @@ const SCOPE: KeyScope<'static> = KeyScope {
     method: "GET",
     version: "v7",
     route: "/settings/user_groups/actions/associated_users_count",
+    external: None,
 };
 
 fn pct(s: &str) -> String {

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (ready to
+//! The admin listener: `/metrics` (Prometheus text; cache sizes and credit gauges sampled at
+//! scrape), `/healthz` (alive), `/readyz` (ready to
 //! serve: not draining, no tenant failing to get a token, and a token obtained or a cached answer
 //! available), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
 //! digests of the presented and configured tokens compared in constant time, so neither the
@@ -49,6 +50,11 @@ pub async fn handle<B>(gw: Arc<Gateway>, req: Request<B>) -> Response<Body> {
                 .set(i64::try_from(gw.cache().entry_count()).unwrap_or(i64::MAX));
             m.cache_bytes
                 .set(i64::try_from(gw.cache().weighted_size()).unwrap_or(i64::MAX));
+            // The credit window slides with time: sample it now.
+            for t in gw.tenants() {
+                let snap = t.credits.snapshot(t.config.credit_allowance);
+                m.set_credits(&t.config.name, snap, t.config.credit_reserve);
+            }
             text(
                 StatusCode::OK,
                 m.render(),
@@ -157,10 +163,9 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                     }
                 }
             }
-            gw.invalidate(
-                tenant,
-                route.as_ref().map(|(id, _)| std::slice::from_ref(id)),
-            );
+            // Here, and with a fleet tier on every replica and in L2.
+            gw.purge_everywhere(tenant, route.as_ref().map(|(id, _)| *id))
+                .await;
             let name = tenant.map(|id| gw.tenant(id).config.name.clone());
             let route = route.map(|(_, name)| name);
             tracing::info!(tenant = ?name, route = ?route, "cache purged by admin");
@@ -187,7 +192,8 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 
 /// Ready when not draining, no tenant is failing to get a token (its grants held back after a
 /// failure: every miss of that tenant would get a 503), and every other tenant has a valid
-/// token or the cache can answer.
+/// token or the cache can answer. With a fleet tier, a last line says whether Redis is
+/// available (it never makes the replica unready).
 fn readiness(gw: &Gateway) -> (bool, String) {
     if gw.is_draining() {
         return (false, "draining".into());
@@ -224,6 +230,10 @@ fn readiness(gw: &Gateway) -> (bool, String) {
             TokenHealth::Missing => ready &= cache_has_entries,
         }
         lines.push(format!("tenant {}: {state}", t.config.name));
+    }
+    // Redis never makes a replica unready: it falls back to single-node behaviour.
+    if let Some(fleet) = gw.fleet() {
+        lines.push(fleet.readiness_detail().to_owned());
     }
     if ready {
         lines.insert(0, "ready".into());

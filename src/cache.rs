@@ -1,8 +1,9 @@
 //! The response cache: a moka future cache bounded in **bytes**, keyed by
 //! [`CacheKey`](crate::canonical::CacheKey).
 //!
-//! - **Weight** of an entry = key (32) + body + stored headers + a fixed per-entry overhead
-//!   ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
+//! - **Weight** of an entry = key (32) + body + stored headers + validators (their bytes and
+//!   `HeaderValue`s, [`Validators::weight`]) + a fixed per-entry
+//!   overhead ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
 //!   maintenance, which [`ResponseCache::run_maintenance`] also runs on a timer so the bound holds
 //!   under write bursts.
 //! - **Freshness** is judged by the gateway with its [`Clock`](crate::clock::Clock) (tokio's, so
@@ -24,10 +25,15 @@
 //!   owned here, per key, and dropped with their tenant's entries on invalidation.
 //! - **Lookup** answers one typed value ([`Lookup`]); the request path turns it into a
 //!   [`CachePhase`], from which `Cache-Status`, the metric and the log outcome are derived.
+//! - **Validators**: every entry carries an `ETag` and a `Last-Modified` ([`Validators`]: Zoho's,
+//!   or derived from the body and the time of receipt), against which a client's
+//!   `If-None-Match` / `If-Modified-Since` ([`Conditions`]) is answered `304` (RFC 9110 §13).
 //! - The cache fails open: nothing here returns an error; a miss just means an upstream call.
 
+mod conditional;
 mod phase;
 
+pub use conditional::{Conditions, Validators};
 pub use phase::{BypassReason, CACHE_NAME, CachePhase, Outcome};
 
 use std::sync::Arc;
@@ -76,6 +82,8 @@ pub struct CachedResponse {
     /// Body bytes: an exact-size buffer of its own (see the module doc), shared, never copied
     /// on hits.
     pub body: Bytes,
+    /// `ETag` / `Last-Modified`: Zoho's when sent, else derived (see [`Validators`]).
+    pub validators: Validators,
     /// When the upstream response arrived.
     pub stored_at: Instant,
     /// `Age` the upstream reported, seconds (RFC 9111 §5.1), 0 when absent.
@@ -88,8 +96,11 @@ pub struct CachedResponse {
     pub stale_if_error: Duration,
     /// Its tenant (for per-tenant invalidation).
     pub tenant: TenantId,
-    /// Its route (for per-route purge and invalidation groups).
+    /// Its route (for per-route purge).
     pub route: RouteId,
+    /// Its resolved invalidation group ([`crate::route::group_hash`] of e.g. `records:leads`),
+    /// for write-through invalidation; 0 until [`CachedResponse::with_group`].
+    pub group: u64,
 }
 
 /// Where an entry stands at some instant.
@@ -137,9 +148,11 @@ impl CachedResponse {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let validators = Validators::new(&resp.headers, &resp.body, std::time::SystemTime::now());
         CachedResponse {
             status: resp.status,
             headers,
+            validators,
             body: Bytes::copy_from_slice(&resp.body),
             stored_at,
             upstream_age,
@@ -148,7 +161,14 @@ impl CachedResponse {
             stale_if_error: lifetimes.stale_if_error,
             tenant,
             route,
+            group: 0,
         }
+    }
+
+    /// The entry with its resolved invalidation group (see [`CachedResponse::group`]).
+    pub fn with_group(mut self, group: u64) -> Self {
+        self.group = group;
+        self
     }
 
     /// Where the entry stands at `now`.
@@ -185,7 +205,8 @@ impl CachedResponse {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len())
             .sum();
-        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers;
+        let validators = self.validators.weight();
+        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers + validators;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 
@@ -230,6 +251,8 @@ pub struct Hold {
     pub tenant: TenantId,
     /// Which route (per-route purge).
     pub route: RouteId,
+    /// Its resolved invalidation group (write-through invalidation drops holds too).
+    pub group: u64,
     /// What to answer meanwhile when no stale entry can stand in.
     pub answer: HeldAnswer,
 }
@@ -271,11 +294,30 @@ impl Expiry<CacheKey, Arc<Hold>> for HoldExpiry {
     }
 }
 
-/// Bound on keys held at once (each hold is small; a storm of distinct failing keys evicts
-/// the oldest holds, which only means an earlier retry).
-const MAX_HOLDS: u64 = 100_000;
+impl Hold {
+    /// Bytes this hold accounts for: the held upstream answer's weight
+    /// ([`CachedResponse::weight`]) or, for a gateway error, [`ENTRY_OVERHEAD`] and the key.
+    pub fn weight(&self) -> u32 {
+        match &self.answer {
+            Ok(r) => r.weight(),
+            Err(_) => ENTRY_OVERHEAD + 32,
+        }
+    }
+}
 
-struct PerEntryTtl;
+/// The byte bound of the holds: a sixteenth of `cache.max_bytes`, at least 1 MiB. Held upstream
+/// answers (a failing Zoho's 5xx and 429 bodies, up to `max_body_bytes` each) are weighed like
+/// entries, so a storm of distinct failing keys evicts the least-used holds (which only means
+/// an earlier retry) instead of growing memory past the bound.
+pub fn hold_bytes(max_bytes: u64) -> u64 {
+    (max_bytes / 16).max(1 << 20)
+}
+
+/// moka's per-entry expiry: the end of the entry's last stale window, or `keep` after its
+/// insertion if that is sooner.
+struct PerEntryTtl {
+    keep: Option<Duration>,
+}
 
 impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
     fn expire_after_create(
@@ -284,7 +326,8 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
         value: &Arc<CachedResponse>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(value.ttl + value.stale_while_revalidate.max(value.stale_if_error))
+        let life = value.ttl + value.stale_while_revalidate.max(value.stale_if_error);
+        Some(self.keep.map_or(life, |keep| life.min(keep)))
     }
 }
 
@@ -309,10 +352,21 @@ impl ResponseCache {
     /// A cache whose weighted size stays within `max_bytes` (after maintenance). Evictions are
     /// counted in `evictions` by cause (`expired`, `size`, `explicit`, `replaced`) when given.
     pub fn new(max_bytes: u64, evictions: Option<prometheus::IntCounterVec>) -> Self {
+        Self::with_keep(max_bytes, evictions, None)
+    }
+
+    /// [`ResponseCache::new`] whose entries are also dropped `keep` after their insertion (real
+    /// time) if that comes before the end of their last stale window: the fleet tier's L1 bound
+    /// (`redis.l1_ttl`; the answer stays in L2, with its own times). `None`: no such bound.
+    pub fn with_keep(
+        max_bytes: u64,
+        evictions: Option<prometheus::IntCounterVec>,
+        keep: Option<Duration>,
+    ) -> Self {
         let mut builder = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_k: &CacheKey, v: &Arc<CachedResponse>| v.weight())
-            .expire_after(PerEntryTtl)
+            .expire_after(PerEntryTtl { keep })
             .support_invalidation_closures();
         if let Some(counter) = evictions {
             let by_cause = [
@@ -333,7 +387,8 @@ impl ResponseCache {
         }
         let inner = builder.build();
         let holds = moka::sync::Cache::builder()
-            .max_capacity(MAX_HOLDS)
+            .max_capacity(hold_bytes(max_bytes))
+            .weigher(|_k: &CacheKey, h: &Arc<Hold>| h.weight())
             .expire_after(HoldExpiry)
             .support_invalidation_closures()
             .build();
@@ -374,16 +429,17 @@ impl ResponseCache {
         self.holds.get(key).filter(|h| h.until > now)
     }
 
-    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`.
+    /// Holds `key` for `length` from `now` (nothing for a zero length), answering `answer`;
+    /// `owner` is the tenant, route and resolved group of the key.
     pub fn hold(
         &self,
         key: CacheKey,
         now: Instant,
         length: Duration,
-        tenant: TenantId,
-        route: RouteId,
+        owner: (TenantId, RouteId, u64),
         answer: HeldAnswer,
     ) {
+        let (tenant, route, group) = owner;
         let Some(until) = now.checked_add(length).filter(|_| !length.is_zero()) else {
             return;
         };
@@ -394,6 +450,7 @@ impl ResponseCache {
                 length,
                 tenant,
                 route,
+                group,
                 answer,
             }),
         );
@@ -434,6 +491,22 @@ impl ResponseCache {
         let _ = self
             .holds
             .invalidate_entries_if(move |_k, h| matches(h.tenant, h.route));
+    }
+
+    /// Drops one tenant's entries and holds of one resolved invalidation `group`
+    /// ([`crate::route::group_hash`]); `get` stops returning them at once.
+    pub fn invalidate_group(&self, tenant: TenantId, group: u64) {
+        let _ = self
+            .inner
+            .invalidate_entries_if(move |_k, v| v.tenant == tenant && v.group == group);
+        let _ = self
+            .holds
+            .invalidate_entries_if(move |_k, h| h.tenant == tenant && h.group == group);
+    }
+
+    /// Drops the entry stored under `key`, if any.
+    pub async fn remove(&self, key: &CacheKey) {
+        self.inner.invalidate(key).await;
     }
 
     /// Stores `entry` under `key`, replacing any previous one.
@@ -551,6 +624,32 @@ mod tests {
         assert!(cache.get(&theirs).await.is_some());
         cache.invalidate_where(None, Some(&[RouteId(0)]));
         assert!(cache.get(&theirs).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn holds_are_bounded_in_bytes_not_only_in_count() {
+        // A failing Zoho's bodies (64 KiB each) on 1 000 distinct keys: 64 MiB offered to a
+        // cache of 4 MiB, whose holds may take 1 MiB.
+        let max = 4 << 20;
+        let cache = ResponseCache::new(max, None);
+        let body = vec![b'e'; 64 * 1024];
+        let now = Instant::now();
+        for i in 0..1000u64 {
+            let mut k = [0u8; 32];
+            k[..8].copy_from_slice(&i.to_le_bytes());
+            cache.hold(
+                CacheKey(k),
+                now,
+                Duration::from_secs(60),
+                (TenantId(0), RouteId(0), 0),
+                Ok(response(&body, Duration::from_secs(60))),
+            );
+        }
+        cache.holds.run_pending_tasks();
+        let held = cache.holds.weighted_size();
+        assert!(held <= hold_bytes(max), "{held} > {}", hold_bytes(max));
+        assert!(cache.holds.entry_count() > 0, "recent holds are kept");
+        assert!(cache.holds.entry_count() < 1000);
     }
 
     #[tokio::test]

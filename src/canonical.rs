@@ -8,7 +8,7 @@
 //!
 //! | request property | enters the key as | notes |
 //! |---|---|---|
-//! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the gateway's configured tenant name pins one Zoho org and data centre. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
+//! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the tenant's identity scope (its configured name and a one-way fingerprint of its API host and credentials, [`crate::config::TenantConfig::identity_scope`]) pins one Zoho org, data centre and token owner; new credentials or a new host (a live reload) never meet the old identity's entries. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
 //! | credential identity | [`KeyScope::credential`] (presence byte + 32 bytes) | a digest of the caller's credential when answers may differ per user (user-scoped tokens); `None` when the tenant's own token is used for everybody. Never the raw token: tokens rotate hourly. |
 //! | HTTP method | [`KeyScope::method`] bytes, byte-exact | |
 //! | API version (`v7` in `/crm/v7/...`) | [`KeyScope::version`] bytes, byte-exact | v7 and v8 may answer differently. |
@@ -18,13 +18,25 @@
 //! | `per_page` | `u32`, default `200` filled in | omitting it equals `per_page=200`. |
 //! | every other query parameter | (decoded name, decoded value or "no `=`") pairs, sorted by name, repeated values in request order | kept byte-exact: `a` and `a=` differ, `Page` is not `page`. |
 //! | filter mode ([`FilterMode`]) | one tag byte | semantic and strict keys never collide. |
+//! | `X-EXTERNAL` header | [`KeyScope::external`] (presence byte + length-prefixed bytes), byte-exact | Zoho's external-id lookups: it changes which record an id in the path names. Forwarded upstream as received; more than one is a local 400. |
 //!
-//! Headers do **not** enter the key: `Authorization` is represented by the tenant/credential
-//! identity (the token itself changes every hour and would split every entry); `Accept`,
-//! `Accept-Encoding`, `User-Agent`, `X-Request-Id` and tracing headers do not change the JSON Zoho
-//! returns for this API (the gateway stores the decoded body and encodes per client). Conditional
-//! headers (`If-Modified-Since`, `If-None-Match`) can turn a 200 into a 304: the gateway must answer
-//! them itself from the cached entry or bypass the cache; they are not part of the key.
+//! # Headers
+//!
+//! The rule: a request header enters the key exactly when the gateway forwards it upstream on
+//! a cached route and it can change Zoho's answer. The gateway builds every upstream request's
+//! headers itself, so a header it does not forward cannot change what is stored.
+//!
+//! | header | forwarded | in the key | why |
+//! |---|---|---|---|
+//! | `Authorization`, `X-Gateway-Key` | the tenant's token (or a pass-through client's own) | as tenant / [`KeyScope::credential`] | the token rotates hourly; its owner is what matters. |
+//! | `X-EXTERNAL` | yes | yes ([`KeyScope::external`]) | selects the external-id field an id is read by. |
+//! | `X-CRM-ORG` | no | no | the tenant pins one org; a client cannot select another through the gateway. |
+//! | `X-ZOHO-SDK`, `User-Agent` | no (the gateway sends its own `User-Agent`) | no | per-host SDK metadata; Zoho's JSON does not depend on it. |
+//! | `Accept`, `Accept-Encoding`, `Accept-Language` | no (`Accept: application/json`, identity coding) | no | the stored body is identity-coded JSON, the same for every client. |
+//! | `If-None-Match`, `If-Modified-Since` | no (misses fetch unconditionally) | no | evaluated by the gateway against the stored entry's validator: `304` or the entry (RFC 9110 §13). |
+//! | `Cache-Control`, `Pragma` | no | no | client directives (`no-cache`, `no-store`) act on the lookup, per route policy. |
+//! | `X-Request-Id`, `X-Forwarded-For`, tracing headers | the gateway's own | no | correlation only. |
+//! | `Cookie` and any other header | no | no | not forwarded, so it cannot change the answer. |
 //!
 //! # Decoding, exactly once
 //!
@@ -412,7 +424,8 @@ pub enum InvalidKind {
     NotInEnum,
     /// A parameter Zoho requires is absent (Zoho's `REQUIRED_PARAM_MISSING`).
     RequiredParamMissing,
-    /// Two parameters Zoho refuses together (e.g. `page` and `page_token`).
+    /// Two parameters Zoho refuses together (e.g. `page` and `page_token`): Zoho's
+    /// `AMBIGUITY_DURING_PROCESSING`.
     Conflict,
 }
 
@@ -424,6 +437,9 @@ impl InvalidKind {
     pub fn zoho_code(self) -> &'static str {
         match self {
             InvalidKind::RequiredParamMissing => "REQUIRED_PARAM_MISSING",
+            // Zoho's v8 get-records answer to `page` with `page_token` (or `cvid` with
+            // `sort_by`).
+            InvalidKind::Conflict => "AMBIGUITY_DURING_PROCESSING",
             InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
             InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
             InvalidKind::BadEncoding
@@ -439,8 +455,7 @@ impl InvalidKind {
             | InvalidKind::TooDeep
             | InvalidKind::TooManyCriteria
             | InvalidKind::UnknownParam
-            | InvalidKind::NotInEnum
-            | InvalidKind::Conflict => "INVALID_DATA",
+            | InvalidKind::NotInEnum => "INVALID_DATA",
         }
     }
 
@@ -534,6 +549,8 @@ pub enum ParamKind {
     },
     /// An opaque string (`page_token`, `cvid`, `email`): byte-exact after decoding.
     Opaque,
+    /// Zoho search `criteria` (see the `criteria` section), under these limits.
+    Criteria(CriteriaLimits),
 }
 
 impl ParamKind {
@@ -544,6 +561,7 @@ impl ParamKind {
             ParamKind::Enum { .. } => b'E',
             ParamKind::Set { .. } => b'S',
             ParamKind::Opaque => b'O',
+            ParamKind::Criteria(_) => b'C',
         }
     }
 }
@@ -649,7 +667,7 @@ impl ParamSchema {
                     values.is_empty() || default.as_ref().is_some_and(|d| !values.contains(d))
                 }
                 ParamKind::Set { max_items } => *max_items == 0,
-                ParamKind::Filters(_) | ParamKind::Opaque => false,
+                ParamKind::Filters(_) | ParamKind::Opaque | ParamKind::Criteria(_) => false,
             };
             if bad {
                 return Err(SchemaError::BadRange(p.name.to_string()));
@@ -769,6 +787,7 @@ enum Value {
     /// Sorted, deduplicated items.
     Set(Vec<Box<str>>),
     Str(Box<str>),
+    Criteria(Criteria),
 }
 
 /// The canonical form of one query under a [`ParamSchema`]: every schema parameter's value (in
@@ -917,7 +936,7 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
                 None => Value::Absent,
                 Some(v) => Value::Str(v.into()),
             },
-            ParamKind::Filters(_) => continue,
+            ParamKind::Filters(_) | ParamKind::Criteria(_) => continue,
         };
     }
     for (i, spec) in schema.params.iter().enumerate() {
@@ -925,6 +944,11 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
             && let Some(f) = parts.known[i].take()
         {
             values[i] = Value::Filters(rules.mode, filters::parse(&f, rules)?);
+        }
+        if let ParamKind::Criteria(limits) = &spec.kind
+            && let Some(c) = parts.known[i].take()
+        {
+            values[i] = Value::Criteria(criteria::parse(&c, limits)?);
         }
     }
     for (spec, value) in schema.params.iter().zip(&values) {

@@ -21,10 +21,10 @@ use sha2::{Digest, Sha256};
 use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
 use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
 
-mod datacentre;
 mod routes;
-pub use datacentre::{DataCentre, Environment};
+mod zoho;
 pub use routes::{RawCachedRoute, RawParam};
+pub use zoho::{DataCentre, Edition, Environment};
 mod redis;
 mod secret;
 mod tenant;
@@ -40,9 +40,10 @@ pub const ENV_PREFIX: &str = "ZOHO_GATEWAY_";
 /// A configuration error: which key, which value, what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The sources could not be read or did not match the schema.
+    /// The sources could not be read or did not match the schema. figment's message already
+    /// names the key, the value and the file, so it is the message, not a separate cause.
     #[error("config: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// One key has a bad value.
     #[error("config key `{key}` = {value:?}: {problem}")]
     Invalid {
@@ -53,6 +54,12 @@ pub enum ConfigError {
         /// What is wrong with it.
         problem: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(e: Box<figment::Error>) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 impl ConfigError {
@@ -266,7 +273,8 @@ pub struct RawRoutes {
 #[serde(default, deny_unknown_fields)]
 pub struct RawPassthrough {
     /// Allowed `"METHOD /path/pattern"` entries; `{name}` matches one path segment of
-    /// `[A-Za-z0-9_.-]` (never `.` or `..`). Everything not listed gets 404
+    /// `[A-Za-z0-9_.-]` (never `.` or `..`); a last segment `**` matches one or more segments
+    /// (`GET /crm/{version}/**`: the drop-in rule, see README). Everything not listed gets 404
     /// `INVALID_URL_PATTERN` from the gateway. Default: empty (nothing passes through).
     pub allow: Vec<String>,
     /// Largest request body forwarded, bytes (larger: 413). Default: 1048576.
@@ -385,6 +393,21 @@ pub struct RawClient {
     /// excludes. Default: unset.
     #[serde(default)]
     pub cert_spki_sha256: Option<String>,
+    /// `normal` or `high`: while a tenant's credits are below its `credit_reserve`, only
+    /// `high` clients may spend credits. Default: `normal`.
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// A client's claim on a tenant's credit reserve (`[clients.NAME] priority`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Spends credits only while the tenant is above its reserve.
+    #[default]
+    Normal,
+    /// May spend the reserve.
+    High,
 }
 
 /// The validated, frozen configuration.
@@ -432,7 +455,7 @@ pub struct GatewayConfig {
     pub passthrough_max_body: usize,
     /// Admin API token (`None`: admin API disabled).
     pub admin_token: Option<Secret>,
-    /// Tenants, in name order; [`ClientKey::tenant`] indexes this.
+    /// Tenants, in name order, each with its [`TenantConfig::id`].
     pub tenants: Vec<TenantConfig>,
     /// Client keys by SHA-256 digest of the plain key.
     pub clients: HashMap<[u8; 32], ClientKey>,
@@ -470,6 +493,24 @@ impl GatewayConfig {
             .map(|(i, r)| (RouteId(i as u16), r.name.as_str()))
     }
 
+    /// Gives each tenant the id `id_of(name)` (called once per tenant) and points every
+    /// client at its tenant's new id (a running gateway keeps ids stable across reloads this
+    /// way). A client whose tenant is not in [`GatewayConfig::tenants`] (only possible in a
+    /// config edited after validation) keeps its id.
+    pub fn assign_tenant_ids(&mut self, mut id_of: impl FnMut(&str) -> TenantId) {
+        let mut renumbered = HashMap::new();
+        for t in &mut self.tenants {
+            let new = id_of(&t.name);
+            renumbered.insert(t.id, new);
+            t.id = new;
+        }
+        let renumber = |c: &mut ClientKey| {
+            c.tenant = renumbered.get(&c.tenant).copied().unwrap_or(c.tenant);
+        };
+        self.clients.values_mut().for_each(renumber);
+        self.client_certs.clients_mut().for_each(renumber);
+    }
+
     /// The `route` metric labels: each cached route's template, then `passthrough`, then
     /// `unmatched` (see [`RouteKind::index`]).
     pub fn route_labels(&self) -> Vec<String> {
@@ -498,6 +539,60 @@ pub struct ClientKey {
     pub digest: [u8; 32],
     /// The TLS client certificate this client must also present (`None`: none).
     pub cert: Option<crate::tls::CertIdentity>,
+    /// Its claim on the tenant's credit reserve.
+    pub priority: Priority,
+}
+
+/// Last segments of the config keys that hold secrets (their [`SecretSource`]s).
+const SECRET_KEYS: &[&str] = &[
+    "client_secret",
+    "refresh_token",
+    "key",
+    "token",
+    "url",
+    "token_encryption_key",
+    "hmac_secret",
+    "password",
+];
+
+/// figment's load error without secrets: a TOML syntax error's source excerpt (the lines
+/// `337 | client_secret = "…" oops` and its caret line) is dropped, keeping the position and
+/// the reason; a value quoted in a type or value error of a secret key (see [`SECRET_KEYS`])
+/// is replaced by `[redacted]`. Every other value stays, so the error still names the key
+/// and the bad value.
+fn redact_load_error(e: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    let redacted = |mut e: figment::Error| {
+        let secret = e
+            .path
+            .last()
+            .is_some_and(|k| SECRET_KEYS.contains(&k.as_str()));
+        e.kind = match e.kind {
+            Kind::Message(m) => Kind::Message(
+                m.lines()
+                    .filter(|l| {
+                        !l.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ')
+                            .starts_with('|')
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            Kind::InvalidType(Actual::Str(_) | Actual::Bytes(_), exp) if secret => {
+                Kind::InvalidType(Actual::Other(REDACTED.into()), exp)
+            }
+            Kind::InvalidValue(Actual::Str(_) | Actual::Bytes(_), exp) if secret => {
+                Kind::InvalidValue(Actual::Other(REDACTED.into()), exp)
+            }
+            other => other,
+        };
+        e
+    };
+    let errors: Vec<figment::Error> = e.into_iter().map(redacted).collect();
+    errors
+        .into_iter()
+        .rev()
+        .reduce(|older, newer| older.chain(newer))
+        .unwrap_or_else(|| figment::Error::from("invalid configuration".to_owned()))
 }
 
 /// SHA-256 of a plain gateway key, as stored in [`GatewayConfig::clients`].
@@ -533,7 +628,7 @@ impl RawConfig {
         figment
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
-            .map_err(|e| ConfigError::Load(Box::new(e)))
+            .map_err(|e| ConfigError::Load(Box::new(redact_load_error(e))))
     }
 
     /// Validates and freezes: resolves secrets, data centres, addresses.
@@ -652,9 +747,14 @@ impl RawConfig {
 
         let redis = self.redis.validate()?;
 
+        if self.tenants.len() > usize::from(u16::MAX) {
+            return Err(ConfigError::invalid("tenants", "", "too many tenants"));
+        }
         let mut tenants = Vec::with_capacity(self.tenants.len());
         for (name, t) in &self.tenants {
-            tenants.push(validate_tenant(name, t)?);
+            let mut tenant = validate_tenant(name, t)?;
+            tenant.id = TenantId(tenants.len() as u16);
+            tenants.push(tenant);
         }
 
         let mut state_files = std::collections::HashSet::new();
@@ -776,6 +876,7 @@ impl RawConfig {
                 routes,
                 digest,
                 cert: cert.clone(),
+                priority: c.priority,
             };
             if key_less {
                 if let Some(id) = cert

@@ -118,6 +118,13 @@ pub enum GatewayError {
     /// The tenant's upstream concurrency limit is reached and its queue is full or timed out.
     #[error("too many requests in flight to Zoho for this tenant")]
     UpstreamBusy,
+    /// The tenant is under its credit reserve and this client's priority is not `high`, and no
+    /// stale answer can stand in.
+    #[error("the tenant's remaining Zoho API credits are reserved for high-priority clients")]
+    CreditReserve {
+        /// Time until the reserve is free again (`Retry-After`).
+        retry_after: Duration,
+    },
     /// Too many requests are already waiting for upstream answers (the gateway's or the
     /// tenant's `max_waiters`).
     #[error("too many requests waiting for upstream answers")]
@@ -177,7 +184,9 @@ impl GatewayError {
             | GatewayError::CircuitOpen { .. }
             | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamBusy => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::UpstreamBusy | GatewayError::CreditReserve { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -204,6 +213,7 @@ impl GatewayError {
             GatewayError::UpstreamTooLarge => "upstream_too_large",
             GatewayError::TokenUnavailable { .. } => "token_unavailable",
             GatewayError::UpstreamBusy => "upstream_busy",
+            GatewayError::CreditReserve { .. } => "credit_reserve",
             GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::TooManyWaiters => "too_many_waiters",
             GatewayError::UriTooLong => "uri_too_long",
@@ -233,6 +243,7 @@ impl GatewayError {
             | GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamTooLarge
             | GatewayError::UpstreamBusy
+            | GatewayError::CreditReserve { .. }
             | GatewayError::CircuitOpen { .. }
             | GatewayError::TokenUnavailable { .. } => Blame::Upstream,
             GatewayError::Internal | GatewayError::ShuttingDown | GatewayError::TooManyWaiters => {
@@ -268,7 +279,7 @@ impl GatewayError {
             | GatewayError::CircuitOpen { .. }
             | GatewayError::TooManyWaiters
             | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
-            GatewayError::UpstreamBusy => "TOO_MANY_REQUESTS",
+            GatewayError::UpstreamBusy | GatewayError::CreditReserve { .. } => "TOO_MANY_REQUESTS",
             GatewayError::UriTooLong => "URI_TOO_LONG",
             GatewayError::Internal => "INTERNAL_SERVER_ERROR",
         }
@@ -311,7 +322,7 @@ impl GatewayError {
 
     /// Seconds a client should wait before retrying (`Retry-After`, RFC 9110 §10.2.3), for
     /// errors that pass: the real time left of the breaker's cool-down or of the token hold
-    /// (rounded up, at least 1), 1 for a full queue or a shutdown.
+    /// (rounded up, at least 1) or of the credit reserve, 1 for a full queue or a shutdown.
     pub fn retry_after_secs(&self) -> Option<u64> {
         if !self.retryable() {
             return None;
@@ -321,6 +332,7 @@ impl GatewayError {
             | GatewayError::ShuttingDown
             | GatewayError::TooManyWaiters => Some(1),
             GatewayError::CircuitOpen { retry_after }
+            | GatewayError::CreditReserve { retry_after }
             | GatewayError::TokenUnavailable { retry_after, .. } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Some(secs.max(1))

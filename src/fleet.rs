@@ -11,7 +11,7 @@
 //! | concurrency limit | [`semaphore`] | a sorted set of slot leases scored by expiry (Redis `TIME`), acquired/released in Lua |
 //! | L2 cache | [`l2`] | one key per entry, absolute (Unix) times inside, a Redis TTL on every key |
 //! | single-flight across replicas | [`flight`] | a per-key lock lease plus a completion message |
-//! | invalidation | [`generation`] | a generation counter per (tenant, group), bumped and broadcast in one script |
+//! | invalidation | [`generation`] | a generation counter per (tenant, group) and a purge counter per tenant, bumped and broadcast in one script |
 //!
 //! # Availability (fails open, recovers by itself)
 //! - Every operation runs under `redis.command_timeout`. Any Redis error or timeout makes that
@@ -36,9 +36,9 @@
 //! unavailable wakes every waiter (it then sees [`Unavailable`] and falls back).
 //!
 //! # Keys
-//! All under `key_prefix`, all with a Redis TTL: `l2:{key}`, `gen:{tenant}:{group}`,
-//! `lock:{key}`, `sem:{tenant}`, `tok:{tenant}`, `tok-lease:{tenant}`, `grants:{tenant}`,
-//! `lockout:{tenant}` (generation counters excepted: one small integer per tenant and group).
+//! All under `key_prefix`, all with a Redis TTL: `l2:{key}`, `gen:{tenant}:{group}`, `gen-all:{tenant}`,
+//! `lock:{key}`, `sem:{tenant}`, `tok:{scope}`, `tok-lease:{scope}`, `grants:{scope}`,
+//! `lockout:{scope}` (`{scope}`: [`TenantConfig::identity_scope`](crate::config::TenantConfig::identity_scope)) (generation counters excepted: one small integer per tenant and group).
 //! No key, value or message holds an access token, refresh token or client secret in clear.
 //! Single-instance Redis (or a primary behind Sentinel); Redis Cluster is not supported.
 
@@ -156,6 +156,13 @@ pub enum FleetEvent {
         /// The new generation.
         generation: u64,
     },
+    /// An admin purged `tenant`'s entries (of `route` only, or of every route) on some replica.
+    Purged {
+        /// Tenant name.
+        tenant: String,
+        /// Route name; `None`: every route.
+        route: Option<String>,
+    },
     /// The replica is back in touch with Redis after missing an unknown number of events: drop
     /// everything that an invalidation could have touched (L1).
     Resync,
@@ -178,6 +185,8 @@ pub struct Fleet {
     up: AtomicBool,
     /// Mirrors `up`, for tasks that wait for a transition.
     up_watch: watch::Sender<bool>,
+    /// True once the hub's first connection attempt has ended (either way).
+    settled: watch::Sender<bool>,
     waiters: Waiters,
     events: broadcast::Sender<FleetEvent>,
     generations: Generations,
@@ -217,6 +226,19 @@ impl Fleet {
         cfg: RedisConfig,
         registry: &prometheus::Registry,
     ) -> Result<Arc<Self>, FleetSetupError> {
+        let metrics = FleetMetrics::register(registry)?;
+        Self::with_metrics(cfg, metrics)
+    }
+
+    /// [`Fleet::new`] with metrics already registered (the gateway's
+    /// [`crate::metrics::Metrics::register`] does that).
+    ///
+    /// # Errors
+    /// [`FleetSetupError::Url`] when the URL is refused.
+    pub fn with_metrics(
+        cfg: RedisConfig,
+        metrics: FleetMetrics,
+    ) -> Result<Arc<Self>, FleetSetupError> {
         let client = redis::Client::open(cfg.url.expose()).map_err(FleetSetupError::Url)?;
         let manager_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(cfg.connect_timeout))
@@ -225,15 +247,16 @@ impl Fleet {
             .set_max_delay(cfg.retry_interval);
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
             .map_err(FleetSetupError::Url)?;
-        let metrics = FleetMetrics::register(registry)?;
         let sealer = seal::Sealer::new(&cfg.token_encryption_key);
         let (up_watch, _) = watch::channel(false);
+        let (settled, _) = watch::channel(false);
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Fleet {
             owner: format!("{:016x}", rand::random::<u64>()),
             counter: AtomicU64::new(0),
             up: AtomicBool::new(false),
             up_watch,
+            settled,
             waiters: Mutex::new(HashMap::new()),
             events,
             generations: Mutex::new(HashMap::new()),
@@ -432,6 +455,12 @@ impl Fleet {
             }
             return;
         }
+        if suffix == "purge" {
+            if let Some(ev) = generation::parse_purge(payload) {
+                let _ = self.events.send(ev);
+            }
+            return;
+        }
         let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = waiters.get(suffix) {
             tx.send_replace(Some(Bytes::copy_from_slice(payload)));
@@ -447,8 +476,11 @@ impl Fleet {
                 _ = shutdown.cancelled() => return,
                 c = self.connect_events() => c,
             };
-            if let Some(pubsub) = connected {
+            if connected.is_some() {
                 self.mark_up();
+            }
+            self.settled.send_replace(true);
+            if let Some(pubsub) = connected {
                 let (mut sink, mut stream) = pubsub.split();
                 let mut heartbeat = tokio::time::interval(self.cfg.retry_interval);
                 heartbeat.tick().await;
@@ -501,6 +533,15 @@ impl Fleet {
             })
             .await;
         ping.ok().map(|_| ps)
+    }
+
+    /// Waits until the hub's first connection attempt has ended (bounded by
+    /// `redis.connect_timeout` plus `redis.command_timeout`, or `deadline` if shorter), so that
+    /// start-up work that should coordinate (the first token) does not race the first connection.
+    /// Returns at once afterwards.
+    pub async fn settled(&self, deadline: Duration) {
+        let mut rx = self.settled.subscribe();
+        let _ = tokio::time::timeout(deadline, rx.wait_for(|s| *s)).await;
     }
 
     /// Waits until the view is [`Availability::Available`] or `deadline` passes (start-up,

@@ -11,6 +11,14 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Gateway-Key`: alternative to `Authorization: Zoho-oauthtoken <key>`.
 pub static GATEWAY_KEY: HeaderName = HeaderName::from_static("x-gateway-key");
 
+/// `X-API-CREDITS-REMAINING`: Zoho's count of the organisation's credits left in the rolling
+/// 24 h, on some answers (API-NOTES §4, \[unverified\]); read by [`crate::credits`].
+pub const API_CREDITS_REMAINING: &str = "x-api-credits-remaining";
+
+/// `X-EXTERNAL`: Zoho's header for external-id lookups (`{module}.{field}`); forwarded upstream
+/// and part of the cache key (see the `canonical` module doc).
+pub static X_EXTERNAL: HeaderName = HeaderName::from_static("x-external");
+
 /// `X-Forwarded-For`: the client's address, set on upstream requests.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

@@ -19,6 +19,8 @@
 //!               ▼
 //!             coalesce (single-flight, task-owned fetch)
 //!               │
+//!               ▼ with [redis]: fleet L2 (Redis) ── fresh → hit (detail=shared); else cross-replica flight
+//!               │
 //!               ▼
 //!             token (per-tenant refresh-token grant) ──▶ upstream (pooled hyper client) ──▶ Zoho
 //! ```
@@ -35,6 +37,7 @@ pub mod canonical;
 pub mod clock;
 pub mod coalesce;
 pub mod config;
+pub mod credits;
 pub mod demo;
 pub mod error;
 pub mod fleet;
@@ -78,6 +81,10 @@ pub enum StartError {
     /// Metric registration failed (a bug).
     #[error("metrics registration failed")]
     Metrics(#[from] prometheus::Error),
+    /// The fleet tier (`[redis]`) could not be set up (a Redis that is down is not this: the
+    /// gateway starts and falls back to single-node behaviour).
+    #[error("fleet tier setup failed")]
+    Fleet(#[from] crate::fleet::FleetSetupError),
 }
 
 /// Entry point of the library: starts gateways.
@@ -103,7 +110,8 @@ impl App {
     /// refreshers and the cache maintenance, and serves until [`Running::shutdown`].
     ///
     /// # Errors
-    /// [`StartError::Bind`] when a listener cannot bind.
+    /// [`StartError::Bind`] when a listener cannot bind; [`StartError::Fleet`] when the
+    /// `[redis]` tier cannot be set up.
     pub async fn spawn(config: GatewayConfig) -> Result<Running, StartError> {
         Self::spawn_with_clock(config, Clock::tokio()).await
     }
@@ -121,8 +129,9 @@ impl App {
         let metrics = Arc::new(Metrics::register(
             config.cache_max_bytes,
             config.route_labels(),
+            config.redis.is_some(),
         )?);
-        let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock));
+        let gateway = Arc::new(Gateway::new(config.clone(), metrics, clock)?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -174,14 +183,12 @@ impl App {
             },
             shutdown.clone(),
         )));
-        // Pass-through tenants use their clients' tokens: nothing to refresh.
-        for t in gateway
-            .tenants()
-            .iter()
-            .filter(|t| t.config.pass_through_hmac.is_none())
-        {
+        gateway.start_tenant_tasks();
+        // The fleet tier (with `[redis]`): Redis connection, events, L1 invalidation. It stops
+        // with the other background tasks, after the proxy has drained.
+        if gateway.fleet().is_some() {
             tasks.push(tokio::spawn(
-                t.tokens.clone().run_refresh_ahead(shutdown.child_token()),
+                gateway.clone().run_fleet(shutdown.child_token()),
             ));
         }
         tasks.push(tokio::spawn(
@@ -242,24 +249,73 @@ impl Running {
         self.admin_addr
     }
 
-    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]), and
-    /// the new `[server.tls]` certificate, key and client CA: new connections handshake with
-    /// them, open connections finish with what they negotiated. Switching TLS on or off needs a
-    /// restart (logged).
+    /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]: tenants
+    /// added, removed and changed live), and the new `[server.tls]` certificate, key and client
+    /// CA: new connections handshake with them, open connections finish with what they
+    /// negotiated. Switching TLS on or off needs a restart (logged). Logs one line (what
+    /// changed, or why nothing did) and counts `zoho_gateway_config_reloads_total{result}`.
     ///
     /// # Errors
     /// Why the new configuration was refused; the old one stays in force.
-    pub fn reload(&self, config: GatewayConfig) -> Result<(), crate::gateway::ReloadError> {
-        let tls = config.tls.clone();
-        self.gateway.reload(config)?;
-        match (&self.tls, &tls) {
-            (Some(acceptor), Some(settings)) => acceptor.replace(settings),
-            (None, None) => {}
-            _ => tracing::warn!(
-                "[server.tls] switched on or off: the listener changes after a restart"
-            ),
+    pub fn reload(
+        &self,
+        config: GatewayConfig,
+    ) -> Result<gateway::ReloadSummary, gateway::ReloadError> {
+        self.apply(Ok(config))
+    }
+
+    /// Loads `path` (plus `ZOHO_GATEWAY_*` environment overrides, as at start-up), validates
+    /// it and applies it as [`Running::reload`] does (what SIGHUP runs). An invalid file is
+    /// refused, logged and counted (`result="invalid"`); the old configuration stays.
+    ///
+    /// # Errors
+    /// Why the new configuration was refused.
+    pub fn reload_file(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<gateway::ReloadSummary, gateway::ReloadError> {
+        self.apply(config::RawConfig::load(path).and_then(|raw| raw.validate()))
+    }
+
+    fn apply(
+        &self,
+        config: Result<GatewayConfig, config::ConfigError>,
+    ) -> Result<gateway::ReloadSummary, gateway::ReloadError> {
+        let result = config
+            .map_err(gateway::ReloadError::Invalid)
+            .and_then(|config| {
+                let tls = config.tls.clone();
+                let summary = self.gateway.reload(config)?;
+                match (&self.tls, &tls) {
+                    (Some(acceptor), Some(settings)) => acceptor.replace(settings),
+                    (None, None) => {}
+                    _ => tracing::warn!(
+                        "[server.tls] switched on or off: the listener changes after a restart"
+                    ),
+                }
+                Ok(summary)
+            });
+        let metrics = self.gateway.metrics();
+        match &result {
+            Ok(s) => {
+                metrics.record_reload("applied");
+                tracing::info!(
+                    added = ?s.added,
+                    removed = ?s.removed,
+                    changed = ?s.changed,
+                    new_identity = ?s.new_identity,
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                metrics.record_reload(e.result());
+                tracing::error!(
+                    error = %telemetry::ErrorChain(e),
+                    "reload refused; keeping the current configuration"
+                );
+            }
         }
-        Ok(())
+        result
     }
 
     /// The shared gateway state (metrics, cache, tenants).
@@ -284,6 +340,7 @@ impl Running {
         let _ = self.proxy.await;
         stopper.abort();
         self.shutdown.cancel();
+        self.gateway.stop_tenant_tasks().await;
         for t in self.tasks {
             let _ = t.await;
         }

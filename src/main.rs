@@ -29,8 +29,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8100")]
         listen: std::net::SocketAddr,
     },
-    /// Run the simulator and the gateway wired together, with the embedded demo config.
-    Demo,
+    /// Run the simulator and the gateway wired together, with the embedded demo config; first
+    /// send a few hot reads and print the credits saved by route.
+    Demo {
+        /// Do not send the start-up hot reads (metrics start from zero).
+        #[arg(long)]
+        no_hot_reads: bool,
+    },
     /// Load and validate a config; print the effective config with secrets redacted.
     CheckConfig {
         /// Config file (TOML).
@@ -95,13 +100,21 @@ async fn run(command: Command) -> Result<(), BoxError> {
             signals.shutdown().await;
             sim.shutdown().await;
         }
-        Command::Demo => {
+        Command::Demo { no_hot_reads } => {
             let raw = RawConfig::from_toml_str(demo::DEMO_CONFIG)?;
             telemetry::init(&raw.logging);
             raise_open_file_limit();
             let mut signals = Signals::register()?;
             let demo = demo::start(raw).await?;
+            let savings = if no_hot_reads {
+                None
+            } else {
+                Some(demo.exercise().await?)
+            };
             println!("{}", demo.banner());
+            if let Some(savings) = savings {
+                println!("{}", demo.savings_report(&savings));
+            }
             signals.shutdown().await;
             demo.shutdown().await;
         }
@@ -164,8 +177,9 @@ impl Signals {
     }
 }
 
-/// Waits for SIGTERM / Ctrl-C; on SIGHUP reloads `path` (an invalid config is refused and the
-/// old one stays, with the reason logged).
+/// Waits for SIGTERM / Ctrl-C; on SIGHUP reloads `path` and the environment (tenants added,
+/// removed or changed apply live; an invalid config is refused and the old one stays, with the
+/// reason logged).
 async fn serve_until_shutdown(
     running: &zoho_gateway::Running,
     path: &std::path::Path,
@@ -177,14 +191,8 @@ async fn serve_until_shutdown(
             _ = tokio::signal::ctrl_c() => return,
             _ = signals.term.recv() => return,
             _ = signals.hup.recv() => {
-                let result = RawConfig::load(path)
-                    .and_then(|raw| raw.validate())
-                    .map_err(|e| e.to_string())
-                    .and_then(|cfg| running.reload(cfg).map_err(|e| e.to_string()));
-                match result {
-                    Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
-                    Err(why) => tracing::error!(path = %path.display(), %why, "reload refused; keeping the current configuration"),
-                }
+                // Logged (one line: what changed, or why nothing did) and counted by the library.
+                let _ = running.reload_file(path);
             }
         }
     }

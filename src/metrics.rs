@@ -15,6 +15,8 @@ use prometheus::{
 };
 
 use crate::cache::Outcome;
+use crate::credits::CreditSnapshot;
+use crate::fleet::FleetMetrics;
 use crate::route::RouteKind;
 use crate::upstream::ZohoThrottle;
 
@@ -124,12 +126,21 @@ pub struct TenantMetrics {
     /// Zoho throttling answers by code, in [`ZohoThrottle::ALL`] order (created at 0, so the
     /// first 429 shows as an increase).
     throttled: [IntCounter; 3],
+    /// Requests of normal-priority clients kept from spending the credit reserve, by what they
+    /// got: `[stale answer, 429]`.
+    reserve: [IntCounter; 2],
 }
 
 impl TenantMetrics {
     /// Counts one throttling answer from Zoho (429, or a throttling code).
     pub fn record_throttled(&self, code: ZohoThrottle) {
         self.throttled[code as usize].inc();
+    }
+
+    /// Counts one normal-priority request kept from spending the tenant's credit reserve:
+    /// answered stale (`stale`) or refused with a 429.
+    pub fn record_reserve(&self, stale: bool) {
+        self.reserve[usize::from(!stale)].inc();
     }
 
     /// Counts the Zoho credits saved by a request with this outcome (hit, stale, held,
@@ -171,6 +182,13 @@ pub struct Metrics {
     upstream_queue_depth: IntGaugeVec,
     circuit_open: IntGaugeVec,
     token_lockout: IntGaugeVec,
+    credits_spent: IntGaugeVec,
+    credits_allowance: IntGaugeVec,
+    credits_remaining: IntGaugeVec,
+    credits_reported: IntGaugeVec,
+    credits_reserve: IntGaugeVec,
+    credit_reserve_applied: IntCounterVec,
+    config_reloads: IntCounterVec,
     /// Cache evictions by cause (`expired`, `size`, `explicit`, `replaced`).
     pub cache_evictions: IntCounterVec,
     /// Entries currently in the cache (sampled on scrape).
@@ -179,6 +197,9 @@ pub struct Metrics {
     pub cache_bytes: IntGauge,
     /// Coalesced waiters currently waiting on a flight.
     pub coalesce_waiters: IntGauge,
+    /// The fleet tier's metrics (Redis state, L2, cross-replica flights, fleet slots and
+    /// tokens), registered only when `[redis]` is configured.
+    pub fleet: Option<FleetMetrics>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,7 +209,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric into a fresh registry.
+    /// Creates and registers every metric into a fresh registry; with `fleet`, the fleet
+    /// tier's too ([`FleetMetrics`], so a single-node gateway exports no Redis series).
     ///
     /// `cache_capacity_bytes` is exported as a constant gauge.
     ///
@@ -199,6 +221,7 @@ impl Metrics {
     pub fn register(
         cache_capacity_bytes: u64,
         route_labels: Vec<String>,
+        fleet: bool,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests_vec = IntCounterVec::new(
@@ -270,7 +293,7 @@ impl Metrics {
         let stale_served = IntCounterVec::new(
             Opts::new(
                 "zoho_gateway_stale_served_total",
-                "Stale cache entries served, by reason (stale-while-revalidate, stale-if-error).",
+                "Stale cache entries served, by reason (stale-while-revalidate, stale-if-error, credit-reserve).",
             ),
             &["reason"],
         )?;
@@ -291,6 +314,43 @@ impl Metrics {
             "zoho_gateway_token_lockout",
             "1 while the tenant's token refreshes are locked out after Zoho's throttle.",
         )?;
+        let credits_spent = gauge(
+            "zoho_gateway_credits_spent_24h",
+            "Zoho API credits spent through the gateway in the rolling 24 h (route credit_cost per charged call; 15-minute buckets), per tenant.",
+        )?;
+        let credits_allowance = gauge(
+            "zoho_gateway_credits_allowance",
+            "The tenant's configured daily Zoho API-credit allowance (daily_credits, or the edition formula); absent when unknown.",
+        )?;
+        let credits_remaining = gauge(
+            "zoho_gateway_credits_remaining",
+            "Zoho API credits left in the rolling 24 h as the gateway acts on them: allowance less spent, lowered to Zoho's recent X-API-CREDITS-REMAINING; absent when unknown.",
+        )?;
+        let credits_reported = gauge(
+            "zoho_gateway_credits_reported_remaining",
+            "Zoho's last X-API-CREDITS-REMAINING for the tenant, while recent (15 min); absent otherwise.",
+        )?;
+        let credits_reserve = gauge(
+            "zoho_gateway_credits_reserve",
+            "Credits kept for priority = \"high\" clients (credit_reserve); absent when none.",
+        )?;
+        let credit_reserve_applied = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_credit_reserve_applied_total",
+                "Requests of normal-priority clients kept from spending the credit reserve, by tenant and action (stale, refused).",
+            ),
+            &["tenant", "action"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "zoho_gateway_config_reloads_total",
+                "Configuration reloads (SIGHUP) by result: applied, invalid (the file did not load or validate), refused (valid but not applicable live).",
+            ),
+            &["result"],
+        )?;
+        for result in ["applied", "invalid", "refused"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let cache_evictions = IntCounterVec::new(
             Opts::new(
                 "zoho_gateway_cache_evictions_total",
@@ -333,12 +393,24 @@ impl Metrics {
         registry.register(Box::new(upstream_queue_depth.clone()))?;
         registry.register(Box::new(circuit_open.clone()))?;
         registry.register(Box::new(token_lockout.clone()))?;
+        registry.register(Box::new(credits_spent.clone()))?;
+        registry.register(Box::new(credits_allowance.clone()))?;
+        registry.register(Box::new(credits_remaining.clone()))?;
+        registry.register(Box::new(credits_reported.clone()))?;
+        registry.register(Box::new(credits_reserve.clone()))?;
+        registry.register(Box::new(credit_reserve_applied.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(cache_evictions.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(cache_bytes.clone()))?;
         registry.register(Box::new(cache_capacity))?;
         registry.register(Box::new(coalesce_waiters.clone()))?;
         registry.register(Box::new(build_info))?;
+        let fleet = if fleet {
+            Some(FleetMetrics::register(&registry)?)
+        } else {
+            None
+        };
         Ok(Metrics {
             registry,
             route_labels,
@@ -357,10 +429,18 @@ impl Metrics {
             upstream_queue_depth,
             circuit_open,
             token_lockout,
+            credits_spent,
+            credits_allowance,
+            credits_remaining,
+            credits_reported,
+            credits_reserve,
+            credit_reserve_applied,
+            config_reloads,
             cache_evictions,
             cache_entries,
             cache_bytes,
             coalesce_waiters,
+            fleet,
         })
     }
 
@@ -453,10 +533,58 @@ impl Metrics {
                 self.upstream_throttled
                     .with_label_values(&[tenant, c.as_str()])
             }),
+            reserve: ["stale", "refused"].map(|action| {
+                self.credit_reserve_applied
+                    .with_label_values(&[tenant, action])
+            }),
         }
     }
 
-    /// Counts one stale entry served (`reason`: `stale-while-revalidate` or `stale-if-error`).
+    /// Sets the tenant's credit gauges (sampled at scrape: the window slides with time). A
+    /// figure that is unknown has no series.
+    pub fn set_credits(&self, tenant: &str, snap: CreditSnapshot, reserve: Option<u64>) {
+        let set = |vec: &IntGaugeVec, v: Option<u64>| match v {
+            Some(v) => vec
+                .with_label_values(&[tenant])
+                .set(i64::try_from(v).unwrap_or(i64::MAX)),
+            None => {
+                let _ = vec.remove_label_values(&[tenant]);
+            }
+        };
+        set(&self.credits_spent, Some(snap.spent));
+        set(&self.credits_allowance, snap.allowance);
+        set(&self.credits_remaining, snap.remaining);
+        set(&self.credits_reported, snap.reported);
+        set(&self.credits_reserve, reserve);
+    }
+
+    /// Drops a removed tenant's gauges (in flight, queue, circuit, lockout, token expiry,
+    /// credits), so no alert keeps firing on a tenant that is gone. Its counters stay: they
+    /// stop increasing, and `rate()` over them falls to zero.
+    pub fn forget_tenant(&self, tenant: &str) {
+        for vec in [
+            &self.upstream_in_flight,
+            &self.upstream_queue_depth,
+            &self.circuit_open,
+            &self.token_lockout,
+            &self.token_expiry,
+            &self.credits_spent,
+            &self.credits_allowance,
+            &self.credits_remaining,
+            &self.credits_reported,
+            &self.credits_reserve,
+        ] {
+            let _ = vec.remove_label_values(&[tenant]);
+        }
+    }
+
+    /// Counts one configuration reload (`result`: `applied`, `invalid`, `refused`).
+    pub fn record_reload(&self, result: &str) {
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Counts one stale entry served (`reason`: `stale-while-revalidate`, `stale-if-error` or
+    /// `credit-reserve`).
     pub fn record_stale_served(&self, reason: &'static str) {
         self.stale_served.with_label_values(&[reason]).inc();
     }

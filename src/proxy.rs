@@ -9,6 +9,7 @@
 //!                        │                                                                                   ├─ stale-while-revalidate ─▶ stale + background refresh
 //!                        │                                                                                   ├─ held ─▶ stale-if-error, or the held failure
 //!                        │                                                                                   └─ miss / no-cache ─▶ single-flight ─▶ fetch ─▶ store
+//!                        │                                                                          (with [redis], the fetch: L2 ─▶ cross-replica flight ─▶ Zoho ─▶ L1 + L2; see `shared`)
 //!                        ├─ allowlisted ─▶ authenticate ─▶ forward (bypass); a successful write drops the tenant's entries of its invalidation group
 //!                        └─ else ─▶ 404 INVALID_URL_PATTERN (local)
 //! ```
@@ -25,8 +26,10 @@
 //! bounded (`cache.max_waiters`, the tenant's `max_waiters`; beyond: 503 with `Retry-After`).
 
 mod auth;
+mod credit;
 mod passthrough;
 mod respond;
+mod shared;
 mod upcall;
 
 use std::sync::Arc;
@@ -38,11 +41,12 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
 
-use crate::cache::{BypassReason, CachePhase, CachedResponse, Lifetimes, Lookup};
+use crate::cache::{BypassReason, CachePhase, CachedResponse, Conditions, Lifetimes, Lookup};
 use crate::canonical::{CacheKey, KeyOutcome, KeyScope};
 use crate::coalesce::{FlightError, Role};
-use crate::config::{ClientKey, GatewayConfig, TenantId, key_digest};
+use crate::config::{ClientKey, GatewayConfig, Priority, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
+use crate::fleet::Fleet;
 use crate::gateway::{Tenant, jitter};
 use crate::headers;
 use crate::route::{self, PathMatch, RouteId, RouteKind, RoutePolicy};
@@ -72,6 +76,21 @@ pub(crate) struct Fetched {
     stored: bool,
     /// Time the flight spent on upstream calls (retries and token refresh included).
     upstream_took: Duration,
+    /// Where the answer came from.
+    source: Source,
+}
+
+/// Where a flight's answer came from (decides the phase of the requests that waited for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// This replica's upstream call.
+    Upstream,
+    /// This replica's L1: another flight stored it since the lookup.
+    Local,
+    /// The fleet's L2: stored by another replica earlier.
+    Shared,
+    /// The fleet's L2 after another replica's call that this flight waited for.
+    Replica,
 }
 
 /// Per-request facts gathered along the path, for the one measurement and log line.
@@ -82,10 +101,14 @@ struct RequestCtx {
     /// Blame of the gateway error the request ended with, if any.
     error: Option<Blame>,
     tenant: Option<TenantId>,
+    /// The client's claim on the tenant's credit reserve.
+    priority: Priority,
     /// Credits one upstream call of the route costs (what an answer without one saves).
     credits: u32,
     peer: std::net::IpAddr,
     request_id: HeaderValue,
+    /// The client's `X-EXTERNAL` (forwarded upstream; part of the cache key).
+    external: Option<HeaderValue>,
     /// Time spent waiting on upstream calls for this request (its flight's, if it joined one).
     upstream_took: Option<Duration>,
     /// The end of `server.request_timeout` for this request.
@@ -99,6 +122,8 @@ impl RequestCtx {
             forwarded_for: HeaderValue::from_str(&self.peer.to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             request_id: self.request_id.clone(),
+            priority: self.priority,
+            external: self.external.clone(),
         }
     }
 }
@@ -108,6 +133,24 @@ impl RequestCtx {
 struct Directives {
     no_cache: bool,
     no_store: bool,
+}
+
+/// What a miss needs besides its target: the client's directives and conditions, and the
+/// expired entry that may stand in for a failure.
+struct Miss<'c> {
+    directives: Directives,
+    stale: Option<Arc<CachedResponse>>,
+    conditions: Option<&'c Conditions>,
+}
+
+/// Whose a fetched answer is: tenant, route and resolved invalidation group (its hash for the
+/// local generation and cache, its name for the fleet's).
+#[derive(Clone, Debug)]
+struct Owner {
+    tenant: TenantId,
+    route: RouteId,
+    group: u64,
+    group_name: Arc<str>,
 }
 
 /// Where a cached-route request is going: its route, tenant, key and the raw request parts an
@@ -144,9 +187,11 @@ impl Gateway {
                 phase: CachePhase::Uncached,
                 error: None,
                 tenant: None,
+                priority: Priority::Normal,
                 credits: 1,
                 peer: peer.ip(),
                 request_id: request_id.clone(),
+                external: None,
                 upstream_took: None,
                 deadline: Instant::now() + cfg.request_timeout,
             },
@@ -195,23 +240,35 @@ impl Gateway {
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
         }
-        if let Some((id, m)) = cfg.match_route(path) {
+        let mut external = req.headers().get_all(&headers::X_EXTERNAL).iter();
+        ctx.external = external.next().cloned();
+        if external.next().is_some() {
+            return Err(GatewayError::InvalidRequest(
+                "send at most one X-EXTERNAL header",
+            ));
+        }
+        let cached = cfg.match_route(path);
+        if let Some((id, m)) = cached {
             ctx.route = RouteKind::Cached(id);
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
-            if *req.method() != policy.method {
-                return Err(GatewayError::MethodNotAllowed);
+            if *req.method() == policy.method {
+                let auth =
+                    self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
+                ctx.tenant = Some(auth.client.tenant);
+                ctx.priority = auth.client.priority;
+                return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
             }
-            let auth = self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
-            ctx.tenant = Some(auth.client.tenant);
-            return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
         }
+        // Another method on a cached route's path (a write to `/crm/v7/Leads`) may still be
+        // allowlisted.
         if cfg
             .passthrough
             .iter()
             .any(|r| r.matches(req.method(), path, &cfg.versions))
         {
             ctx.route = RouteKind::Passthrough;
+            ctx.credits = 1;
             let auth = self.authenticate(
                 &cfg,
                 req.headers(),
@@ -219,6 +276,7 @@ impl Gateway {
                 RouteKind::Passthrough,
             )?;
             ctx.tenant = Some(auth.client.tenant);
+            ctx.priority = auth.client.priority;
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
             let tenant = auth.client.tenant;
             let call = ctx.call(auth.credential);
@@ -231,7 +289,10 @@ impl Gateway {
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
-        Err(GatewayError::UnknownRoute)
+        match cached {
+            Some(_) => Err(GatewayError::MethodNotAllowed),
+            None => Err(GatewayError::UnknownRoute),
+        }
     }
 
     /// Any cached route, driven by its policy: canonicalise → key → lookup → respond.
@@ -253,11 +314,12 @@ impl Gateway {
         let path = req.uri().path();
 
         let scope = KeyScope {
-            tenant: &self.tenant(tenant).config.name,
+            tenant: &self.tenant(tenant).cache_scope,
             credential: auth.partition.as_ref(),
             method: policy.method.as_str(),
             version: m.version,
             route: m.rest,
+            external: ctx.external.as_ref().map(HeaderValue::as_bytes),
         };
         // A hot query's key comes from the schema's memo (no decode, parse or hash).
         let key = match policy.schema.key(&scope, raw_query) {
@@ -292,6 +354,10 @@ impl Gateway {
             raw_query,
         };
 
+        // The client's `If-None-Match` / `If-Modified-Since`, answered from whatever entry is
+        // served (never forwarded, never in the key; RFC 9110 §13).
+        let conditions = Conditions::from_headers(req.headers());
+        let conditions = conditions.as_ref();
         let now = self.clock.now();
         match self
             .cache
@@ -300,7 +366,7 @@ impl Gateway {
         {
             Lookup::Fresh(entry) => {
                 ctx.phase = CachePhase::Fresh;
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleWhileRevalidate { entry, revalidate } => {
                 ctx.phase = CachePhase::StaleWhileRevalidate;
@@ -308,11 +374,11 @@ impl Gateway {
                     let call = ctx.call(auth.credential.clone());
                     self.revalidate_in_background(&target, &call);
                 }
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleIfError(entry) => {
                 ctx.phase = CachePhase::StaleIfError;
-                Ok(cached_response(&entry, now, ctx.phase))
+                Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::Held(hold) => {
                 ctx.phase = CachePhase::Held;
@@ -320,7 +386,12 @@ impl Gateway {
             }
             Lookup::Miss { stale } => {
                 let call = ctx.call(auth.credential.clone());
-                Box::pin(self.miss(cfg, &target, call, directives, stale, ctx)).await
+                let miss = Miss {
+                    directives,
+                    stale,
+                    conditions,
+                };
+                Box::pin(self.miss(cfg, &target, call, miss, ctx)).await
             }
         }
     }
@@ -332,12 +403,22 @@ impl Gateway {
         cfg: &GatewayConfig,
         target: &Target<'_>,
         call: CallCtx,
-        directives: Directives,
-        stale: Option<Arc<CachedResponse>>,
+        miss: Miss<'_>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
+        let Miss {
+            directives,
+            stale,
+            conditions,
+        } = miss;
+        // Under the credit reserve, a normal-priority client starts no upstream call (it may
+        // still join one under way): the stale entry, or a 429.
+        if let Some(answer) = self.reserve_miss(target, &call, stale.as_ref(), conditions, ctx) {
+            return answer;
+        }
         ctx.phase = CachePhase::Miss;
-        let waiting = self.wait_permit(self.tenant(target.tenant))?;
+        let tenant = self.tenant(target.tenant);
+        let waiting = self.wait_permit(&tenant)?;
         let fetch = self.fetcher(target, &call, !directives.no_cache);
         let wait = cfg
             .coalesce_timeout
@@ -356,9 +437,12 @@ impl Gateway {
             Err(FlightError::Timeout) => return Err(GatewayError::WaitTimeout),
             Err(FlightError::Aborted) => return Err(GatewayError::Internal),
         };
-        if role == Role::Follower {
-            ctx.phase = CachePhase::Collapsed;
-        }
+        let source = fetched.as_ref().map_or(Source::Upstream, |f| f.source);
+        ctx.phase = match (source, role) {
+            (Source::Shared, _) => CachePhase::SharedHit,
+            (Source::Replica, _) | (_, Role::Follower) => CachePhase::Collapsed,
+            (Source::Upstream | Source::Local, Role::Leader) => CachePhase::Miss,
+        };
         if let Ok(f) = &fetched {
             ctx.upstream_took = Some(f.upstream_took);
         }
@@ -367,9 +451,30 @@ impl Gateway {
             .map_or(true, |f| is_failure(f.entry.status));
         if failed && let Some(entry) = &stale {
             ctx.phase = CachePhase::StaleIfError;
-            return Ok(cached_response(entry, self.clock.now(), ctx.phase));
+            return Ok(cached_response(
+                entry,
+                self.clock.now(),
+                ctx.phase,
+                conditions,
+            ));
         }
-        Ok(fetched_response(&fetched?, ctx.phase, self.clock.now()))
+        if let Ok(f) = &fetched
+            && ctx.phase == CachePhase::SharedHit
+        {
+            return Ok(cached_response(
+                &f.entry,
+                self.clock.now(),
+                ctx.phase,
+                conditions,
+            ));
+        }
+        // Fetched unconditionally and stored; now the client's condition is evaluated.
+        Ok(fetched_response(
+            &fetched?,
+            ctx.phase,
+            self.clock.now(),
+            conditions,
+        ))
     }
 
     /// The fetch a flight runs for `target` (called only by the flight's leader). `recheck`:
@@ -385,31 +490,44 @@ impl Gateway {
         let gw = Arc::clone(self);
         let call = call.clone();
         let (key, tenant, route) = (target.key, target.tenant, target.route);
+        // The entry's invalidation group, resolved against its own path (`records:{module}` →
+        // `records:leads`): computed on the miss path only.
+        let cfg = self.config();
+        let policy = cfg.route(route);
+        let group_name = policy.template.resolve_group(&policy.group, target.path);
+        let owner = Owner {
+            tenant,
+            route,
+            group: route::group_hash(&group_name),
+            group_name: Arc::from(&*group_name),
+        };
         let path_and_query = upstream_path(target.path, target.raw_query);
-        move || Box::pin(gw.fetch_and_store(key, tenant, route, call, path_and_query, recheck))
+        move || Box::pin(gw.fetch_and_store(key, owner, call, path_and_query, recheck))
     }
 
     /// Starts one background refresh for `target` unless a flight for it is already running.
     fn revalidate_in_background(self: &Arc<Self>, target: &Target<'_>, call: &CallCtx) {
-        if self.flights.waiters(&target.key) > 0 {
+        if self.flights.waiters(&target.key) > 0 || !self.may_spend(target.tenant, call) {
             return;
         }
         let flights = self.flights.clone();
         let key = target.key;
-        let fetch = self.fetcher(target, call, false)();
+        // `recheck` on: the stale entry is not fresh, but with a fleet tier another replica may
+        // have refreshed it already (L2), or be refreshing it (cross-replica flight).
+        let fetch = self.fetcher(target, call, true)();
         let deadline = self.config().coalesce_timeout;
         tokio::spawn(async move {
             let _ = flights.run(key, deadline, move || fetch).await;
         });
     }
 
-    /// The flight's fetch: re-check the cache (closes the race with a flight that just ended),
-    /// call upstream, store a cacheable answer, or put the key on hold after a failure.
+    /// The flight's fetch: re-check the cache (closes the race with a flight that just ended);
+    /// with a fleet tier, look in L2 and join the cross-replica flight ([`Gateway::fetch_shared`]);
+    /// else call upstream ([`Gateway::fetch_upstream`]).
     async fn fetch_and_store(
         self: Arc<Self>,
         key: CacheKey,
-        tenant: TenantId,
-        route: RouteId,
+        owner: Owner,
         call: CallCtx,
         path_and_query: String,
         recheck: bool,
@@ -419,19 +537,47 @@ impl Gateway {
                 entry,
                 stored: false,
                 upstream_took: Duration::ZERO,
+                source: Source::Local,
             });
         }
-        let generation = self.tenant(tenant).generation();
+        if let Some(fleet) = self.fleet.clone() {
+            return self
+                .fetch_shared(&fleet, key, &owner, &call, &path_and_query, recheck)
+                .await;
+        }
+        self.fetch_upstream(key, &owner, &call, &path_and_query, None)
+            .await
+            .0
+    }
+
+    /// Calls upstream, stores a cacheable answer (in L1, and in L2 with `l2` = the fleet and the
+    /// scope's Redis generation when the fetch began), or puts the key on hold after a failure.
+    /// The `bool` says whether the answer reached L2.
+    async fn fetch_upstream(
+        &self,
+        key: CacheKey,
+        owner: &Owner,
+        call: &CallCtx,
+        path_and_query: &str,
+        l2: Option<(&Fleet, u64)>,
+    ) -> (FetchResult, bool) {
+        let Owner {
+            tenant,
+            route,
+            group,
+            ..
+        } = *owner;
+        let generation = self.tenant(tenant).generation(group);
         let cfg = self.config();
         let policy = &cfg.route(route).lifetimes;
         let started = Instant::now();
         let result = self
             .call_upstream(
                 tenant,
-                &call,
+                call,
                 RouteKind::Cached(route),
                 Method::GET,
-                &path_and_query,
+                path_and_query,
                 None,
             )
             .await;
@@ -439,9 +585,10 @@ impl Gateway {
         let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
+                let owner = (tenant, route, group);
                 self.cache
-                    .hold(key, now, policy.error_hold, tenant, route, Err(e.clone()));
-                return Err(e);
+                    .hold(key, now, policy.error_hold, owner, Err(e.clone()));
+                return (Err(e), false);
             }
         };
         let ttl = match resp.status {
@@ -457,23 +604,40 @@ impl Gateway {
             stale_while_revalidate: policy.stale_while_revalidate,
             stale_if_error: policy.stale_if_error,
         };
-        let entry = Arc::new(CachedResponse::from_upstream(
-            resp, now, lifetimes, tenant, route,
-        ));
-        let fetched = Fetched {
+        let entry = Arc::new(
+            CachedResponse::from_upstream(resp, now, lifetimes, tenant, route).with_group(group),
+        );
+        let t = self.tenant(tenant);
+        let mut fetched = Fetched {
             entry,
-            stored: ttl.is_some() && self.tenant(tenant).generation() == generation,
+            stored: ttl.is_some() && t.generation(group) == generation,
             upstream_took: started.elapsed(),
+            source: Source::Upstream,
         };
         if fetched.stored {
             self.cache.insert(key, fetched.entry.clone()).await;
-            self.tally.stores.fetch_add(1, Ordering::Relaxed);
+            // A write that completed between the check above and the insert has already run
+            // its invalidation: take the answer out again.
+            if t.generation(group) != generation {
+                self.cache.remove(&key).await;
+                fetched.stored = false;
+            } else {
+                self.tally.stores.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(hold_for) = hold_for {
+            let owner = (tenant, route, group);
             self.cache
-                .hold(key, now, hold_for, tenant, route, Ok(fetched.entry.clone()));
+                .hold(key, now, hold_for, owner, Ok(fetched.entry.clone()));
         }
-        Ok(fetched)
+        let shared = match l2 {
+            Some((fleet, generation)) if fetched.stored => {
+                self.l2_store(fleet, &key, owner, &fetched.entry, generation)
+                    .await
+            }
+            _ => false,
+        };
+        (Ok(fetched), shared)
     }
 }
 

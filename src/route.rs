@@ -7,7 +7,10 @@
 //! locally with Zoho's 404 `INVALID_URL_PATTERN`. The upstream host never comes from the request:
 //! it is always the tenant's configured `api_base`.
 
+use std::borrow::Cow;
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use crate::canonical::ParamSchema;
 
@@ -92,7 +95,9 @@ pub struct RoutePolicy {
     /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`).
     pub credit_cost: u32,
     /// Invalidation group: a successful write to the group drops the tenant's entries of every
-    /// route in it (see [`write_invalidates`]).
+    /// route in it (see [`write_invalidates`]). It may name path parameters of the template,
+    /// e.g. `records:{module}`: each stored entry remembers its group resolved against its own
+    /// path ([`PathTemplate::resolve_group`]), so a write to `Leads` drops only `records:leads`.
     pub group: String,
 }
 
@@ -105,7 +110,9 @@ enum Segment {
     /// `{id}`: a Zoho record id, 1–32 ASCII digits.
     Id,
     /// Any other `{name}`: one segment of `[A-Za-z0-9_.-]`.
-    Param,
+    Param(String),
+    /// `**` (allowlist rules only, last segment): one or more further segments.
+    Rest,
 }
 
 /// A path pattern such as `/crm/{version}/settings/user_groups/{id}`. In templates,
@@ -145,7 +152,7 @@ impl PathTemplate {
                 } else if seg == "{id}" {
                     Segment::Id
                 } else if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
-                    Segment::Param
+                    Segment::Param(seg[1..seg.len() - 1].to_owned())
                 } else {
                     Segment::Literal(seg.to_owned())
                 }
@@ -170,6 +177,7 @@ impl PathTemplate {
         };
         let mut offset = 1;
         let mut parts = path.get(1..)?.split('/');
+        let mut rest = false;
         for seg in &self.segments {
             let part = parts.next()?;
             let ok = match seg {
@@ -182,7 +190,12 @@ impl PathTemplate {
                 Segment::Id => {
                     (1..=32).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
                 }
-                Segment::Param => {
+                // The rest of the path (already in normal form) matches, whatever it holds.
+                Segment::Rest => {
+                    rest = true;
+                    break;
+                }
+                Segment::Param(_) => {
                     !part.is_empty()
                         && part
                             .bytes()
@@ -194,7 +207,7 @@ impl PathTemplate {
             }
             offset += part.len() + 1;
         }
-        if parts.next().is_some() {
+        if !rest && parts.next().is_some() {
             return None;
         }
         if m.version.is_empty() {
@@ -202,6 +215,71 @@ impl PathTemplate {
         }
         Some(m)
     }
+
+    /// Whether the template has a `{name}` parameter segment called `name` (for checking an
+    /// invalidation group such as `records:{module}` against its route).
+    pub fn has_param(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Param(n) if n == name))
+    }
+
+    /// Checks an invalidation group against this template: every `{name}` it holds must be a
+    /// parameter segment of the template (`records:{module}` on `/crm/{version}/{module}`).
+    ///
+    /// # Errors
+    /// A short description naming the unknown placeholder.
+    pub fn check_group(&self, group: &str) -> Result<(), String> {
+        let mut rest = group;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| "unclosed `{` in group".to_owned())?;
+            let name = &after[..close];
+            if !self.has_param(name) {
+                return Err(format!(
+                    "group names {{{name}}}, which the path does not have"
+                ));
+            }
+            rest = &after[close + 1..];
+        }
+        Ok(())
+    }
+
+    /// `group` with every `{name}` replaced by the segment of `path` (a path this template
+    /// matches) at that parameter's position, ASCII-lowercased (Zoho's module API names are
+    /// case-insensitive in paths, so `Leads` and `leads` share a group). Placeholders the template
+    /// does not have stay as written. Borrowed when `group` has none.
+    pub fn resolve_group<'g>(&self, group: &'g str, path: &str) -> Cow<'g, str> {
+        if !group.contains('{') {
+            return Cow::Borrowed(group);
+        }
+        let mut out = group.to_owned();
+        let parts = path.get(1..).unwrap_or("").split('/');
+        for (seg, part) in self.segments.iter().zip(parts) {
+            if let Segment::Param(name) = seg {
+                let placeholder = format!("{{{name}}}");
+                if out.contains(&placeholder) {
+                    out = out.replace(&placeholder, &part.to_ascii_lowercase());
+                }
+            }
+        }
+        Cow::Owned(out)
+    }
+}
+
+/// A resolved invalidation group as cache entries and holds remember it: the first 8 bytes of
+/// SHA-256 over a domain tag and the group name (entries stay small; a collision only drops
+/// more entries than needed).
+pub fn group_hash(group: &str) -> u64 {
+    let digest = Sha256::new()
+        .chain_update(b"zoho-gateway/invalidation-group/v1\0")
+        .chain_update(group.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// Whether a path is in normal form: starts with `/`, no empty, `.` or `..` segment, no
@@ -227,7 +305,10 @@ pub fn is_normal_path(path: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
-/// One `[routes.passthrough] allow` entry: a method and a [`PathTemplate`].
+/// One `[routes.passthrough] allow` entry: a method and a [`PathTemplate`], whose last segment
+/// may be `**`: one or more further segments of any content, e.g. `GET /crm/{version}/**` (the
+/// "drop-in" rule: every read an SDK makes is forwarded, uncached). The path is in normal form
+/// before matching (no `.`/`..`/encoded separators), and the host is always the tenant's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowRule {
     /// HTTP method.
@@ -251,10 +332,20 @@ impl AllowRule {
         if method == http::Method::CONNECT {
             return Err("CONNECT is never allowed".into());
         }
-        Ok(AllowRule {
-            method,
-            template: PathTemplate::parse(path)?,
-        })
+        let mut template = PathTemplate::parse(path)?;
+        if let Some(last) = template.segments.last_mut()
+            && *last == Segment::Literal("**".to_owned())
+        {
+            *last = Segment::Rest;
+        }
+        if template
+            .segments
+            .iter()
+            .any(|s| matches!(s, Segment::Literal(l) if l.contains('*')))
+        {
+            return Err("`**` may only be the last segment".into());
+        }
+        Ok(AllowRule { method, template })
     }
 
     /// Whether `method` and `path` (normal form) match this rule; `versions` are the API
@@ -280,11 +371,41 @@ pub fn invalidates_user_groups(method: &http::Method, path: &str) -> bool {
         })
 }
 
-/// The invalidation group a successful write with this method and path belongs to, if any:
-/// `POST`/`PUT`/`PATCH`/`DELETE` under `/crm/{version}/settings/user_groups` is
-/// `"user_groups"`. Every cached route of that group loses the tenant's entries.
-pub fn write_invalidates(method: &http::Method, path: &str) -> Option<&'static str> {
-    invalidates_user_groups(method, path).then_some("user_groups")
+/// The invalidation group a successful write with this method and path belongs to, if any
+/// (`POST`/`PUT`/`PATCH`/`DELETE` under `/crm/{version}/`):
+///
+/// - `…/settings/user_groups[/…]`: `user_groups` (the user-group routes and the count route);
+/// - any other `…/settings/…`, and `…/org[/…]`: `metadata` (modules, fields, layouts, org, …);
+/// - `…/users[/…]`: `users`;
+/// - `…/{module}[/…]`: `records:{module}`, the module ASCII-lowercased (records, record and
+///   search reads of that module, whose route group is `records:{module}`).
+///
+/// Every cached entry of the tenant in that group is dropped.
+pub fn write_invalidates<'p>(method: &http::Method, path: &'p str) -> Option<Cow<'p, str>> {
+    let write = matches!(
+        *method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+    );
+    if !write {
+        return None;
+    }
+    let (_version, tail) = path.strip_prefix("/crm/")?.split_once('/')?;
+    if invalidates_user_groups(method, path) {
+        return Some(Cow::Borrowed("user_groups"));
+    }
+    let (first, _) = tail.split_once('/').unwrap_or((tail, ""));
+    if first.is_empty() {
+        return None;
+    }
+    match first {
+        "settings" | "org" => return Some(Cow::Borrowed("metadata")),
+        "users" => return Some(Cow::Borrowed("users")),
+        _ => {}
+    }
+    Some(Cow::Owned(format!(
+        "records:{}",
+        first.to_ascii_lowercase()
+    )))
 }
 
 /// The `associated_users_count` route's path template.
@@ -371,5 +492,82 @@ mod tests {
             &http::Method::POST,
             "/crm/v7/settings/user_groupsx"
         ));
+    }
+
+    #[test]
+    fn a_double_star_matches_one_or_more_trailing_segments() {
+        let v: Vec<String> = vec!["v7".into()];
+        let r = AllowRule::parse("GET /crm/{version}/**").unwrap();
+        for ok in [
+            "/crm/v7/x",
+            "/crm/v7/Leads/1/Notes",
+            "/crm/v7/settings/modules",
+        ] {
+            assert!(r.matches(&http::Method::GET, ok, &v), "{ok}");
+        }
+        assert!(!r.matches(&http::Method::GET, "/crm/v7", &v));
+        assert!(!r.matches(&http::Method::GET, "/crm/v6/x", &v));
+        assert!(!r.matches(&http::Method::POST, "/crm/v7/x", &v));
+        assert!(AllowRule::parse("GET /crm/**/x").is_err());
+        assert!(AllowRule::parse("GET /crm/{version}/a*").is_err());
+        // A cached route's template never treats `**` as a wildcard.
+        let t = PathTemplate::parse("/crm/{version}/**").unwrap();
+        assert!(t.matches("/crm/v7/x", &v).is_none());
+    }
+
+    #[test]
+    fn writes_name_their_invalidation_group() {
+        let g = |m: http::Method, p| write_invalidates(&m, p).map(|g| g.into_owned());
+        use http::Method as M;
+        assert_eq!(
+            g(M::POST, "/crm/v7/Leads").as_deref(),
+            Some("records:leads")
+        );
+        assert_eq!(
+            g(M::PUT, "/crm/v8/leads/1/actions/x").as_deref(),
+            Some("records:leads")
+        );
+        assert_eq!(
+            g(M::DELETE, "/crm/v7/settings/user_groups/1").as_deref(),
+            Some("user_groups")
+        );
+        assert_eq!(
+            g(M::PATCH, "/crm/v7/settings/fields").as_deref(),
+            Some("metadata")
+        );
+        assert_eq!(g(M::PUT, "/crm/v7/users/1").as_deref(), Some("users"));
+        assert_eq!(g(M::POST, "/crm/v8/org/photo").as_deref(), Some("metadata"));
+        assert_eq!(g(M::GET, "/crm/v7/Leads"), None);
+        assert_eq!(g(M::POST, "/crm/v7"), None);
+        assert_eq!(g(M::POST, "/other/v7/Leads"), None);
+    }
+
+    #[test]
+    fn groups_resolve_against_the_entry_path() {
+        let v: Vec<String> = vec!["v7".into()];
+        let t = PathTemplate::parse("/crm/{version}/{module}/{id}").unwrap();
+        assert!(t.matches("/crm/v7/Leads/12", &v).is_some());
+        assert!(t.has_param("module") && !t.has_param("id"));
+        assert!(t.check_group("records:{module}").is_ok());
+        assert!(t.check_group("metadata").is_ok());
+        assert!(t.check_group("records:{modul}").is_err());
+        assert!(t.check_group("records:{module").is_err());
+        assert_eq!(
+            t.resolve_group("records:{module}", "/crm/v7/Leads/12"),
+            "records:leads"
+        );
+        assert!(matches!(
+            t.resolve_group("metadata", "/crm/v7/Leads/12"),
+            Cow::Borrowed("metadata")
+        ));
+        assert_eq!(
+            t.resolve_group("records:{other}", "/crm/v7/Leads/12"),
+            "records:{other}"
+        );
+        assert_eq!(
+            group_hash("records:leads"),
+            group_hash(&t.resolve_group("records:{module}", "/crm/v7/LEADS/1"))
+        );
+        assert_ne!(group_hash("records:leads"), group_hash("records:contacts"));
     }
 }

@@ -269,6 +269,13 @@ impl CertClients {
             .or_else(|| self.by_subject.get(&*peer.subject))
     }
 
+    /// Every certificate-only client, to update in place (tenant renumbering on reload).
+    pub fn clients_mut(&mut self) -> impl Iterator<Item = &mut ClientKey> {
+        self.by_spki
+            .values_mut()
+            .chain(self.by_subject.values_mut())
+    }
+
     /// Number of certificate-only clients.
     pub fn len(&self) -> usize {
         self.by_spki.len() + self.by_subject.len()

@@ -15,6 +15,14 @@
 //!   check, so callers that queued behind a refresh reuse its token instead of refreshing again).
 //! - **Ahead of expiry**: [`TokenManager::run_refresh_ahead`] refreshes `refresh_margin` before
 //!   expiry in the background; requests never wait for a refresh while the current token is valid.
+//! - **Once per tenant for the fleet** (with `[redis]`): while Redis is available, a refresh goes
+//!   through [`crate::fleet::tokens`]: the token another replica published is adopted, or this
+//!   replica makes the fleet's one grant under the tenant's lease, within the fleet-wide grant
+//!   budget and throttle lockout, and publishes it sealed. A refusal or failure there becomes a
+//!   local hold of the same length. While Redis is unavailable, the local path below runs with
+//!   `redis.fallback_share_percent` of the budget. At start-up the first refresh waits (at most
+//!   `token_timeout`) for the first Redis connection attempt, so replicas starting together
+//!   share one grant.
 //! - **Within Zoho's limits**: a local budget (default 10 grants per 600 s, Zoho's limit); while a
 //!   hold is on, no attempt is made and callers get the failure with the time left
 //!   (`Retry-After`).
@@ -42,6 +50,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{Secret, TenantConfig};
 use crate::error::{GatewayError, TokenFailure};
+use crate::fleet::tokens::{SharedRefresh, SharedToken};
+use crate::fleet::{Availability, Fleet, Unavailable};
 use crate::metrics::Metrics;
 use crate::telemetry::ErrorChain;
 use crate::upstream::Upstream;
@@ -71,6 +81,9 @@ pub struct AccessToken {
     pub expires_at: Instant,
     /// Increases with every grant; identifies the token without exposing it.
     pub generation: u64,
+    /// The fleet's id of this token when it came through the fleet tier (see
+    /// [`crate::fleet::tokens`]); `None` for a token of this replica's own.
+    pub fleet_id: Option<u64>,
 }
 
 impl AccessToken {
@@ -80,7 +93,7 @@ impl AccessToken {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
     current: Option<Arc<AccessToken>>,
     generation: u64,
@@ -152,6 +165,8 @@ pub struct TokenManager {
     state: Mutex<State>,
     refresh_lock: tokio::sync::Mutex<()>,
     changed: tokio::sync::Notify,
+    /// The fleet tier: while available, one token per tenant for the whole fleet.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -281,6 +296,7 @@ impl TokenManager {
         upstream: Upstream,
         metrics: Arc<Metrics>,
         clock: Clock,
+        fleet: Option<Arc<Fleet>>,
     ) -> Self {
         let mut state = State::default();
         if let Some(path) = &tenant.token_state_file {
@@ -294,6 +310,7 @@ impl TokenManager {
                             value,
                             expires_at,
                             generation: 1,
+                            fleet_id: None,
                         }));
                         tracing::info!(tenant = %tenant.name, "reusing the access token from the state file");
                     }
@@ -318,6 +335,27 @@ impl TokenManager {
             state: Mutex::new(state),
             refresh_lock: tokio::sync::Mutex::new(()),
             changed: tokio::sync::Notify::new(),
+            fleet,
+        }
+    }
+
+    /// A manager for the same credentials with new token settings (`refresh_margin`,
+    /// `token_timeout`, the budget, the lockout, the state file): it carries this one's state —
+    /// the current token, the recent grant times and any hold — so a settings change spends no
+    /// grant and forgets no lockout. (Grants this manager makes afterwards, for requests still
+    /// under way, are not counted in the successor's budget.)
+    pub fn with_settings(&self, tenant: Arc<TenantConfig>) -> Self {
+        let state = self.lock().clone();
+        TokenManager {
+            lockout_gauge: self.lockout_gauge.clone(),
+            tenant,
+            upstream: self.upstream.clone(),
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            state: Mutex::new(state),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+            fleet: self.fleet.clone(),
         }
     }
 
@@ -386,6 +424,21 @@ impl TokenManager {
                 reason: TokenFailure::Unreachable,
                 retry_after: Duration::from_secs(1),
             })?;
+        // At start-up, the first token waits (bounded) for the first Redis connection, so that
+        // replicas starting together adopt one grant instead of each making its own.
+        if let Some(fleet) = &self.fleet {
+            fleet.settled(self.tenant.token_timeout).await;
+        }
+        if let Some(fleet) = self
+            .fleet
+            .as_ref()
+            .filter(|f| f.availability() == Availability::Available)
+            && let Ok(result) = self.refresh_through_fleet(fleet, cause).await
+        {
+            self.persist().await;
+            self.changed.notify_waiters();
+            return result;
+        }
         let result = match self.admit(cause) {
             Admission::Reuse(token) => return Ok(token),
             Admission::Held(err) => return Err(err),
@@ -398,6 +451,116 @@ impl TokenManager {
         self.persist().await;
         self.changed.notify_waiters();
         result
+    }
+
+    /// The fleet path of a refresh (see [`crate::fleet::tokens`]): adopt the token another
+    /// replica published, or make the fleet's one grant under its lease and budget. A refusal
+    /// (fleet budget spent, lockout) or failure becomes a local hold.
+    ///
+    /// # Errors
+    /// [`Unavailable`] when Redis could not answer: the caller takes the local path, with its
+    /// share of the budget.
+    async fn refresh_through_fleet(
+        &self,
+        fleet: &Arc<Fleet>,
+        cause: Cause,
+    ) -> Result<Result<Arc<AccessToken>, GatewayError>, Unavailable> {
+        let now = self.clock.now();
+        let replacing = {
+            let mut st = self.lock();
+            let current = st.current.as_ref().filter(|t| t.expires_at > now).cloned();
+            let replacing = match (current, cause) {
+                (Some(t), Cause::Rejected(g)) if g == t.generation => {
+                    st.current = None;
+                    t.fleet_id
+                }
+                (Some(t), Cause::Ahead(g)) if g == t.generation => t.fleet_id,
+                (Some(t), _) => return Ok(Ok(t)),
+                (None, _) => None,
+            };
+            if let Some(err) = st.held(now) {
+                return Ok(Err(err));
+            }
+            replacing
+        };
+        let grant = || async {
+            // The grant's attempt counts in the local budget too, so a fall-back right after
+            // does not spend the same window again.
+            self.lock().attempts.push_back(self.clock.now());
+            self.grant().await.map_err(|e| {
+                let reason = e.failure();
+                self.metrics
+                    .record_token_refresh(&self.tenant.name, reason.as_str());
+                tracing::warn!(tenant = %self.tenant.name, reason = reason.as_str(), error = %ErrorChain(&e), "access token refresh failed (fleet grant)");
+                reason
+            })
+        };
+        let outcome = fleet
+            .refresh_shared(
+                &self.tenant,
+                replacing,
+                self.tenant.refresh_margin,
+                self.tenant.token_timeout.saturating_mul(2),
+                grant,
+            )
+            .await?;
+        let now = self.clock.now();
+        let (reason, hold) = match outcome {
+            SharedRefresh::Adopted(t) => return Ok(Ok(self.install_shared(t, false))),
+            SharedRefresh::Granted(t) => return Ok(Ok(self.install_shared(t, true))),
+            SharedRefresh::Refused(reason, hold) => {
+                self.metrics
+                    .record_token_refresh(&self.tenant.name, reason.as_str());
+                (reason, hold)
+            }
+            SharedRefresh::Failed(reason) => (
+                reason,
+                match reason {
+                    TokenFailure::Throttled => self.tenant.throttle_lockout,
+                    _ => FAILURE_HOLD,
+                },
+            ),
+        };
+        self.lock().hold = Some((now.checked_add(hold).unwrap_or(now), reason));
+        self.lockout_gauge
+            .set(i64::from(reason == TokenFailure::Throttled));
+        Ok(Err(GatewayError::TokenUnavailable {
+            reason,
+            retry_after: hold,
+        }))
+    }
+
+    /// Makes a fleet token current (its expiry moved from Unix time onto the gateway's clock).
+    fn install_shared(&self, t: SharedToken, granted_here: bool) -> Arc<AccessToken> {
+        let now = self.clock.now();
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let lifetime = t.remaining(unix_now).min(MAX_TOKEN_LIFETIME);
+        let token = {
+            let mut st = self.lock();
+            st.generation += 1;
+            st.failures = 0;
+            st.hold = None;
+            let token = Arc::new(AccessToken {
+                value: t.value,
+                expires_at: now + lifetime,
+                generation: st.generation,
+                fleet_id: Some(t.id),
+            });
+            st.current = Some(token.clone());
+            token
+        };
+        self.lockout_gauge.set(0);
+        let outcome = if granted_here { "success" } else { "adopted" };
+        self.metrics
+            .record_token_refresh(&self.tenant.name, outcome);
+        self.metrics.set_token_expiry(
+            &self.tenant.name,
+            i64::try_from(t.expires_at_unix_ms / 1000).unwrap_or(i64::MAX),
+        );
+        tracing::info!(tenant = %self.tenant.name, lifetime_s = lifetime.as_secs(), generation = token.generation, granted_here, "access token from the fleet");
+        token
     }
 
     /// Decides whether a grant may be made now: not when another caller already replaced the
@@ -428,7 +591,15 @@ impl TokenManager {
         {
             st.attempts.pop_front();
         }
-        if st.attempts.len() >= self.tenant.refresh_budget as usize {
+        // With a fleet tier, this path runs only while Redis is unavailable: this replica's
+        // share of the budget.
+        let budget = match &self.fleet {
+            Some(f) => f
+                .config()
+                .fallback_share(self.tenant.refresh_budget as usize),
+            None => self.tenant.refresh_budget as usize,
+        };
+        if st.attempts.len() >= budget {
             let until = st
                 .attempts
                 .front()
@@ -483,6 +654,7 @@ impl TokenManager {
                 value,
                 expires_at,
                 generation: st.generation,
+                fleet_id: None,
             });
             st.current = Some(token.clone());
             token

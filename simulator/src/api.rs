@@ -1,4 +1,7 @@
-//! The API request path: `/crm/{v}/settings/user_groups[...]`.
+//! The API request path: every `/crm/{v}/…` route (see `route` for the table). User groups
+//! are served here; the other metadata (`settings/modules`, `fields`, `layouts`,
+//! `related_lists`, `custom_views`, `roles`, `profiles`, `users`, `org`) by `api/meta.rs`,
+//! records (list, get, search, create, update, delete) by `api/records.rs`.
 //!
 //! Steps, in order, each of which may answer early:
 //!
@@ -16,11 +19,12 @@
 //!    (**choice**; Zoho is seen sending it for bad tokens too); a scheme other
 //!    than `Zoho-oauthtoken` (e.g. `Bearer`) or an unknown, expired or revoked
 //!    token → 401 `INVALID_TOKEN` "invalid oauth token".
-//! 7. Scope: reads need `ZohoCRM.settings.user_groups.READ`, `.ALL` or
+//! 7. Scope: user-group reads need `ZohoCRM.settings.user_groups.READ`, `.ALL` or
 //!    `ZohoCRM.settings.ALL`; writes need `ZohoCRM.settings.user_groups.ALL`,
 //!    `ZohoCRM.settings.ALL` or the operation's own scope (`.CREATE`,
-//!    `.UPDATE`, `.DELETE`); otherwise 401 `OAUTH_SCOPE_MISMATCH`. Scope names
-//!    compare ASCII-case-insensitively.
+//!    `.UPDATE`, `.DELETE`); the other routes likewise with their own family
+//!    (`ApiTarget::accepted_scopes`); otherwise 401 `OAUTH_SCOPE_MISMATCH`.
+//!    Scope names compare ASCII-case-insensitively.
 //! 8. Inactive user → 403 `INACTIVE_USER`.
 //! 9. The route handler.
 //!
@@ -58,6 +62,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::config::NoMatch;
+use super::crm::parse_if_modified_since;
 use super::dataset::{is_zoho_id, zoho_time};
 use super::filters::{self, Filter};
 use super::handle::{Credit, Fault, State};
@@ -66,9 +71,12 @@ use super::params::Params;
 use super::response::{
     ApiError, ErrorCode, Reply, ResponseMeta, SimResponse, api_response, envelope_value,
 };
-use super::route::{ApiTarget, Operation, Target};
+use super::route::{ApiTarget, Target};
 use super::server::{BodyError, Dropped, read_body};
 use super::store::{GroupPatch, GroupRec, WriteError};
+
+mod meta;
+mod records;
 
 /// The `Authorization` header as presented.
 enum Auth {
@@ -220,7 +228,7 @@ async fn serve(
         }
     };
     let grant = authenticate(&auth, grant)?;
-    authorize(&grant, api.operation())?;
+    authorize(&grant, &api)?;
     if !grant.user_active {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -228,7 +236,44 @@ async fn serve(
         ));
     }
     let query = Params::parse(req.uri().query().unwrap_or("").as_bytes());
+    let ims = req
+        .headers()
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_if_modified_since);
     match api {
+        ApiTarget::Modules => meta::modules(state, &query, ims),
+        ApiTarget::Module(name) => meta::module(state, &name, ims),
+        ApiTarget::Fields => meta::fields(state, &query),
+        ApiTarget::Layouts => meta::layouts(state, &query, None),
+        ApiTarget::Layout(id) => meta::layouts(state, &query, Some(&id)),
+        ApiTarget::RelatedLists => meta::related_lists(state, &query),
+        ApiTarget::CustomViews => meta::custom_views(state, &query),
+        ApiTarget::Roles => meta::roles(state),
+        ApiTarget::Profiles => meta::profiles(state),
+        ApiTarget::Users => meta::users(state, &query),
+        ApiTarget::User(id) => meta::user(state, &id),
+        ApiTarget::Org => meta::org(state),
+        ApiTarget::Records(m) => records::list(state, &m, &query, ims),
+        ApiTarget::Record(m, id) => records::get(state, &m, &id, &query, ims),
+        ApiTarget::Search(m) => records::search(state, &m, &query),
+        ApiTarget::CreateRecords(m) => {
+            records::known_module(state, &m)?;
+            let body = read_json(state, req).await?;
+            records::create(state, &m, &body)
+        }
+        ApiTarget::UpdateRecords(m) => {
+            records::known_module(state, &m)?;
+            let body = read_json(state, req).await?;
+            records::update(state, &m, None, &body)
+        }
+        ApiTarget::UpdateRecord(m, id) => {
+            records::known_record(state, &m, &id)?;
+            let body = read_json(state, req).await?;
+            records::update(state, &m, Some(&id), &body)
+        }
+        ApiTarget::DeleteRecords(m) => records::delete_many(state, &m, &query),
+        ApiTarget::DeleteRecord(m, id) => records::delete_one(state, &m, &id),
         ApiTarget::AssociatedUsersCount => associated_users_count(state, &query),
         ApiTarget::List => list_groups(state, &query),
         ApiTarget::Get(id) => get_group(state, &id),
@@ -259,13 +304,8 @@ fn authenticate(auth: &Auth, grant: Option<AccessGrant>) -> Result<AccessGrant, 
     }
 }
 
-fn authorize(grant: &AccessGrant, op: Operation) -> Result<(), ApiError> {
-    let own = format!("ZohoCRM.settings.user_groups.{}", op.as_str());
-    let accepted = [
-        "ZohoCRM.settings.ALL",
-        "ZohoCRM.settings.user_groups.ALL",
-        own.as_str(),
-    ];
+fn authorize(grant: &AccessGrant, api: &ApiTarget) -> Result<(), ApiError> {
+    let accepted = api.accepted_scopes();
     if grant
         .scopes
         .iter()

@@ -17,8 +17,15 @@ use serde::Deserialize;
 const DEMO_CLIENT_ID: &str = "1000.DEMOCLIENT0000000000000000000000";
 /// The demo client's secret.
 const DEMO_CLIENT_SECRET: &str = "demo-client-secret";
-/// The demo client's refresh token (scope `ZohoCRM.settings.user_groups.ALL`).
+/// The demo client's refresh token (scopes [`DEMO_SCOPES`]).
 const DEMO_REFRESH_TOKEN: &str = "1000.demo.refresh-token";
+/// The demo refresh token's scopes: every API the simulator serves.
+pub const DEMO_SCOPES: [&str; 4] = [
+    "ZohoCRM.settings.ALL",
+    "ZohoCRM.modules.ALL",
+    "ZohoCRM.users.ALL",
+    "ZohoCRM.org.ALL",
+];
 
 /// All simulator settings.
 ///
@@ -118,7 +125,7 @@ impl Default for SimConfig {
 impl SimConfig {
     /// The demo client's `(client_id, client_secret, refresh_token)`, the
     /// credentials of the default [`SimConfig::clients`] entry. The refresh
-    /// token has scope `ZohoCRM.settings.user_groups.ALL` and an active user.
+    /// token has scopes [`DEMO_SCOPES`] (every API the simulator serves) and an active user.
     pub fn demo_credentials() -> (String, String, String) {
         (
             DEMO_CLIENT_ID.into(),
@@ -174,10 +181,7 @@ impl SimClient {
         SimClient {
             client_id: DEMO_CLIENT_ID.into(),
             client_secret: DEMO_CLIENT_SECRET.into(),
-            refresh_tokens: vec![SimRefreshToken::new(
-                DEMO_REFRESH_TOKEN,
-                &["ZohoCRM.settings.user_groups.ALL"],
-            )],
+            refresh_tokens: vec![SimRefreshToken::new(DEMO_REFRESH_TOKEN, &DEMO_SCOPES)],
         }
     }
 }
@@ -333,6 +337,7 @@ mod tests {
         assert_eq!(cfg.clients[0].client_id, id);
         assert_eq!(cfg.clients[0].client_secret, secret);
         assert_eq!(cfg.clients[0].refresh_tokens[0].token, refresh);
+        assert_eq!(cfg.clients[0].refresh_tokens[0].scopes, DEMO_SCOPES);
         assert_eq!(cfg.clients[0].refresh_tokens.len(), 2);
     }
 

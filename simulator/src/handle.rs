@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::SimConfig;
+use super::crm::{CrmStore, PageTokens};
 use super::oauth::{Registry, TokenStore};
 use super::route::SimRoute;
 use super::store::Store;
@@ -24,6 +25,10 @@ pub(crate) struct State {
     pub registry: Registry,
     pub tokens: Mutex<TokenStore>,
     pub store: Mutex<Store>,
+    /// Modules, metadata and records.
+    pub crm: Mutex<CrmStore>,
+    /// `page_token`s handed out by records reads.
+    pub page_tokens: Mutex<PageTokens>,
     pub counters: Counters,
     pub faults: Mutex<Faults>,
     pub token_down: AtomicBool,

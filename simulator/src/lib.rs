@@ -1,6 +1,9 @@
 //! An in-process simulator of the Zoho CRM endpoints the gateway fronts:
-//! the OAuth refresh-token grant and the user-groups settings API, above all
-//! `GET /crm/{v}/settings/user_groups/actions/associated_users_count`.
+//! the OAuth refresh-token grant, the user-groups settings API (above all
+//! `GET /crm/{v}/settings/user_groups/actions/associated_users_count`), the
+//! metadata reads the SDKs make (modules, fields, layouts, related lists,
+//! custom views, roles, profiles, users, org) and records (list, get, search
+//! with its own criteria evaluator, create, update, delete).
 //!
 //! It is "Zoho" for tests, benches and the `demo`/`simulate` CLI: faithful to
 //! `shared/zoho/API-NOTES.md`, with every behaviour the notes mark
@@ -11,9 +14,11 @@
 //! client ──HTTP──▶ server (accept, graceful drain)
 //!                    └─ route::classify ─┬─ /oauth/v2/token      → oauth
 //!                                        ├─ /__simulator/*        → control
-//!                                        └─ /crm/{v5..v8}/settings/user_groups… → api
+//!                                        └─ /crm/{v5..v8}/…        → api
 //!                                              count → fault → latency → route → auth
-//!                                              → scope → user → handler (store, filters)
+//!                                              → scope → user → handler: user groups (store,
+//!                                              filters), api/meta (crm), api/records (crm,
+//!                                              criteria)
 //! ```
 //!
 //! ```no_run
@@ -30,7 +35,8 @@
 //! Module map: [`config`] settings, [`dataset`] data-set file and generator,
 //! [`filters`] the `filters` evaluator, `route` paths → [`SimRoute`], `oauth`
 //! token endpoint, `api` the API request path, `store` live groups,
-//! `response` envelope and headers, `control` the `/__simulator/` surface,
+//! `crm` modules, metadata and records, `response` envelope and headers,
+//! `control` the `/__simulator/` surface,
 //! `handle` counters and faults ([`SimHandle`]), `server` accept loop; [`samples`] how Zoho's
 //! clients spell requests (for tests, benches and fuzz targets).
 
@@ -46,6 +52,7 @@ mod api;
 pub mod config;
 mod control;
 pub mod criteria;
+mod crm;
 pub mod dataset;
 pub mod filters;
 mod handle;
@@ -64,6 +71,7 @@ pub use dataset::{Dataset, DatasetError, generate_dataset};
 pub use handle::{SimHandle, SimStats};
 pub use route::SimRoute;
 
+use crm::{CrmStore, PageTokens};
 use handle::{Counters, Faults, State};
 use oauth::{Registry, TokenStore};
 use store::Store;
@@ -134,6 +142,8 @@ impl Simulator {
             registry,
             tokens: Mutex::new(TokenStore::default()),
             store: Mutex::new(Store::from_dataset(&dataset)),
+            crm: Mutex::new(CrmStore::from_dataset(&dataset)),
+            page_tokens: Mutex::new(PageTokens::default()),
             counters: Counters::default(),
             faults: Mutex::new(Faults::default()),
             token_down: AtomicBool::new(false),

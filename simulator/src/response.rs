@@ -43,6 +43,16 @@ pub(crate) enum ErrorCode {
     ServiceUnavailable,
     MandatoryNotFound,
     DuplicateData,
+    InvalidModule,
+    RequiredParamMissing,
+    ExpectedParamMissing,
+    AmbiguityDuringProcessing,
+    DiscretePaginationLimitExceeded,
+    TokenBoundDataMismatch,
+    LimitExceeded,
+    LimitReached,
+    InvalidQuery,
+    CriteriaLimitExceeded,
 }
 
 impl ErrorCode {
@@ -62,6 +72,16 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             ErrorCode::MandatoryNotFound => "MANDATORY_NOT_FOUND",
             ErrorCode::DuplicateData => "DUPLICATE_DATA",
+            ErrorCode::InvalidModule => "INVALID_MODULE",
+            ErrorCode::RequiredParamMissing => "REQUIRED_PARAM_MISSING",
+            ErrorCode::ExpectedParamMissing => "EXPECTED_PARAM_MISSING",
+            ErrorCode::AmbiguityDuringProcessing => "AMBIGUITY_DURING_PROCESSING",
+            ErrorCode::DiscretePaginationLimitExceeded => "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+            ErrorCode::TokenBoundDataMismatch => "TOKEN_BOUND_DATA_MISMATCH",
+            ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::LimitReached => "LIMIT_REACHED",
+            ErrorCode::InvalidQuery => "INVALID_QUERY",
+            ErrorCode::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
         }
     }
 
@@ -99,6 +119,22 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "service unavailable",
             ErrorCode::MandatoryNotFound => "required field not found",
             ErrorCode::DuplicateData => "duplicate data",
+            ErrorCode::InvalidModule => "the module name given seems to be invalid",
+            ErrorCode::RequiredParamMissing => "One of the expected parameter is missing",
+            ErrorCode::ExpectedParamMissing => "one of the expected parameters is missing",
+            ErrorCode::AmbiguityDuringProcessing => "ambiguity during processing",
+            ErrorCode::DiscretePaginationLimitExceeded => {
+                "You can only get the first 2000 records without using page_token param"
+            }
+            ErrorCode::TokenBoundDataMismatch => {
+                "The page_token given seems to be invalid or input param is added, altered, or deleted"
+            }
+            ErrorCode::LimitExceeded => "limit exceeded",
+            ErrorCode::LimitReached => "maximum response iteration limit reached",
+            ErrorCode::InvalidQuery => "Invalid query formed",
+            ErrorCode::CriteriaLimitExceeded => {
+                "no of criterium that can be given exceed the limit 15"
+            }
         }
     }
 }
@@ -144,6 +180,24 @@ impl ApiError {
     pub(crate) fn invalid_id() -> ApiError {
         ApiError::invalid_data(json!({"resource_path_index": 2}))
             .with_message("the id given seems to be invalid")
+    }
+
+    /// 400 with `code` and `details`.
+    pub(crate) fn bad_request(code: ErrorCode, details: Value) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code).with_details(details)
+    }
+
+    /// 400 `REQUIRED_PARAM_MISSING` for query parameter `name`.
+    pub(crate) fn param_missing(name: &str) -> ApiError {
+        ApiError::bad_request(
+            ErrorCode::RequiredParamMissing,
+            json!({ "param_name": name }),
+        )
+    }
+
+    /// 400 `INVALID_DATA` for query parameter `name`.
+    pub(crate) fn invalid_param(name: &str) -> ApiError {
+        ApiError::invalid_data(json!({ "param_name": name }))
     }
 
     /// The envelope as one JSON object.

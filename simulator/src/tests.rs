@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 use super::*;
 
+mod crm;
+
 const COUNT: &str = "/crm/v7/settings/user_groups/actions/associated_users_count";
 const GROUPS: &str = "/crm/v7/settings/user_groups";
 /// The `filters` value of the seed's curl sample, as sent.
@@ -505,7 +507,7 @@ async fn unknown_paths_are_invalid_url_pattern() {
         "/crm/v9/settings/user_groups/actions/associated_users_count",
         "/crm/v7/settings/user_group",
         "/crm/v7/settings/user_groups/actions/associated_users_count/",
-        "/crm/v7/Leads",
+        "/crm/v7/Leads/1/photo",
         "/",
     ] {
         let r = c.get(path, &token).await;

@@ -45,11 +45,17 @@ pub enum CachePhase {
     Uncached,
     /// Served from a fresh entry; no upstream call.
     Fresh,
+    /// Not in this replica's cache, served fresh from the fleet's shared cache (L2 in Redis,
+    /// another replica's answer); no upstream call.
+    SharedHit,
     /// Served a just-expired entry at once while one background refresh runs (RFC 5861 §3).
     StaleWhileRevalidate,
     /// Served an expired entry because the upstream failed or the key is held after a failure
     /// (RFC 5861 §4).
     StaleIfError,
+    /// Served an expired entry because the tenant is under its credit reserve and the client
+    /// may not spend it (`priority` not `high`); no upstream call.
+    StaleCreditReserve,
     /// The key is held after a recent upstream failure and no entry can stand in: that failure
     /// is answered again, with `Retry-After`; no upstream call.
     Held,
@@ -123,8 +129,13 @@ impl CachePhase {
     /// gateway-produced error of blame `error` (`None`: it got a response).
     pub fn outcome(self, error: Option<Blame>) -> Outcome {
         match (self, error) {
-            (CachePhase::Fresh, _) => Outcome::Hit,
-            (CachePhase::StaleWhileRevalidate | CachePhase::StaleIfError, _) => Outcome::Stale,
+            (CachePhase::Fresh | CachePhase::SharedHit, _) => Outcome::Hit,
+            (
+                CachePhase::StaleWhileRevalidate
+                | CachePhase::StaleIfError
+                | CachePhase::StaleCreditReserve,
+                _,
+            ) => Outcome::Stale,
             (CachePhase::Held, _) => Outcome::Held,
             (CachePhase::Bypass(_), _) => Outcome::Bypass,
             (CachePhase::Uncached, None | Some(Blame::Client)) => Outcome::Rejected,
@@ -140,7 +151,9 @@ impl CachePhase {
         match self {
             CachePhase::StaleWhileRevalidate => Some("stale-while-revalidate"),
             CachePhase::StaleIfError => Some("stale-if-error"),
+            CachePhase::StaleCreditReserve => Some("credit-reserve"),
             CachePhase::Held => Some("upstream-hold"),
+            CachePhase::SharedHit => Some("shared"),
             CachePhase::Bypass(reason) => Some(reason.as_str()),
             _ => None,
         }
@@ -148,7 +161,8 @@ impl CachePhase {
 
     /// The `Cache-Status` value (RFC 9211) of a response in this phase, e.g.
     /// `zoho-gateway; hit; ttl=42`, `zoho-gateway; fwd=miss; stored; ttl=60`,
-    /// `zoho-gateway; fwd=miss; collapsed`, `zoho-gateway; fwd=bypass; detail=no-store`.
+    /// `zoho-gateway; fwd=miss; collapsed`, `zoho-gateway; fwd=bypass; detail=no-store`,
+    /// `zoho-gateway; hit; ttl=42; detail=shared` (from the fleet's L2).
     ///
     /// `stored`: this request's flight stored the answer; `ttl`: remaining freshness in seconds,
     /// negative for a stale entry (RFC 9211 §2.6); `error`: the kind of a gateway-produced error,
@@ -157,7 +171,11 @@ impl CachePhase {
         let mut s = String::with_capacity(48);
         s.push_str(CACHE_NAME);
         match self {
-            CachePhase::Fresh | CachePhase::StaleWhileRevalidate | CachePhase::StaleIfError => {
+            CachePhase::Fresh
+            | CachePhase::SharedHit
+            | CachePhase::StaleWhileRevalidate
+            | CachePhase::StaleIfError
+            | CachePhase::StaleCreditReserve => {
                 s.push_str("; hit");
             }
             CachePhase::Miss => s.push_str("; fwd=miss"),
@@ -188,6 +206,10 @@ mod tests {
         assert_eq!(
             CachePhase::Fresh.cache_status(false, Some(42), None),
             "zoho-gateway; hit; ttl=42"
+        );
+        assert_eq!(
+            CachePhase::SharedHit.cache_status(false, Some(42), None),
+            "zoho-gateway; hit; ttl=42; detail=shared"
         );
         assert_eq!(
             CachePhase::Miss.cache_status(true, Some(60), None),
@@ -221,7 +243,9 @@ mod tests {
     fn outcome_follows_phase_and_blame() {
         use CachePhase as P;
         assert_eq!(P::Fresh.outcome(None), Outcome::Hit);
+        assert_eq!(P::SharedHit.outcome(None), Outcome::Hit);
         assert_eq!(P::StaleIfError.outcome(None), Outcome::Stale);
+        assert_eq!(P::StaleCreditReserve.outcome(None), Outcome::Stale);
         assert_eq!(P::Miss.outcome(Some(Blame::Upstream)), Outcome::Error);
         assert_eq!(P::Collapsed.outcome(None), Outcome::Collapsed);
         assert_eq!(

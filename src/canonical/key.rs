@@ -8,7 +8,9 @@ use super::{CanonicalQuery, ParamKind, ParamSpec, UnknownParams, Value};
 /// Who asks and where: the request properties outside the query string that enter the key.
 #[derive(Clone, Copy, Debug)]
 pub struct KeyScope<'a> {
-    /// The gateway's tenant name (pins one Zoho org and data centre).
+    /// The tenant's identity scope, [`crate::config::TenantConfig::identity_scope`]: its name
+    /// and a fingerprint of its API host and credentials (pins one Zoho org, data centre and
+    /// token owner).
     pub tenant: &'a str,
     /// A 32-byte digest of the caller's credential when answers may differ per credential;
     /// `None` when the tenant's shared token answers for everybody. Never the raw token.
@@ -21,6 +23,10 @@ pub struct KeyScope<'a> {
     /// `"/settings/user_groups/actions/associated_users_count"` or `"/Leads/4150868000001"`,
     /// byte-exact.
     pub route: &'a str,
+    /// The client's `X-EXTERNAL` header value (Zoho's external-id lookups, e.g.
+    /// `Leads.External_Id`), byte-exact; `None` when absent. It changes which record an id
+    /// names, so it is forwarded upstream and enters the key.
+    pub external: Option<&'a [u8]>,
 }
 
 /// A SHA-256 cache key. `Display` and `Debug` show the first 8 bytes in hex; [`CacheKey::to_hex`]
@@ -51,7 +57,7 @@ impl std::fmt::Debug for CacheKey {
 }
 
 /// Domain separation: bump the version whenever the encoding below changes.
-const DOMAIN: &[u8] = b"zoho-gateway/cache-key/v2";
+const DOMAIN: &[u8] = b"zoho-gateway/cache-key/v3";
 /// Domain of [`schema_fingerprint`].
 const SCHEMA_DOMAIN: &[u8] = b"zoho-gateway/param-schema/v1";
 
@@ -65,6 +71,7 @@ const T_VERSION: u8 = 4;
 const T_ROUTE: u8 = 5;
 const T_SCHEMA: u8 = 6;
 const T_PARAMS: u8 = 7;
+const T_EXTERNAL: u8 = 8;
 const T_OTHERS: u8 = 10;
 const N_ABSENT: u8 = 0;
 const N_PRESENT: u8 = 1;
@@ -75,6 +82,7 @@ const V_FILTERS: u8 = b'F';
 const V_ENUM: u8 = b'E';
 const V_SET: u8 = b'S';
 const V_STR: u8 = b'O';
+const V_CRITERIA: u8 = b'C';
 
 struct KeyWriter(Sha256);
 
@@ -149,6 +157,7 @@ pub(super) fn schema_fingerprint(params: &[ParamSpec], unknown: UnknownParams) -
             }
             ParamKind::Set { max_items } => w.count(*max_items),
             ParamKind::Opaque => {}
+            ParamKind::Criteria(_) => {}
             ParamKind::Filters(rules) => {
                 w.bytes(rules.mode.as_str().as_bytes());
                 for list in [&rules.allowed_fields, &rules.allowed_comparators] {
@@ -184,6 +193,14 @@ pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
     w.field(T_METHOD, scope.method.as_bytes());
     w.field(T_VERSION, scope.version.as_bytes());
     w.field(T_ROUTE, scope.route.as_bytes());
+    w.byte(T_EXTERNAL);
+    match scope.external {
+        Some(v) => {
+            w.byte(N_PRESENT);
+            w.bytes(v);
+        }
+        None => w.byte(N_ABSENT),
+    }
     w.byte(T_SCHEMA);
     w.0.update(query.schema);
     w.byte(T_PARAMS);
@@ -214,6 +231,10 @@ pub fn cache_key(scope: &KeyScope<'_>, query: &CanonicalQuery) -> CacheKey {
             Value::Str(v) => {
                 w.byte(V_STR);
                 w.bytes(v.as_bytes());
+            }
+            Value::Criteria(c) => {
+                w.byte(V_CRITERIA);
+                c.write_key(&mut |b| w.0.update(b));
             }
         }
     }

@@ -85,26 +85,36 @@ impl std::fmt::Debug for KeyMemo {
     }
 }
 
-/// The parts of a memo identity, in order: scope fields, then the raw query. The credential
-/// is written with a presence byte so `None` and an empty credential never meet.
-fn parts<'a>(scope: &'a KeyScope<'_>, raw_query: &'a str) -> [&'a [u8]; 7] {
-    let (present, credential): (&[u8], &[u8]) = match scope.credential {
+/// Parts in a memo identity.
+const PARTS: usize = 9;
+
+/// The parts of a memo identity, in order: every scope field, then the raw query. Optional
+/// fields (credential, `X-EXTERNAL`) are written with a presence byte so `None` and an empty
+/// value never meet.
+fn parts<'a>(scope: &'a KeyScope<'_>, raw_query: &'a str) -> [&'a [u8]; PARTS] {
+    let (credential_present, credential): (&[u8], &[u8]) = match scope.credential {
         Some(c) => (b"1", c),
+        None => (b"0", b""),
+    };
+    let (external_present, external): (&[u8], &[u8]) = match scope.external {
+        Some(e) => (b"1", e),
         None => (b"0", b""),
     };
     [
         scope.tenant.as_bytes(),
-        present,
+        credential_present,
         credential,
         scope.method.as_bytes(),
         scope.version.as_bytes(),
         scope.route.as_bytes(),
+        external_present,
+        external,
         raw_query.as_bytes(),
     ]
 }
 
 /// Whether `id` is the length-prefixed concatenation of `parts`.
-fn same_id(id: &[u8], parts: &[&[u8]; 7]) -> bool {
+fn same_id(id: &[u8], parts: &[&[u8]; PARTS]) -> bool {
     let mut rest = id;
     for part in parts {
         let Some((len, tail)) = rest.split_first_chunk::<4>() else {
@@ -131,7 +141,7 @@ impl KeyMemo {
         }
     }
 
-    fn slot(&self, parts: &[&[u8]; 7]) -> &ArcSwapOption<Slot> {
+    fn slot(&self, parts: &[&[u8]; PARTS]) -> &ArcSwapOption<Slot> {
         let mut h = self.hasher.build_hasher();
         for part in parts {
             h.write(part);
@@ -183,6 +193,7 @@ mod tests {
             method: "GET",
             version: "v7",
             route: "/settings/user_groups/actions/associated_users_count",
+            external: None,
         }
     }
 
@@ -200,6 +211,12 @@ mod tests {
         let mut v8 = scope("acme", None);
         v8.version = "v8";
         assert_eq!(memo.get(&v8, "page=1"), None);
+        // An `X-EXTERNAL` header, even an empty one, is another scope.
+        let mut external = scope("acme", None);
+        external.external = Some(b"");
+        assert_eq!(memo.get(&external, "page=1"), None);
+        external.external = Some(b"Leads.External_Id");
+        assert_eq!(memo.get(&external, "page=1"), None);
         // Field boundaries are part of the identity: "ab"+"c" is not "a"+"bc".
         let mut a = scope("ab", None);
         a.method = "cGET";

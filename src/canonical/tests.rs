@@ -48,6 +48,7 @@ pub(super) const SCOPE: KeyScope<'static> = KeyScope {
     method: "GET",
     version: "v7",
     route: "/settings/user_groups/actions/associated_users_count",
+    external: None,
 };
 
 /// Canonicalises with the default rules and panics unless it is a key.

@@ -49,6 +49,13 @@ pub struct RawRedis {
     /// `token_timeout`. Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub token_lease: Duration,
+    /// Longest an answer stays in a replica's own cache (L1) after it was put there; L2 keeps
+    /// it for its full lifetime, and the next request on the replica reads it from there
+    /// (`Age`, TTL and stale windows unchanged). Bounds L1 memory and how long a replica that
+    /// missed an invalidation while Redis was out of reach can serve an old answer. Default:
+    /// unset (L1 keeps an answer as long as its last stale window).
+    #[serde(default, with = "humantime_serde")]
+    pub l1_ttl: Option<Duration>,
 }
 
 impl Default for RawRedis {
@@ -64,6 +71,7 @@ impl Default for RawRedis {
             flight_lock_ttl: Duration::from_secs(45),
             slot_lease: Duration::from_secs(45),
             token_lease: Duration::from_secs(30),
+            l1_ttl: None,
         }
     }
 }
@@ -91,6 +99,8 @@ pub struct RedisConfig {
     pub slot_lease: Duration,
     /// Token-refresh lease.
     pub token_lease: Duration,
+    /// L1 bound (`None`: none).
+    pub l1_ttl: Option<Duration>,
 }
 
 impl RedisConfig {
@@ -142,6 +152,7 @@ impl RawRedis {
             ("redis.flight_lock_ttl", self.flight_lock_ttl),
             ("redis.slot_lease", self.slot_lease),
             ("redis.token_lease", self.token_lease),
+            ("redis.l1_ttl", self.l1_ttl.unwrap_or(Duration::MAX)),
         ] {
             if d < Duration::from_millis(1) {
                 return Err(ConfigError::invalid(
@@ -186,6 +197,7 @@ impl RawRedis {
             flight_lock_ttl: self.flight_lock_ttl,
             slot_lease: self.slot_lease,
             token_lease: self.token_lease,
+            l1_ttl: self.l1_ttl,
         }))
     }
 }

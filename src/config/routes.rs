@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::canonical::{ParamKind, ParamSchema, ParamSpec, UnknownParams};
+use crate::canonical::{CriteriaLimits, ParamKind, ParamSchema, ParamSpec, UnknownParams};
 use crate::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 
 /// One `[[routes.cached]]` entry.
@@ -109,6 +109,12 @@ pub enum RawParam {
     },
     /// An opaque string, byte-exact.
     String {
+        /// Zoho requires it. Default: `false`.
+        #[serde(default)]
+        required: bool,
+    },
+    /// Zoho search `criteria`, canonicalised (`canonical` module doc).
+    Criteria {
         /// Zoho requires it. Default: `false`.
         #[serde(default)]
         required: bool,
@@ -228,6 +234,9 @@ impl RawCachedRoute {
                         *required,
                     ),
                     RawParam::String { required } => (ParamKind::Opaque, *required),
+                    RawParam::Criteria { required } => {
+                        (ParamKind::Criteria(CriteriaLimits::default()), *required)
+                    }
                 };
                 ParamSpec {
                     name: Cow::Owned(name.clone()),
@@ -243,6 +252,10 @@ impl RawCachedRoute {
                 .with_exclusive(a, b)
                 .map_err(|e| ConfigError::invalid(key("exclusive"), a, e.to_string()))?;
         }
+        let group = self.group.clone().unwrap_or_else(|| self.name.clone());
+        template
+            .check_group(&group)
+            .map_err(|problem| ConfigError::invalid(key("group"), &group, problem))?;
         Ok(RoutePolicy {
             name: self.name.clone(),
             method: http::Method::GET,
@@ -260,7 +273,7 @@ impl RawCachedRoute {
             honor_no_cache: self.honor_no_cache,
             honor_no_store: self.honor_no_store,
             credit_cost: self.credit_cost,
-            group: self.group.clone().unwrap_or_else(|| self.name.clone()),
+            group,
         })
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DataCentre, Environment, Secret, SecretSource};
+use super::{ConfigError, DataCentre, Edition, Environment, Secret, SecretSource};
 
 /// `[tenants.NAME]`: one Zoho organisation and the OAuth client that acts for it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -14,10 +14,10 @@ use super::{ConfigError, DataCentre, Environment, Secret, SecretSource};
 pub struct RawTenant {
     /// Zoho data centre: `us`, `eu`, `in`, `au`, `jp`, `ca`, `sa`, `cn`. Default: `us`.
     #[serde(default)]
-    pub data_centre: Option<String>,
+    pub data_centre: DataCentre,
     /// `production`, `sandbox` or `developer`. Default: `production`.
     #[serde(default)]
-    pub environment: Option<String>,
+    pub environment: Environment,
     /// Explicit API base URL (the simulator, a test proxy); overrides the data centre's API host.
     #[serde(default)]
     pub api_base: Option<String>,
@@ -49,9 +49,29 @@ pub struct RawTenant {
     #[serde(default = "default_throttle_lockout", with = "humantime_serde")]
     pub throttle_lockout: Duration,
     /// Zoho CRM edition, for the upstream concurrency limit (API-NOTES §6): `free` 5,
-    /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25. Default: `standard`.
+    /// `standard` 10, `professional` 15, `enterprise` 20, `ultimate` 25; and for the daily
+    /// API-credit allowance (see [`Edition::credit_allowance`]). Default: `standard`.
     #[serde(default)]
-    pub edition: Option<String>,
+    pub edition: Edition,
+    /// The organisation's Zoho CRM user licences, for the edition's daily credit allowance.
+    /// Default: unset (the allowance is unknown unless `daily_credits` is set or the edition is
+    /// `free`).
+    #[serde(default)]
+    pub user_licenses: Option<u32>,
+    /// Add-on API credits bought on top of the edition's allowance, per 24 h. Default: `0`.
+    #[serde(default)]
+    pub addon_credits: u64,
+    /// The daily API-credit allowance (rolling 24 h) as Zoho shows it under Setup → Developer
+    /// Space → APIs; overrides the edition formula. Default: unset.
+    #[serde(default)]
+    pub daily_credits: Option<u64>,
+    /// Credits to keep for high-priority clients: while fewer than this are left of the
+    /// allowance (or of what Zoho reports in `X-API-CREDITS-REMAINING`), only clients with
+    /// `priority = "high"` may spend credits; others get stale answers when the cache has one,
+    /// else `429 TOO_MANY_REQUESTS` (kind `credit_reserve`) with `Retry-After`. Default: unset
+    /// (no reserve).
+    #[serde(default)]
+    pub credit_reserve: Option<u64>,
     /// Explicit upstream concurrency limit; overrides `edition`.
     #[serde(default)]
     pub max_concurrency: Option<usize>,
@@ -122,13 +142,19 @@ fn default_throttle_lockout() -> Duration {
     Duration::from_secs(900)
 }
 
-/// A tenant's position in [`GatewayConfig::tenants`] (name order): the typed handle the request
-/// path passes around instead of a bare index.
+/// A tenant's handle, stable for the life of the process: the request path, cache entries and
+/// holds carry it instead of a name. Validation numbers the tenants in name order
+/// ([`GatewayConfig::tenants`]' positions, in [`TenantConfig::id`]); a running gateway renumbers a reloaded config with
+/// [`GatewayConfig::assign_tenant_ids`] so that a tenant keeps its id across reloads, a new one
+/// gets the next unused id and a removed tenant's id is never handed out again.
+///
+/// [`GatewayConfig::tenants`]: super::GatewayConfig::tenants
+/// [`GatewayConfig::assign_tenant_ids`]: super::GatewayConfig::assign_tenant_ids
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(pub u16);
 
 impl TenantId {
-    /// The index into [`GatewayConfig::tenants`].
+    /// The id as an index (the gateway's tenant slots).
     pub fn index(self) -> usize {
         usize::from(self.0)
     }
@@ -137,6 +163,9 @@ impl TenantId {
 /// A validated tenant.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TenantConfig {
+    /// Its handle: its position in name order after validation, the running gateway's id after
+    /// [`GatewayConfig::assign_tenant_ids`](super::GatewayConfig::assign_tenant_ids).
+    pub id: TenantId,
     /// Configured name (a metric label and part of the cache key).
     pub name: String,
     /// API base URL without trailing slash, e.g. `https://www.zohoapis.com`.
@@ -161,6 +190,13 @@ pub struct TenantConfig {
     pub throttle_lockout: Duration,
     /// Upstream concurrency limit.
     pub max_concurrency: usize,
+    /// The Zoho CRM edition.
+    pub edition: Edition,
+    /// Daily API-credit allowance (rolling 24 h): `daily_credits`, else the edition's formula
+    /// when the licences are known or the edition is Free; `None`: unknown.
+    pub credit_allowance: Option<u64>,
+    /// Credits kept for high-priority clients (`None`: no reserve).
+    pub credit_reserve: Option<u64>,
     /// Queue bound for upstream slots.
     pub queue_limit: usize,
     /// Queue wait deadline.
@@ -177,6 +213,31 @@ pub struct TenantConfig {
     pub pass_through_hmac: Option<Secret>,
 }
 
+impl TenantConfig {
+    /// `{name}/{16 hex digits}`: the tenant's name and a one-way fingerprint (the first 8 bytes
+    /// of SHA-256 over length-prefixed fields) of the Zoho identity it acts as: API host, token
+    /// URL, client id, refresh token and pass-through key. It scopes the tenant's cache keys and
+    /// its tokens in Redis, so a tenant whose credentials or host change (a live reload, a
+    /// rotated secret) never meets the old identity's answers, token, grant budget or lockout.
+    /// Holds no secret: the fingerprint cannot be reversed.
+    pub fn identity_scope(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let hmac = self.pass_through_hmac.as_ref().map_or("", Secret::expose);
+        for part in [
+            self.api_base.as_str(),
+            self.token_url.as_str(),
+            self.client_id.as_str(),
+            self.refresh_token.expose(),
+            hmac,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        format!("{}/{}", self.name, hex::encode(&h.finalize()[..8]))
+    }
+}
+
 pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig, ConfigError> {
     let prefix = format!("tenants.{name}");
     let valid_name = !name.is_empty()
@@ -191,22 +252,7 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
             "tenant names are 1-64 of [A-Za-z0-9_-]",
         ));
     }
-    let dc_text = t.data_centre.as_deref().unwrap_or("us");
-    let dc = DataCentre::parse(dc_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.data_centre"),
-            dc_text,
-            "expected one of us, eu, in, au, jp, ca, sa, cn",
-        )
-    })?;
-    let env_text = t.environment.as_deref().unwrap_or("production");
-    let env = Environment::parse(env_text).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{prefix}.environment"),
-            env_text,
-            "expected production, sandbox or developer",
-        )
-    })?;
+    let (dc, env) = (t.data_centre, t.environment);
     let url = |key: &str, v: &str| -> Result<String, ConfigError> {
         let trimmed = v.trim_end_matches('/');
         let uri: http::Uri = trimmed
@@ -230,22 +276,30 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         "accounts_url",
         t.accounts_url.as_deref().unwrap_or(&dc.accounts_url()),
     )?;
-    let edition_text = t.edition.as_deref().unwrap_or("standard");
-    let edition_limit = match edition_text.to_ascii_lowercase().as_str() {
-        "free" => 5,
-        "standard" => 10,
-        "professional" => 15,
-        "enterprise" => 20,
-        "ultimate" => 25,
-        _ => {
+    let edition = t.edition;
+    let max_concurrency = t.max_concurrency.unwrap_or(t.edition.concurrency_limit());
+    let credit_allowance = match (t.daily_credits, t.user_licenses, edition) {
+        (Some(0), _, _) => {
             return Err(ConfigError::invalid(
-                format!("{prefix}.edition"),
-                edition_text,
-                "expected free, standard, professional, enterprise or ultimate",
+                format!("{prefix}.daily_credits"),
+                "0",
+                "must be at least 1",
             ));
         }
+        (Some(daily), _, _) => Some(daily),
+        (None, Some(licenses), _) => Some(edition.credit_allowance(licenses, t.addon_credits)),
+        (None, None, Edition::Free) => Some(edition.credit_allowance(0, t.addon_credits)),
+        (None, None, _) => None,
     };
-    let max_concurrency = t.max_concurrency.unwrap_or(edition_limit);
+    if let (Some(reserve), Some(allowance)) = (t.credit_reserve, credit_allowance)
+        && reserve >= allowance
+    {
+        return Err(ConfigError::invalid(
+            format!("{prefix}.credit_reserve"),
+            reserve.to_string(),
+            format!("must be below the daily allowance ({allowance})"),
+        ));
+    }
     if max_concurrency == 0 {
         return Err(ConfigError::invalid(
             format!("{prefix}.max_concurrency"),
@@ -295,6 +349,7 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         ));
     }
     Ok(TenantConfig {
+        id: TenantId(0),
         name: name.to_owned(),
         api_base,
         token_url: format!("{accounts}/oauth/v2/token"),
@@ -307,6 +362,9 @@ pub(super) fn validate_tenant(name: &str, t: &RawTenant) -> Result<TenantConfig,
         refresh_window: t.refresh_window,
         throttle_lockout: t.throttle_lockout,
         max_concurrency,
+        edition,
+        credit_allowance,
+        credit_reserve: t.credit_reserve.filter(|r| *r > 0),
         queue_limit: t.queue_limit,
         queue_timeout: t.queue_timeout,
         max_waiters: t.max_waiters.max(1),

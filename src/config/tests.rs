@@ -86,13 +86,31 @@ fn env_overrides_and_secret_sources() {
 fn errors_name_key_and_value() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("ACME_REFRESH", "x");
-        let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
-        raw.tenants.get_mut("acme").unwrap().data_centre = Some("mars".into());
-        let err = raw.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("tenants.acme.data_centre") && err.contains("mars"),
-            "{err}"
+        // Closed sets (data centre, environment, edition) fail at load, naming key and value.
+        for (key, value) in [
+            ("data_centre", "mars"),
+            ("environment", "staging"),
+            ("edition", "platinum"),
+        ] {
+            let text = MINIMAL.replace(
+                "data_centre = \"eu\"",
+                &format!("data_centre = \"eu\"\n    {key} = \"{value}\"")
+                    .replace("data_centre = \"eu\"\n    data_centre", "data_centre"),
+            );
+            assert_ne!(text, MINIMAL);
+            let err = RawConfig::from_toml_str(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("tenants.acme.{key}")) && err.contains(value),
+                "{err}"
+            );
+        }
+        let upper = MINIMAL.replace(
+            "data_centre = \"eu\"",
+            "data_centre = \"EU\"\n    edition = \"Enterprise\"",
         );
+        let raw = RawConfig::from_toml_str(&upper).unwrap();
+        assert_eq!(raw.tenants["acme"].data_centre, DataCentre::Eu);
+        assert_eq!(raw.tenants["acme"].edition, Edition::Enterprise);
 
         let mut raw = RawConfig::from_toml_str(MINIMAL).unwrap();
         raw.clients.get_mut("reporting").unwrap().tenant = "nope".into();
@@ -340,4 +358,114 @@ fn bad_route_entries_name_their_key() {
         "[[routes.cached]]\nname = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"\nparams.a = { type = \"float\" }\n",
     );
     assert!(unknown.is_err());
+}
+
+/// Zoho's API-limits page: 50,000 + licences × per-licence rate + add-ons, capped per edition;
+/// Free is 5,000 flat.
+#[test]
+fn edition_credit_allowances_follow_zohos_table() {
+    assert_eq!(Edition::Free.credit_allowance(100, 0), 5_000);
+    assert_eq!(Edition::Standard.credit_allowance(10, 0), 52_500);
+    assert_eq!(
+        Edition::Standard.credit_allowance(1_000, 0),
+        100_000,
+        "capped"
+    );
+    assert_eq!(Edition::Professional.credit_allowance(10, 1_000), 56_000);
+    assert_eq!(Edition::Enterprise.credit_allowance(100, 0), 150_000);
+    assert_eq!(Edition::Enterprise.credit_allowance(10_000, 0), 5_000_000);
+    assert_eq!(Edition::Ultimate.credit_allowance(10_000, 0), 20_050_000);
+    let concurrency = [Edition::Free, Edition::Ultimate].map(Edition::concurrency_limit);
+    assert_eq!(concurrency, [5, 25]);
+}
+
+#[test]
+fn credit_settings_and_client_priority() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        let load = |extra: &str| {
+            RawConfig::from_toml_str(&MINIMAL.replace(
+                "[clients.reporting]",
+                &format!("{extra}\n[clients.reporting]"),
+            ))
+            .unwrap()
+            .validate()
+        };
+        let t = |cfg: &GatewayConfig| cfg.tenants[0].clone();
+        // Unknown without licences (a guess could start the reserve early).
+        assert_eq!(t(&load("").unwrap()).credit_allowance, None);
+        let cfg =
+            load("edition = \"professional\"\nuser_licenses = 10\ncredit_reserve = 5000").unwrap();
+        assert_eq!(t(&cfg).credit_allowance, Some(55_000));
+        assert_eq!(t(&cfg).credit_reserve, Some(5_000));
+        assert_eq!(t(&cfg).max_concurrency, 15);
+        assert_eq!(
+            t(&load("edition = \"free\"").unwrap()).credit_allowance,
+            Some(5_000)
+        );
+        assert_eq!(
+            t(&load("user_licenses = 10\ndaily_credits = 777").unwrap()).credit_allowance,
+            Some(777),
+            "an explicit figure wins"
+        );
+        let err = load("daily_credits = 100\ncredit_reserve = 100")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenants.acme.credit_reserve"), "{err}");
+        let err = load("daily_credits = 0").unwrap_err().to_string();
+        assert!(err.contains("tenants.acme.daily_credits"), "{err}");
+
+        let client = |text: &str| {
+            RawConfig::from_toml_str(&format!("{MINIMAL}\n{text}")).and_then(|raw| raw.validate())
+        };
+        let cfg = client("priority = \"high\"").unwrap();
+        assert!(cfg.clients.values().all(|c| c.priority == Priority::High));
+        let cfg = client("").unwrap();
+        assert!(cfg.clients.values().all(|c| c.priority == Priority::Normal));
+        let err = client("priority = \"urgent\"").unwrap_err().to_string();
+        assert!(err.contains("priority") && err.contains("urgent"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn tenant_ids_can_be_reassigned_with_their_clients() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        let text = MINIMAL.replace(
+            "[clients.reporting]",
+            "[tenants.beta]\nclient_id = \"y\"\nclient_secret = \"s\"\nrefresh_token = \"r\"\n\
+             [clients.b]\ntenant = \"beta\"\nkey = \"beta-key\"\n[clients.reporting]",
+        );
+        let mut cfg = RawConfig::from_toml_str(&text).unwrap().validate().unwrap();
+        let ids = |cfg: &GatewayConfig| cfg.tenants.iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(&cfg), [TenantId(0), TenantId(1)]);
+        cfg.assign_tenant_ids(|name| {
+            if name == "acme" {
+                TenantId(7)
+            } else {
+                TenantId(3)
+            }
+        });
+        assert_eq!(ids(&cfg), [TenantId(7), TenantId(3)]);
+        let of = |key: &str| cfg.clients[&key_digest(key.as_bytes())].tenant;
+        assert_eq!(
+            (of("plain-client-key"), of("beta-key")),
+            (TenantId(7), TenantId(3))
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_line_but_never_prints_it() {
+    // A typo on a secret's line: the TOML parser quotes the line in its message.
+    let text = MINIMAL.replace(
+        "client_secret = \"s3cr3t-client\"",
+        "client_secret = \"s3cr3t-client\" oops",
+    );
+    assert_ne!(text, MINIMAL);
+    let err = RawConfig::from_toml_str(&text).unwrap_err().to_string();
+    assert!(!err.contains("s3cr3t-client"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
 }

@@ -35,12 +35,17 @@ use crate::route::RouteId;
 const MAGIC: &[u8; 4] = b"ZGL2";
 const VERSION: u8 = 1;
 
+/// Stores `ARGV[2]` under `KEYS[1]` for `ARGV[3]` ms if the scope's generation (group counter
+/// `KEYS[2]` + tenant purge counter `KEYS[3]`) is still `ARGV[1]`, and renews both counters for
+/// `ARGV[4]` ms so neither lapses while the entry lives.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local g = redis.call('GET', KEYS[2]) or '0'
-if g ~= ARGV[1] then return 0 end
+local g = tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(redis.call('GET', KEYS[3]) or '0')
+if tostring(g) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 return 1
 ",
     )
@@ -104,7 +109,9 @@ impl L2Entry {
 
     /// A local cache entry for this answer: `stored_at` is the arrival instant on the local clock
     /// (`now` minus the wall-clock time since arrival; an arrival in the future, from clock skew
-    /// between replicas, counts as now).
+    /// between replicas, counts as now). Its validators are derived (body digest, arrival time:
+    /// the same on every replica; Zoho's own are not in the L2 format); its invalidation group
+    /// is 0 until the caller sets it with [`CachedResponse::with_group`].
     pub fn to_cached(
         &self,
         now: Instant,
@@ -124,6 +131,12 @@ impl L2Entry {
             stale_if_error: self.lifetimes.stale_if_error,
             tenant,
             route,
+            group: 0,
+            validators: crate::cache::Validators::new(
+                &http::HeaderMap::new(),
+                &self.body,
+                std::time::UNIX_EPOCH + Duration::from_millis(self.stored_at_unix_ms),
+            ),
         }
     }
 
@@ -227,18 +240,22 @@ impl Fleet {
         self.key(&["l2", &hex::encode(key.0)])
     }
 
-    /// Looks `key` up in L2 (one `MGET` of the entry and the scope's generation).
+    /// Looks `key` up in L2 (one `MGET` of the entry and the scope's two generation counters).
     ///
     /// # Errors
     /// [`Unavailable`] when Redis cannot answer (treat as an L2 miss and carry on without L2).
     pub async fn l2_get(&self, key: &CacheKey, scope: Scope<'_>) -> Result<L2Lookup, Unavailable> {
-        let keys = [self.l2_key(key), self.generation_key(scope)];
-        let (raw, generation): (Option<Vec<u8>>, Option<u64>) = self
+        let keys = [
+            self.l2_key(key),
+            self.generation_key(scope),
+            self.tenant_generation_key(scope.tenant),
+        ];
+        let (raw, group, tenant): (Option<Vec<u8>>, Option<u64>, Option<u64>) = self
             .op(Op::L2Get, |mut c| async move {
                 redis::cmd("MGET").arg(&keys).query_async(&mut c).await
             })
             .await?;
-        let generation = generation.unwrap_or(0);
+        let generation = group.unwrap_or(0).saturating_add(tenant.unwrap_or(0));
         let entry = raw.and_then(|r| L2Entry::decode(&r));
         let result = match &entry {
             None => "miss",
@@ -272,15 +289,22 @@ impl Fleet {
         if ttl_ms == 0 {
             return Ok(false);
         }
-        let keys = (self.l2_key(key), self.generation_key(scope));
+        let keys = (
+            self.l2_key(key),
+            self.generation_key(scope),
+            self.tenant_generation_key(scope.tenant),
+        );
         let (generation, bytes) = (entry.generation.to_string(), entry.encode());
+        let renew = ms(GENERATION_TTL);
         let stored: i64 = self
             .op(Op::L2Put, |mut c| async move {
                 PUT.key(keys.0)
                     .key(keys.1)
+                    .key(keys.2)
                     .arg(generation)
                     .arg(bytes)
                     .arg(ttl_ms)
+                    .arg(renew)
                     .invoke_async(&mut c)
                     .await
             })

@@ -1,11 +1,15 @@
 //! One access token per tenant for the whole fleet (API-NOTES §5: 10 grants per 10 minutes per
 //! refresh token, at most 15 live tokens).
 //!
+//! Everything below lives under the tenant's [`TenantConfig::identity_scope`] (`{name}/{fingerprint
+//! of its identity}`), written `{scope}`: new credentials never adopt the old ones' token, budget
+//! or lockout.
+//!
 //! Semantics of [`Fleet::refresh_shared`] (the one entry point the token manager calls when its
 //! own token is missing, near expiry or rejected):
-//! 1. Register for `tok:{tenant}` events, then read the published token: if it is not the one
+//! 1. Register for `tok:{scope}` events, then read the published token: if it is not the one
 //!    being replaced and has at least `min_remaining` left, **adopt** it (no grant).
-//! 2. Otherwise take the tenant's refresh lease (`tok-lease:{tenant}`, `redis.token_lease`). A
+//! 2. Otherwise take the tenant's refresh lease (`tok-lease:{scope}`, `redis.token_lease`). A
 //!    replica that does not get it waits for the holder's publish event (or the lease's lapse, or
 //!    the deadline), then goes back to 1 — it never polls.
 //! 3. The lease holder reads again (a token may have been published meanwhile), then asks the
@@ -14,10 +18,10 @@
 //!    Zoho. Allowed: one grant; success is sealed ([`super::seal`]) and published with a Redis
 //!    TTL equal to its lifetime; Zoho's throttle sets the lockout (`throttle_lockout`), any other
 //!    failure a short hold (5 s), so the waiters do not each spend a grant on a failing server.
-//! 4. The lease is released with compare-and-delete and a `tok:{tenant}` event in one script.
+//! 4. The lease is released with compare-and-delete and a `tok:{scope}` event in one script.
 //!
 //! N replicas through one token lifetime therefore make one grant. Redis holds the token only
-//! sealed: `id (8) ‖ expires_at_unix_ms (8) ‖ sealed(token, aad = tenant ‖ id ‖ expiry)`.
+//! sealed: `id (8) ‖ expires_at_unix_ms (8) ‖ sealed(token, aad = scope ‖ id ‖ expiry)`.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -124,13 +128,16 @@ fn parse_failure(s: &str) -> TokenFailure {
 struct Held<'a> {
     fleet: &'a Arc<Fleet>,
     lease: Option<Lease>,
+    /// The tenant's name (metric label).
     tenant: &'a str,
+    /// Its [`TenantConfig::identity_scope`] (keys and channels).
+    scope: &'a str,
 }
 
 impl Held<'_> {
     async fn release(mut self) {
         if let Some(lease) = self.lease.take() {
-            let suffix = format!("tok:{}", self.tenant);
+            let suffix = format!("tok:{}", self.scope);
             let _ = self
                 .fleet
                 .release(lease, Some((&suffix, b"released")))
@@ -147,7 +154,7 @@ impl Drop for Held<'_> {
             .with_label_values(&[self.tenant])
             .set(0);
         if let Some(lease) = self.lease.take() {
-            let event = (format!("tok:{}", self.tenant), b"released".to_vec());
+            let event = (format!("tok:{}", self.scope), b"released".to_vec());
             lease.release_in_background(self.fleet, Some(event));
         }
     }
@@ -338,23 +345,29 @@ impl Fleet {
         Fut: std::future::Future<Output = Result<(Secret, Duration), TokenFailure>>,
     {
         let name = tenant.name.as_str();
+        // Redis keys and channels are per identity, not per name: a tenant whose refresh token
+        // or client changed (a live reload, a rotated secret) never adopts, extends or locks
+        // out the token of its old credentials (Zoho's grant budget is per refresh token
+        // anyway). Metric labels stay the tenant's name.
+        let scope = tenant.identity_scope();
+        let scope = scope.as_str();
         let result = self.metrics.tokens.clone();
         let count = |what: &str| result.with_label_values(&[name, what]).inc();
         let until = tokio::time::Instant::now() + deadline;
-        let mut events = self.subscribe(&format!("tok:{name}"));
+        let mut events = self.subscribe(&format!("tok:{scope}"));
         let adoptable = |t: &SharedToken| {
             Some(t.id) != replacing
                 && t.remaining(unix_ms()) >= min_remaining.max(Duration::from_millis(1))
         };
         let lease = loop {
-            if let Some(t) = self.read_token(name).await?
+            if let Some(t) = self.read_token(scope).await?
                 && adoptable(&t)
             {
                 count("adopted");
                 return Ok(SharedRefresh::Adopted(t));
             }
             match self
-                .try_lease(&format!("tok-lease:{name}"), self.cfg.token_lease)
+                .try_lease(&format!("tok-lease:{scope}"), self.cfg.token_lease)
                 .await?
             {
                 LeaseAttempt::Acquired(lease) => break lease,
@@ -379,8 +392,9 @@ impl Fleet {
             fleet: self,
             lease: Some(lease),
             tenant: name,
+            scope,
         };
-        if let Some(t) = self.read_token(name).await?
+        if let Some(t) = self.read_token(scope).await?
             && adoptable(&t)
         {
             held.release().await;
@@ -388,7 +402,7 @@ impl Fleet {
             return Ok(SharedRefresh::Adopted(t));
         }
         match self
-            .take_grant(name, tenant.refresh_budget, tenant.refresh_window)
+            .take_grant(scope, tenant.refresh_budget, tenant.refresh_window)
             .await?
         {
             GrantPermit::Allowed => {}
@@ -404,7 +418,7 @@ impl Fleet {
             }
         }
         let outcome = match grant().await {
-            Ok((value, lifetime)) => match self.publish_token(name, &value, lifetime).await {
+            Ok((value, lifetime)) => match self.publish_token(scope, &value, lifetime).await {
                 Ok(t) => {
                     count("granted");
                     Ok(SharedRefresh::Granted(t))
@@ -421,7 +435,7 @@ impl Fleet {
                     TokenFailure::Throttled => tenant.throttle_lockout,
                     _ => FAILURE_HOLD,
                 };
-                let _ = self.lock_out(name, why, hold).await;
+                let _ = self.lock_out(scope, why, hold).await;
                 count("failed");
                 Ok(SharedRefresh::Failed(why))
             }

@@ -17,6 +17,7 @@ impl Gateway {
         raw_query: &str,
         phase: CachePhase,
     ) -> Result<Response<Body>, GatewayError> {
+        self.reserve_gate(tenant, call)?;
         let resp = self
             .call_upstream(
                 tenant,
@@ -44,6 +45,7 @@ impl Gateway {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        self.reserve_gate(tenant, &call)?;
         let (parts, body) = req.into_parts();
         // The body must arrive within the header-read deadline: a slow upload is the client's
         // fault (408), not the upstream's.
@@ -77,8 +79,8 @@ impl Gateway {
         if resp.status.is_success()
             && let Some(group) = route::write_invalidates(&parts.method, path)
         {
-            self.invalidate_group(tenant, group);
-            tracing::info!(tenant = %self.tenant(tenant).config.name, group, "write: tenant's cached entries of the group dropped");
+            self.invalidate_group_everywhere(tenant, &group).await;
+            tracing::info!(tenant = %self.tenant(tenant).config.name, group = %group, "write: tenant's cached entries of the group dropped");
         }
         let mut out = Response::new(Full::new(resp.body));
         *out.status_mut() = resp.status;

@@ -28,6 +28,7 @@ impl Recorder {
                 gw.metrics.record_stale_served("stale-while-revalidate");
             }
             CachePhase::StaleIfError => gw.metrics.record_stale_served("stale-if-error"),
+            CachePhase::StaleCreditReserve => gw.metrics.record_stale_served("credit-reserve"),
             _ => {}
         }
         match outcome {
@@ -36,7 +37,7 @@ impl Recorder {
             _ => 0,
         };
         let tenant = ctx.tenant.map(|id| gw.tenant(id));
-        if let Some(t) = tenant {
+        if let Some(t) = &tenant {
             t.metrics.record_outcome(outcome, u64::from(ctx.credits));
         }
         tracing::info!(
@@ -46,7 +47,7 @@ impl Recorder {
             route = gw.metrics.route_label(ctx.route),
             status,
             outcome = outcome.as_str(),
-            tenant = tenant.map_or("", |t| t.config.name.as_str()),
+            tenant = tenant.as_ref().map_or("", |t| t.config.name.as_str()),
             duration_us = took.as_micros() as u64,
             upstream_us = ctx.upstream_took.map(|d| d.as_micros() as u64),
         );
@@ -65,30 +66,65 @@ impl Drop for Recorder {
 pub(super) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// A stored entry served from the cache (fresh, stale-while-revalidate or stale-if-error),
-/// with `Age` (RFC 9111 §5.1) and the remaining (or, stale, negative) `ttl`.
+/// with `Age` (RFC 9111 §5.1) and the remaining (or, stale, negative) `ttl`; `304 Not
+/// Modified` when the client's `conditions` hold for it.
 pub(super) fn cached_response(
     entry: &CachedResponse,
     now: Instant,
     phase: CachePhase,
+    conditions: Option<&Conditions>,
 ) -> Response<Body> {
     let ttl = match phase {
-        CachePhase::Fresh => entry.remaining_ttl(now) as i64,
+        CachePhase::Fresh | CachePhase::SharedHit => entry.remaining_ttl(now) as i64,
         _ => -(entry.staleness(now) as i64),
     };
-    let mut resp = entry_response(entry, phase.cache_status(false, Some(ttl), None));
+    let cache_status = phase.cache_status(false, Some(ttl), None);
+    let mut resp = match conditions {
+        Some(c) if not_modified(entry, c) => not_modified_response(entry, cache_status),
+        _ => entry_response(entry, cache_status),
+    };
     resp.headers_mut()
         .insert(header::AGE, HeaderValue::from(entry.age(now)));
     resp
 }
 
-/// A flight's answer (`phase`: miss or collapsed); `stored` is said by the leader only.
-pub(super) fn fetched_response(f: &Fetched, phase: CachePhase, now: Instant) -> Response<Body> {
+/// A flight's answer (`phase`: miss or collapsed); `stored` is said by the leader only; `304
+/// Not Modified` when the client's `conditions` hold for it.
+pub(super) fn fetched_response(
+    f: &Fetched,
+    phase: CachePhase,
+    now: Instant,
+    conditions: Option<&Conditions>,
+) -> Response<Body> {
     let status = phase.cache_status(
         f.stored && phase == CachePhase::Miss,
         f.stored.then(|| f.entry.remaining_ttl(now) as i64),
         None,
     );
-    entry_response(&f.entry, status)
+    match conditions {
+        Some(c) if not_modified(&f.entry, c) => not_modified_response(&f.entry, status),
+        _ => entry_response(&f.entry, status),
+    }
+}
+
+/// Whether a `200` entry satisfies the client's conditions (other answers are never `304`).
+fn not_modified(entry: &CachedResponse, conditions: &Conditions) -> bool {
+    entry.status == StatusCode::OK && conditions.not_modified(&entry.validators)
+}
+
+/// `304 Not Modified` for `entry` (RFC 9110 §15.4.5): no body; its validators and
+/// `Cache-Status`.
+fn not_modified_response(entry: &CachedResponse, cache_status: HeaderValue) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, entry.validators.etag.clone());
+    h.insert(
+        header::LAST_MODIFIED,
+        entry.validators.last_modified.clone(),
+    );
+    h.insert(&headers::CACHE_STATUS, cache_status);
+    resp
 }
 
 /// The held failure of a key on hold, with `Retry-After` = the hold's remaining time.
@@ -110,6 +146,13 @@ pub(super) fn entry_response(entry: &CachedResponse, cache_status: HeaderValue) 
     let h = resp.headers_mut();
     for (name, value) in &entry.headers {
         h.append(name.clone(), value.clone());
+    }
+    if entry.status == StatusCode::OK {
+        h.insert(header::ETAG, entry.validators.etag.clone());
+        h.insert(
+            header::LAST_MODIFIED,
+            entry.validators.last_modified.clone(),
+        );
     }
     h.insert(&headers::CACHE_STATUS, cache_status);
     resp

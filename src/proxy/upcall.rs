@@ -2,6 +2,9 @@
 //! breaker, concurrency limit, bounded retries) around each call.
 
 use super::*;
+use crate::fleet::Availability;
+use crate::fleet::semaphore::{FleetSlot, SlotError};
+use crate::upstream::limit::Slot;
 
 /// Whose Zoho token an upstream call uses.
 #[derive(Clone, Debug)]
@@ -13,12 +16,16 @@ pub(super) enum Credential {
 }
 
 /// What every upstream call made for a request carries: whose token, and the forwarding
-/// headers (`X-Forwarded-For`, `X-Request-Id`). A flight's fetch carries its leader's.
+/// headers (`X-Forwarded-For`, `X-Request-Id`, the client's `X-EXTERNAL`). A flight's fetch
+/// carries its leader's (its followers share the key, so the same `X-EXTERNAL`).
 #[derive(Clone, Debug)]
 pub(super) struct CallCtx {
     pub(super) credential: Credential,
     pub(super) forwarded_for: HeaderValue,
     pub(super) request_id: HeaderValue,
+    pub(super) external: Option<HeaderValue>,
+    /// The client's claim on the tenant's credit reserve.
+    pub(super) priority: Priority,
 }
 
 /// One upstream request to make.
@@ -28,6 +35,20 @@ pub(super) struct Upcall<'a> {
     pub(super) path_and_query: &'a str,
     pub(super) body: Option<(Bytes, Option<HeaderValue>)>,
     pub(super) call: &'a CallCtx,
+}
+
+/// The fleet-wide part of an upstream slot (with `[redis]`), held with the local one for one
+/// attempt.
+#[derive(Debug)]
+pub(super) enum SharedSlot {
+    /// No fleet tier: the local limit is the whole limit.
+    Single,
+    /// One of the tenant's `max_concurrency` slots across every replica (released when dropped;
+    /// lapses after `redis.slot_lease` if this replica dies).
+    Fleet(#[allow(dead_code)] FleetSlot),
+    /// Redis unavailable: one of this replica's share of the limit
+    /// (`redis.fallback_share_percent`).
+    Fallback(#[allow(dead_code)] Slot),
 }
 
 /// `Authorization: Zoho-oauthtoken <token>` for a managed token, marked sensitive.
@@ -92,7 +113,7 @@ impl Gateway {
         path_and_query: &str,
         body: Option<(Bytes, Option<HeaderValue>)>,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let t = self.tenant(tenant);
+        let t = &*self.tenant(tenant);
         let up = Upcall {
             route,
             method,
@@ -140,6 +161,7 @@ impl Gateway {
                 return last.unwrap_or(Err(open));
             }
             let slot = t.limit.acquire().await?;
+            let shared = self.shared_slot(t).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return last.unwrap_or(Err(GatewayError::UpstreamTimeout));
@@ -147,6 +169,7 @@ impl Gateway {
             let result = tokio::time::timeout(remaining, self.send_once(t, auth.clone(), up))
                 .await
                 .unwrap_or(Err(GatewayError::UpstreamTimeout));
+            drop(shared);
             drop(slot);
             let retry_after_hint = match &result {
                 Ok(r) if is_failure(r.status) => {
@@ -196,6 +219,35 @@ impl Gateway {
         }
     }
 
+    /// The fleet-wide slot behind the local one: the local queue stays in front, so each
+    /// replica contends in Redis with at most its local limit of callers. While Redis is
+    /// available, one of the tenant's `max_concurrency` slots fleet-wide (waiting at most
+    /// `queue_timeout`, then the gateway's 429 as for the local queue); while it is not, or if it
+    /// fails mid-wait, one of this replica's fallback share.
+    ///
+    /// # Errors
+    /// [`GatewayError::UpstreamBusy`] when no slot frees up within `queue_timeout`.
+    async fn shared_slot(&self, t: &Tenant) -> Result<SharedSlot, GatewayError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(SharedSlot::Single);
+        };
+        if fleet.availability() == Availability::Available {
+            let c = &t.config;
+            match fleet
+                .acquire_slot(&c.name, c.max_concurrency, c.queue_timeout)
+                .await
+            {
+                Ok(slot) => return Ok(SharedSlot::Fleet(slot)),
+                Err(SlotError::Timeout) => return Err(GatewayError::UpstreamBusy),
+                Err(SlotError::Unavailable) => {}
+            }
+        }
+        match &t.fallback_limit {
+            Some(share) => Ok(SharedSlot::Fallback(share.acquire().await?)),
+            None => Ok(SharedSlot::Single),
+        }
+    }
+
     pub(super) async fn send_once(
         &self,
         t: &Tenant,
@@ -216,6 +268,9 @@ impl Gateway {
                 headers::X_FORWARDED_FOR.clone(),
                 up.call.forwarded_for.clone(),
             );
+        if let Some(external) = &up.call.external {
+            req = req.header(headers::X_EXTERNAL.clone(), external.clone());
+        }
         let body = match &up.body {
             Some((bytes, content_type)) => {
                 if let Some(ct) = content_type {
@@ -236,10 +291,11 @@ impl Gateway {
             result.as_ref().ok().map(|r| r.status.as_u16()),
             started.elapsed(),
         );
-        if let Ok(r) = &result
-            && let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body)
-        {
-            t.metrics.record_throttled(code);
+        if let Ok(r) = &result {
+            if let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body) {
+                t.metrics.record_throttled(code);
+            }
+            self.record_credits(t, up.route, r);
         }
         result
     }

@@ -177,6 +177,7 @@ fn key_of(t: &Tree) -> Option<[u8; 32]> {
                     method: "GET",
                     version: "v7",
                     route: "count",
+                    external: None,
                 },
                 &c,
             )

@@ -2,7 +2,7 @@
 //! together, and the seed's sample request answered twice, the second time from cache.
 
 use crate::support::{SEED_CURL, TestClient, count_calls, with_filters};
-use zoho_crm_simulator::SimConfig;
+use zoho_crm_simulator::{SimConfig, SimRoute};
 use zoho_gateway::config::RawConfig;
 use zoho_gateway::demo;
 
@@ -34,6 +34,39 @@ async fn demo_serves_the_seed_sample_then_from_cache() {
         second.cache_status()
     );
     assert_eq!(count_calls(&d.simulator.handle()), 1);
+    d.shutdown().await;
+}
+
+#[tokio::test]
+async fn demo_exercises_hot_reads_and_reports_credits_saved_by_route() {
+    let mut raw = RawConfig::from_toml_str(demo::DEMO_CONFIG).unwrap();
+    raw.server.listen = "127.0.0.1:0".into();
+    raw.server.admin_listen = "127.0.0.1:0".into();
+    let d = demo::start(raw).await.expect("demo starts");
+    let savings = d.exercise().await.expect("hot reads answered");
+    let sim = d.simulator.handle();
+    // Each of the six questions cost one upstream call; its second spelling was a hit.
+    for route in [
+        SimRoute::ListModules,
+        SimRoute::ListFields,
+        SimRoute::ListUsers,
+        SimRoute::ListRecords,
+        SimRoute::SearchRecords,
+        SimRoute::AssociatedUsersCount,
+    ] {
+        assert_eq!(sim.calls(route), 1, "{route:?}");
+    }
+    assert_eq!(savings.len(), 6, "{savings:?}");
+    for s in &savings {
+        assert_eq!((s.requests, s.without_upstream), (2, 1), "{s:?}");
+        assert_eq!(s.credits_saved, 1, "{s:?}");
+    }
+    let report = d.savings_report(&savings);
+    assert!(
+        report.contains("/crm/{version}/{module}/search"),
+        "{report}"
+    );
+    assert!(report.contains("6 Zoho credits saved"), "{report}");
     d.shutdown().await;
 }
 

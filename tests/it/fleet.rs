@@ -646,6 +646,31 @@ async fn one_grant_per_token_lifetime_for_the_fleet_and_no_secret_in_redis() {
     };
     assert!(retry > Duration::from_secs(590) && retry <= Duration::from_secs(600));
 
+    // The same tenant with a new refresh token (a live reload, a rotated secret) adopts
+    // nothing of the old credentials' token or budget: its first refresh is its own grant.
+    let mut rotated = tenant.clone();
+    rotated.refresh_token = Secret::new("1000.rotated-refresh-token");
+    assert_ne!(rotated.identity_scope(), tenant.identity_scope());
+    let fresh = r[2]
+        .refresh_shared(
+            &rotated,
+            None,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            || async {
+                Ok((
+                    Secret::new("rotated-access-token"),
+                    Duration::from_secs(3600),
+                ))
+            },
+        )
+        .await
+        .unwrap();
+    let SharedRefresh::Granted(fresh) = fresh else {
+        panic!("{fresh:?}");
+    };
+    assert_eq!(fresh.value.expose(), "rotated-access-token");
+
     // Zoho's throttle locks the whole fleet out.
     let mut beta = tenant.clone();
     beta.name = "beta".into();
@@ -678,7 +703,10 @@ async fn one_grant_per_token_lifetime_for_the_fleet_and_no_secret_in_redis() {
         SharedRefresh::Refused(TokenFailure::Throttled, d) if d > Duration::from_secs(800)
     ));
     assert_eq!(
-        r[1].lockout("beta").await.unwrap().map(|(why, _)| why),
+        r[1].lockout(&beta.identity_scope())
+            .await
+            .unwrap()
+            .map(|(why, _)| why),
         Some(TokenFailure::Throttled)
     );
 
@@ -693,7 +721,8 @@ async fn one_grant_per_token_lifetime_for_the_fleet_and_no_secret_in_redis() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(keys.iter().any(|k| k == "zgw:tok:acme"), "{keys:?}");
+    let published = format!("zgw:tok:{}", tenant.identity_scope());
+    assert!(keys.contains(&published), "{keys:?}");
     let mut contents = Vec::new();
     for k in &keys {
         contents.extend_from_slice(k.as_bytes());

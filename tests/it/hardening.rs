@@ -537,13 +537,13 @@ async fn a_full_queue_answers_the_gateways_429_at_once_and_a_waiter_after_its_ti
         Harness::start_with_extra(
             SimConfig::default(),
             Extra {
-                tenant_a: "max_concurrency = 5\nqueue_limit = 10\nqueue_timeout = \"200ms\"",
+                tenant_a: "max_concurrency = 5\nqueue_limit = 10\nqueue_timeout = \"1s\"",
                 ..Extra::default()
             },
         )
         .await,
     );
-    h.sim().set_latency(Duration::from_millis(1500));
+    h.sim().set_latency(Duration::from_millis(3000));
     let mut holders = Vec::new();
     for i in 1..=5 {
         let h = h.clone();
@@ -566,14 +566,17 @@ async fn a_full_queue_answers_the_gateways_429_at_once_and_a_waiter_after_its_ti
     for t in tasks {
         let (r, took) = t.await.unwrap();
         r.assert_gateway_error(429, "TOO_MANY_REQUESTS", "upstream_busy");
-        assert!(took < Duration::from_millis(200) + MARGIN, "{took:?}");
-        if took >= Duration::from_millis(190) {
+        // A waiter is answered at its 1 s queue timeout, never before; a refusal at once takes
+        // far less than that even on a loaded machine (the split is by an order of magnitude,
+        // not by a few milliseconds).
+        assert!(took < Duration::from_secs(1) + MARGIN, "{took:?}");
+        if took >= Duration::from_millis(800) {
             waited += 1;
         } else {
             fast += 1;
         }
     }
-    // At most ten waited in the queue for their 200 ms; the rest were refused at once.
+    // At most ten waited in the queue for their 1 s; the rest were refused at once.
     assert!(waited <= 10, "{waited} waited");
     assert!(fast >= 30, "{fast} refused at once");
     assert_eq!(h.calls(), 5);

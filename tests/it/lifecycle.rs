@@ -1,6 +1,6 @@
 //! Process lifecycle of the real binary (`zoho-gateway serve --config FILE`) in front of an
 //! in-process simulator: SIGTERM drains in-flight requests and exits 0; SIGHUP reloads the
-//! config file without dropping the cache, and refuses a broken file.
+//! config file without dropping the cache (tenants included), and refuses a broken file.
 //!
 //! The gateway listens on port 0; its addresses come from its "gateway listening" log line,
 //! and reloads are awaited on their log lines, never by sleeping.
@@ -371,31 +371,37 @@ async fn sighup_applies_a_new_ttl_keeps_the_cache_and_refuses_a_broken_file() {
 }
 
 #[tokio::test]
-async fn sighup_changing_the_tenant_set_is_refused() {
+async fn sighup_renaming_a_tenant_applies_live() {
     let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
     let toml = gateway_toml(&sim.base_url(), Extra::default());
     let mut gw = GatewayProcess::start("tenants", &toml).await;
     let client = TestClient::new();
+    let as_b = |key: &'static str| [("x-gateway-key", key)];
     assert_eq!(
         get(&client, &gw.url(&starts_with("Tier", 1))).await.status,
         200
     );
 
-    // Rename tenant b: the tenant set changes, which needs a restart.
+    // Rename tenant b to c (the key moves with it): applied on SIGHUP, no restart.
     let renamed = toml
         .replace("[tenants.b]", "[tenants.c]")
         .replace("tenant = \"b\"", "tenant = \"c\"");
     std::fs::write(&gw.config, renamed).unwrap();
     gw.signal("HUP");
-    let line = gw.wait_for_log("reload refused").await;
-    assert!(line.contains("tenants"), "{line}");
-    let b = client
-        .get(
-            &gw.url(&starts_with("Tier", 1)),
-            &[("x-gateway-key", KEY_B)],
-        )
+    let line = gw.wait_for_log("configuration reloaded").await;
+    assert!(
+        line.contains("added") && line.contains("\"c\"") && line.contains("\"b\""),
+        "{line}"
+    );
+    let c = client
+        .get(&gw.url(&starts_with("Tier", 1)), &as_b(KEY_B))
         .await;
-    assert_eq!(b.status, 200, "tenant b still served: {:?}", b.body);
+    assert_eq!(c.status, 200, "the key now acts for tenant c: {:?}", c.body);
+    assert!(c.cache_status().contains("fwd=miss"), "c has its own cache");
+    assert_eq!(
+        get(&client, &gw.url(&starts_with("Tier", 1))).await.status,
+        200
+    );
 
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(10)).await.success());

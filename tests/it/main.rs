@@ -5,12 +5,17 @@
 mod caching;
 mod canonical_meaning;
 mod count_endpoint;
+mod credits;
 mod criteria_meaning;
 mod demo;
 mod fleet;
+mod fleet_replicas;
 mod hardening;
+mod hot_reads;
 mod lifecycle;
 mod metrics;
+mod reads;
+mod reload;
 mod routes;
 mod secrets;
 mod support;

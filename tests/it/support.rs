@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod query;
 pub mod raw;
 pub mod redis_server;
+pub mod replicas;
 
 pub use metrics::Metrics;
 pub use query::*;
@@ -75,6 +76,27 @@ impl Harness {
             client: TestClient::new(),
             clock: handle,
         }
+    }
+
+    /// Starts both; the gateway serves the route table of the shipped `config/gateway.toml`
+    /// (Zoho's hot reads, [`shipped_routes`]) with the harness tenants and keys.
+    pub async fn start_shipped() -> Self {
+        Self::start_shipped_with("").await
+    }
+
+    /// [`Harness::start_shipped`] with `extra_toml` appended to the gateway config.
+    pub async fn start_shipped_with(extra_toml: &str) -> Self {
+        Self::start_configured(SimConfig::default(), |url| {
+            let extra = Extra {
+                rest: extra_toml,
+                ..Extra::default()
+            };
+            let mut raw =
+                RawConfig::from_toml_str(&gateway_toml(url, extra)).expect("test config parses");
+            raw.routes.cached = shipped_routes();
+            raw.validate().expect("shipped route table validates")
+        })
+        .await
     }
 
     /// Moves the gateway's freshness clock forward.
@@ -263,6 +285,14 @@ impl Resp {
         assert!(body["message"].is_string(), "{body}");
         assert_eq!(self.header("x-zoho-gateway-error"), Some(kind), "{body}");
     }
+}
+
+/// The `[[routes.cached]]` table of the shipped `config/gateway.toml`.
+pub fn shipped_routes() -> Vec<zoho_gateway::config::RawCachedRoute> {
+    RawConfig::from_toml_str(include_str!("../../config/gateway.toml"))
+        .expect("config/gateway.toml parses")
+        .routes
+        .cached
 }
 
 /// How many count-route calls `sim` has answered.

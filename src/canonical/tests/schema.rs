@@ -98,6 +98,7 @@ fn enums_required_and_exclusive_pairs_are_checked_locally() {
     key_of(&s, "fields=a&page_token=abc");
     let both = invalid_of(&s, "fields=a&page=2&page_token=abc");
     assert_eq!(both.kind, InvalidKind::Conflict);
+    assert_eq!(both.kind.zoho_code(), "AMBIGUITY_DURING_PROCESSING");
     // Opaque strings are byte-exact after decoding.
     assert_eq!(
         key_of(&s, "fields=a&page_token=a%2Bb"),
@@ -195,4 +196,36 @@ fn memoised_keys_are_the_computed_keys_and_clones_start_empty() {
     let clone = schema.clone();
     assert_eq!(clone.memo.get().get(&SCOPE, q), None);
     assert_eq!(clone, schema);
+}
+
+#[test]
+fn criteria_parameters_share_keys_by_meaning() {
+    let s = ParamSchema::new(
+        vec![ParamSpec::new(
+            "criteria",
+            ParamKind::Criteria(CriteriaLimits::default()),
+        )],
+        UnknownParams::Bypass,
+    )
+    .unwrap();
+    let k = key_of(
+        &s,
+        "criteria=((Last_Name:equals:Smith)and(Email:equals:a%40b.c))",
+    );
+    assert_eq!(
+        k,
+        key_of(
+            &s,
+            "criteria=(Email:equals:a%40b.c)and(Last_Name:equals:Smith)"
+        )
+    );
+    assert_ne!(
+        k,
+        key_of(
+            &s,
+            "criteria=(Email:equals:a%40b.c)or(Last_Name:equals:Smith)"
+        )
+    );
+    let bad = invalid_of(&s, "criteria=(Last_Name:equals");
+    assert_eq!(bad.kind.zoho_code(), "INVALID_QUERY");
 }

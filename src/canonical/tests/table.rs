@@ -225,6 +225,14 @@ fn scope_changes_the_key() {
             credential: Some(&cred),
             ..SCOPE
         },
+        KeyScope {
+            external: Some(b"Leads.External_Id"),
+            ..SCOPE
+        },
+        KeyScope {
+            external: Some(b""),
+            ..SCOPE
+        },
     ];
     let mut keys = vec![base];
     for v in &variants {

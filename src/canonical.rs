@@ -168,6 +168,7 @@
 mod criteria;
 mod filters;
 mod key;
+mod memo;
 mod query;
 #[cfg(test)]
 mod tests;
@@ -179,6 +180,7 @@ use serde::Deserialize;
 
 pub use criteria::{Criteria, CriteriaLimits};
 pub use key::{CacheKey, KeyScope, cache_key};
+pub use memo::{KeyMemo, SchemaMemo};
 
 /// How far [`canonicalize`] normalises `filters`.
 ///
@@ -279,6 +281,18 @@ impl Default for CanonicalRules {
 pub enum Canonical {
     /// Canonical form found: cache under [`cache_key`] of it.
     Key(CanonicalQuery),
+    /// Cannot be canonicalised with certainty: forward as-is, do not cache.
+    Uncacheable(NoCacheReason),
+    /// Zoho would reject it: answer 400 `INVALID_DATA` locally, no upstream call.
+    Invalid(InvalidQuery),
+}
+
+/// Result of [`ParamSchema::key`]: [`Canonical`] with the query already turned into its
+/// [`CacheKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// The cache key of the query in its scope.
+    Key(CacheKey),
     /// Cannot be canonicalised with certainty: forward as-is, do not cache.
     Uncacheable(NoCacheReason),
     /// Zoho would reject it: answer 400 `INVALID_DATA` locally, no upstream call.
@@ -608,6 +622,9 @@ pub struct ParamSchema {
     /// SHA-256 over the names and kinds: enters every key, so a schema change (a reload) never
     /// lets an old entry answer a query read under different rules.
     fingerprint: [u8; 32],
+    /// Hot raw queries → their keys under this schema ([`ParamSchema::key`]); empty in every
+    /// clone and every new schema, so it never outlives the rules it memoises.
+    memo: SchemaMemo,
 }
 
 /// Why a [`ParamSchema`] could not be built.
@@ -663,6 +680,7 @@ impl ParamSchema {
             exclusive: Vec::new(),
             unknown,
             fingerprint,
+            memo: SchemaMemo::default(),
         })
     }
 
@@ -681,6 +699,7 @@ impl ParamSchema {
         let pair = (pos(a)?, pos(b)?);
         self.exclusive.push(pair);
         self.fingerprint = key::schema_fingerprint(&self.params, self.unknown);
+        self.memo = SchemaMemo::default();
         Ok(self)
     }
 
@@ -731,6 +750,27 @@ impl ParamSchema {
             Ok(q) => Canonical::Key(q),
             Err(Reject::Uncacheable(r)) => Canonical::Uncacheable(r),
             Err(Reject::Invalid(i)) => Canonical::Invalid(i),
+        }
+    }
+
+    /// [`ParamSchema::canonicalize`] then [`cache_key`] in `scope`, through a bounded memo of
+    /// hot queries: a raw query seen before in an equal scope gets its key back without being
+    /// decoded, parsed or hashed again (see [`KeyMemo`]; safe because the key is a pure
+    /// function of the scope, the raw bytes and this schema, and the memo belongs to this
+    /// schema alone). Only keys are memoised; uncacheable and invalid queries are worked out
+    /// every time. Same outcomes as `canonicalize`.
+    pub fn key(&self, scope: &KeyScope<'_>, raw_query: &str) -> KeyOutcome {
+        if let Some(key) = self.memo.get().get(scope, raw_query) {
+            return KeyOutcome::Key(key);
+        }
+        match self.canonicalize(raw_query) {
+            Canonical::Key(q) => {
+                let key = cache_key(scope, &q);
+                self.memo.get().insert(scope, raw_query, key);
+                KeyOutcome::Key(key)
+            }
+            Canonical::Uncacheable(r) => KeyOutcome::Uncacheable(r),
+            Canonical::Invalid(i) => KeyOutcome::Invalid(i),
         }
     }
 }

@@ -3,12 +3,16 @@
 //! and slow-client timeouts, graceful drain; and the open-file limit those connections must fit
 //! in ([`raise_open_file_limit`], [`fit_connections`]).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -24,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::proxy::Body;
 use crate::telemetry::LogLimiter;
+use crate::tls::{Acceptor, PeerCert};
 
 /// Client connections the admin listener holds at once (probes and scrapes need few).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
@@ -68,7 +73,6 @@ pub fn fit_connections(configured: usize, limit: u64, reserved: u64) -> usize {
     let room = usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX);
     configured.min(room).max(1)
 }
-use crate::tls::{Acceptor, PeerCert};
 
 /// Per-listener settings.
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +81,10 @@ pub struct ListenerSettings {
     /// protection).
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed. A new connection must
-    /// deliver its first request head within `header_read_timeout`.
+    /// deliver its first request head within `header_read_timeout`, and an HTTP/1 connection
+    /// each next one within `header_read_timeout` of the last response (as hyper's own
+    /// header-read timer did), so for HTTP/1 the shorter of the two applies. Enforced by one
+    /// sweeper per listener, within a quarter of the shorter timeout.
     pub idle_timeout: Duration,
     /// How long shutdown waits for open connections to finish their requests.
     pub drain_timeout: Duration,
@@ -90,46 +97,121 @@ pub struct ListenerSettings {
     pub max_header_bytes: usize,
 }
 
-/// When a connection last finished a request, how many it has in flight, how many it began.
-struct Activity {
+/// One open connection as the listener's sweeper sees it: when it last finished a request, how
+/// many it has in flight and began, and what the sweeper asks of it. The connection's task reads
+/// only atomics on each wake-up (no timer, no lock): the sweeper, one task per listener, does the
+/// clock work for every connection at once.
+struct Conn {
     started: Instant,
     last_ms: AtomicU64,
     active: AtomicUsize,
     requests: AtomicU64,
+    /// Set by the first HTTP/2 request: hyper's HTTP/1 rule "the next head within
+    /// `header_read_timeout`" does not apply, only `idle_timeout`.
+    http2: AtomicBool,
+    /// [`RUN`], [`CLOSE`] or [`DROP`]; only ever raised.
+    command: AtomicU8,
+    waker: AtomicWaker,
 }
 
-impl Activity {
+/// Keep serving.
+const RUN: u8 = 0;
+/// Finish the current request, then close (HTTP/1) or send GOAWAY (HTTP/2).
+const CLOSE: u8 = 1;
+/// Drop the connection now (its close grace is over).
+const DROP: u8 = 2;
+
+impl Conn {
     fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Whether the connection should be closed: no complete request head within
-    /// `first_request` of connecting (this also covers clients that send nothing, or stop
-    /// inside the HTTP/2 preface), or nothing in flight for `idle`.
-    fn expired(&self, first_request: Duration, idle: Duration) -> bool {
+    /// Whether the connection should be closed at `now`: no complete request head within
+    /// `header_read_timeout` of connecting (this also covers clients that send nothing, or stop
+    /// inside the HTTP/2 preface); for HTTP/1, no next request head within
+    /// `header_read_timeout` of the last response (hyper's own header-read timer, which starts
+    /// as soon as it waits for the next head; so it also ends slow heads on a kept-alive
+    /// connection); nothing in flight for `idle_timeout`.
+    fn expired(&self, now: Instant, settings: &ListenerSettings) -> bool {
+        let since_start = now.saturating_duration_since(self.started);
         if self.requests.load(Ordering::Relaxed) == 0 {
-            return self.started.elapsed() >= first_request;
+            return since_start >= settings.header_read_timeout;
         }
-        self.idle_for().is_some_and(|d| d >= idle)
-    }
-
-    fn idle_for(&self) -> Option<Duration> {
         if self.active.load(Ordering::Relaxed) > 0 {
-            return None;
+            return false;
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        Some(self.started.elapsed().saturating_sub(last))
+        let idle = since_start.saturating_sub(last);
+        let limit = if self.http2.load(Ordering::Relaxed) {
+            settings.idle_timeout
+        } else {
+            settings.idle_timeout.min(settings.header_read_timeout)
+        };
+        idle >= limit
+    }
+
+    /// Asks the connection's task for `command` (never lowers an earlier one) and wakes it.
+    fn order(&self, command: u8) {
+        self.command.fetch_max(command, Ordering::AcqRel);
+        self.waker.wake();
     }
 }
 
 /// Ends the request's activity when dropped (also when the client goes away mid-request).
-struct InFlight(Arc<Activity>);
+struct InFlight(Arc<Conn>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The open connections of one listener, and when each must be gone once asked to close.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    open: HashMap<u64, (Arc<Conn>, Option<Instant>)>,
+}
+
+type SharedRegistry = Arc<Mutex<Registry>>;
+
+fn lock(registry: &SharedRegistry) -> std::sync::MutexGuard<'_, Registry> {
+    registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The listener's sweeper: every `min(idle_timeout, header_read_timeout) / 4` (at least 10 ms)
+/// asks expired connections to close, and drops those still open `header_read_timeout` after
+/// being asked. So a deadline is enforced within a quarter of it.
+async fn sweep(registry: SharedRegistry, settings: ListenerSettings) {
+    let every = settings.idle_timeout.min(settings.header_read_timeout) / 4;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        for (conn, close_by) in lock(&registry).open.values_mut() {
+            match close_by {
+                Some(at) if now >= *at => conn.order(DROP),
+                Some(_) => {}
+                None if conn.expired(now, &settings) => {
+                    *close_by = Some(now + settings.header_read_timeout);
+                    conn.order(CLOSE);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Orders every open connection to `command`; those not closing yet must be gone by `close_by`.
+fn order_all(registry: &SharedRegistry, command: u8, close_by: Instant) {
+    for (conn, by) in lock(registry).open.values_mut() {
+        by.get_or_insert(close_by);
+        conn.order(command);
     }
 }
 
@@ -163,10 +245,11 @@ pub async fn serve_with_tls<H, Fut>(
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No HTTP/1 timer: hyper's header-read timeout arms a timer for every request head; the
+    // sweeper enforces the same deadlines for all connections at once.
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(settings.max_header_bytes.max(8192));
     builder
         .http2()
@@ -175,6 +258,8 @@ pub async fn serve_with_tls<H, Fut>(
         .max_concurrent_streams(settings.http2_max_concurrent_streams);
     let builder = Arc::new(builder);
     let connections = TaskTracker::new();
+    let registry = SharedRegistry::default();
+    let sweeper = tokio::spawn(sweep(registry.clone(), settings));
     let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let accept_errors = LogLimiter::new(Duration::from_secs(5));
     loop {
@@ -202,34 +287,51 @@ pub async fn serve_with_tls<H, Fut>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (builder, shutdown, handler, tls) = (
+        let conn = Arc::new(Conn {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            command: AtomicU8::new(RUN),
+            waker: AtomicWaker::new(),
+        });
+        let id = {
+            let mut r = lock(&registry);
+            r.next_id += 1;
+            let id = r.next_id;
+            r.open.insert(id, (conn.clone(), None));
+            id
+        };
+        let (builder, registry, handler, tls) = (
             builder.clone(),
-            shutdown.clone(),
+            registry.clone(),
             handler.clone(),
             tls.clone(),
         );
         connections.spawn(async move {
-            let conn = Conn {
-                peer,
-                settings,
-                builder,
-                shutdown,
-            };
             match tls {
-                None => conn.run(stream, None, handler).await,
+                None => serve_connection(&builder, stream, None, handler, peer, conn).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok((stream, cert))) => conn.run(stream, cert, handler).await,
+                        Ok(Ok((stream, cert))) => {
+                            serve_connection(&builder, stream, cert, handler, peer, conn).await
+                        }
                         Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
             }
+            lock(&registry).open.remove(&id);
             drop(slot);
         });
     }
+    // Ask every connection to finish (HTTP/1: close after the current response; HTTP/2:
+    // GOAWAY); the sweeper drops those still open at the drain deadline (or at their earlier
+    // close deadline when they were closing already).
+    order_all(&registry, CLOSE, Instant::now() + settings.drain_timeout);
     drop(listener);
     connections.close();
     if tokio::time::timeout(settings.drain_timeout, connections.wait())
@@ -240,92 +342,68 @@ pub async fn serve_with_tls<H, Fut>(
             open = connections.len(),
             "drain deadline passed with connections still open"
         );
+        order_all(&registry, DROP, Instant::now());
     }
+    sweeper.abort();
 }
 
-/// One accepted connection, after any TLS handshake.
-struct Conn {
+/// Serves one connection's requests (after any TLS handshake) until it ends or the sweeper
+/// drops it; `conn` is its entry in the listener's registry.
+async fn serve_connection<I, H, Fut>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    cert: Option<PeerCert>,
+    handler: H,
     peer: SocketAddr,
-    settings: ListenerSettings,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    shutdown: CancellationToken,
-}
-
-impl Conn {
-    /// Serves the connection's requests until it ends, is idle too long, or the drain closes it.
-    async fn run<I, H, Fut>(self, io: I, cert: Option<PeerCert>, handler: H)
-    where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Response<Body>> + Send + 'static,
-    {
-        let Conn {
-            peer,
-            settings,
-            builder,
-            shutdown,
-        } = self;
-        let activity = Arc::new(Activity {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            active: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-        });
-        let svc = {
-            let activity = activity.clone();
-            service_fn(move |mut req: Request<Incoming>| {
-                activity.active.fetch_add(1, Ordering::Relaxed);
-                activity.requests.fetch_add(1, Ordering::Relaxed);
-                let in_flight = InFlight(activity.clone());
-                // The connection-level identity, for authentication (`src/proxy/auth.rs`).
-                if let Some(cert) = &cert {
-                    req.extensions_mut().insert(cert.clone());
-                }
-                let fut = handler(req, peer);
-                async move {
-                    let resp = fut.await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(resp)
-                }
-            })
-        };
-        let conn = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        let every = settings.idle_timeout.min(settings.header_read_timeout) / 4;
-        let mut check = tokio::time::interval(every.max(Duration::from_millis(10)));
-        // Once asked to close, a connection that does not finish within its grace (an HTTP/2
-        // peer that never answers GOAWAY's ping, say) is dropped.
-        let mut close_by: Option<Instant> = None;
-        loop {
-            let hard_close = async {
-                match close_by {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
-                    }
-                    break;
-                }
-                _ = hard_close => {
-                    tracing::debug!(%peer, "connection dropped after its close grace");
-                    break;
-                }
-                _ = shutdown.cancelled(), if close_by.is_none() => {
-                    conn.as_mut().graceful_shutdown();
-                    close_by = Some(Instant::now() + settings.drain_timeout);
-                }
-                _ = check.tick(), if close_by.is_none() => {
-                    if activity.expired(settings.header_read_timeout, settings.idle_timeout) {
-                        conn.as_mut().graceful_shutdown();
-                        close_by = Some(Instant::now() + settings.header_read_timeout);
-                    }
-                }
+    conn: Arc<Conn>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let svc = {
+        let conn = conn.clone();
+        service_fn(move |mut req: Request<Incoming>| {
+            conn.active.fetch_add(1, Ordering::Relaxed);
+            conn.requests.fetch_add(1, Ordering::Relaxed);
+            if req.version() == http::Version::HTTP_2 {
+                conn.http2.store(true, Ordering::Relaxed);
             }
+            let in_flight = InFlight(conn.clone());
+            // The connection-level identity, for authentication (`src/proxy/auth.rs`).
+            if let Some(cert) = &cert {
+                req.extensions_mut().insert(cert.clone());
+            }
+            let fut = handler(req, peer);
+            async move {
+                let resp = fut.await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(served);
+    let mut closing = false;
+    // Each wake-up: register the waker (so an order is never missed), read the order, poll
+    // the connection. No timer and no lock here.
+    let ended = std::future::poll_fn(|cx| {
+        conn.waker.register(cx.waker());
+        match conn.command.load(Ordering::Acquire) {
+            DROP => return Poll::Ready(None),
+            CLOSE if !closing => {
+                closing = true;
+                served.as_mut().graceful_shutdown();
+            }
+            _ => {}
         }
+        served.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    match ended {
+        Some(Err(e)) => tracing::debug!(error = %e, %peer, "connection ended with an error"),
+        Some(Ok(())) => {}
+        None => tracing::debug!(%peer, "connection dropped after its close grace"),
     }
 }
 

@@ -352,6 +352,25 @@ proptest! {
         prop_assert_ne!(key_with(&q1, &rules), key_with(&q2, &rules), "{:?} vs {:?}", t, m);
     }
 
+    /// The schema's memo never changes an outcome: one schema (and its memo) shared by every
+    /// case, each query asked twice, always what canonicalising and hashing afresh gives.
+    #[test]
+    fn memoised_keys_equal_fresh_ones(t in tree(), seed in any::<u64>(), raw in "[a-z_=&%+0-9A-F{}\":,\\[\\] ]{0,40}") {
+        static SCHEMA: std::sync::LazyLock<ParamSchema> =
+            std::sync::LazyLock::new(|| ParamSchema::associated_users_count(rules(true)));
+        let mut r = Rng(seed);
+        let spelled = encode_query(&spell(&t, &mut r, true), &mut r);
+        for q in [spelled.as_str(), raw.as_str()] {
+            let fresh = match SCHEMA.canonicalize(q) {
+                Canonical::Key(c) => KeyOutcome::Key(cache_key(&SCOPE, &c)),
+                Canonical::Uncacheable(why) => KeyOutcome::Uncacheable(why),
+                Canonical::Invalid(bad) => KeyOutcome::Invalid(bad),
+            };
+            prop_assert_eq!(SCHEMA.key(&SCOPE, q), fresh.clone());
+            prop_assert_eq!(SCHEMA.key(&SCOPE, q), fresh);
+        }
+    }
+
     /// Stable-toolchain companion of the cargo-fuzz target: arbitrary strings never panic, and
     /// canonical forms are idempotent.
     #[test]

@@ -163,6 +163,42 @@ impl UnwrapInvalid for Canonical {
 }
 
 #[test]
+fn memoised_keys_are_the_computed_keys_and_clones_start_empty() {
+    let schema = records();
+    let q = "fields=b,a&page=2";
+    let fresh = key_of(&schema, q);
+    // First call computes and memoises, the second answers from the memo: same key.
+    assert_eq!(schema.key(&SCOPE, q), KeyOutcome::Key(fresh));
+    assert_eq!(schema.memo.get().get(&SCOPE, q), Some(fresh));
+    assert_eq!(schema.key(&SCOPE, q), KeyOutcome::Key(fresh));
+    // Another scope is another key, never the memoised one.
+    let other = KeyScope {
+        tenant: "other",
+        ..SCOPE
+    };
+    let KeyOutcome::Key(k) = schema.key(&other, q) else {
+        panic!("a key")
+    };
+    assert_ne!(k, fresh);
+    // Uncacheable and invalid queries are not memoised and keep their outcome.
+    assert!(matches!(
+        schema.key(&SCOPE, "fields=a&page=1&page_token=x"),
+        KeyOutcome::Invalid(_)
+    ));
+    assert_eq!(
+        schema
+            .memo
+            .get()
+            .get(&SCOPE, "fields=a&page=1&page_token=x"),
+        None
+    );
+    // A clone (which may be changed afterwards) does not inherit the memo.
+    let clone = schema.clone();
+    assert_eq!(clone.memo.get().get(&SCOPE, q), None);
+    assert_eq!(clone, schema);
+}
+
+#[test]
 fn criteria_parameters_share_keys_by_meaning() {
     let s = ParamSchema::new(
         vec![ParamSpec::new(

@@ -189,7 +189,13 @@ impl CachePhase {
         if let Some(ttl) = ttl {
             let _ = write!(s, "; ttl={ttl}");
         }
-        if let Some(detail) = error.or(self.detail()) {
+        // A held key says it is held, whatever failure it replays (the failure's kind is in
+        // `X-Zoho-Gateway-Error`); elsewhere the error is the detail.
+        let detail = match self {
+            CachePhase::Held => self.detail(),
+            _ => error.or(self.detail()),
+        };
+        if let Some(detail) = detail {
             s.push_str("; detail=");
             s.push_str(detail);
         }
@@ -203,6 +209,10 @@ mod tests {
 
     #[test]
     fn cache_status_values() {
+        assert_eq!(
+            CachePhase::Held.cache_status(false, None, Some("upstream_connect")),
+            "zoho-gateway; detail=upstream-hold"
+        );
         assert_eq!(
             CachePhase::Fresh.cache_status(false, Some(42), None),
             "zoho-gateway; hit; ttl=42"

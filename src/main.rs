@@ -76,7 +76,11 @@ async fn run(command: Command) -> Result<(), BoxError> {
             telemetry::init(&raw.logging);
             raise_open_file_limit();
             let mut signals = Signals::register()?;
-            let running = App::spawn(raw.validate()?).await?;
+            let validated = raw.validate()?;
+            if let Some(warning) = unusable(&validated) {
+                tracing::warn!("{warning}");
+            }
+            let running = App::spawn(validated).await?;
             serve_until_shutdown(&running, &config, &mut signals).await;
             running.gateway().set_draining();
             tracing::info!("shutting down: draining in-flight requests");
@@ -129,6 +133,9 @@ async fn run(command: Command) -> Result<(), BoxError> {
                 validated.tenants.len(),
                 validated.clients.len()
             );
+            if let Some(warning) = unusable(&validated) {
+                println!("# warning: {warning}");
+            }
         }
     }
     Ok(())
@@ -180,6 +187,18 @@ impl Signals {
 /// Waits for SIGTERM / Ctrl-C; on SIGHUP reloads `path` and the environment (tenants added,
 /// removed or changed apply live; an invalid config is refused and the old one stays, with the
 /// reason logged).
+/// Why a valid config still serves nothing (no tenant, or no client key): the gateway starts
+/// (tenants and keys can be added by a reload) but refuses every proxied request.
+fn unusable(config: &zoho_gateway::config::GatewayConfig) -> Option<&'static str> {
+    if config.tenants.is_empty() {
+        Some("no tenant is configured: every proxied request is refused until one is added")
+    } else if config.clients.is_empty() {
+        Some("no client key is configured: every proxied request is refused (401)")
+    } else {
+        None
+    }
+}
+
 async fn serve_until_shutdown(
     running: &zoho_gateway::Running,
     path: &std::path::Path,

@@ -19,8 +19,9 @@
 //!   lets the old one's calls finish, so for a moment both count), the circuit breaker unless
 //!   its settings or the host changed, the token manager unless the credentials (client id,
 //!   secret, refresh token, accounts host) or the token settings changed. **New credentials
-//!   get a fresh token** (a new manager, as at start-up: Zoho's grant budget is per refresh
-//!   token), and **drop the tenant's cache entries**, as does a new API host or pass-through
+//!   get a fresh token** (a new manager that keeps the tenant's recent grant attempts, so
+//!   reloads never spend more than the grant budget: [`TokenManager::with_credentials`]), and
+//!   **drop the tenant's cache entries**, as does a new API host or pass-through
 //!   HMAC key: the tenant may now be another Zoho user or organisation, whose answers can
 //!   differ. The credit ledger, the waiter count and the invalidation generation always carry
 //!   over.
@@ -160,13 +161,8 @@ impl Tenant {
         let breaker_same = (old.breaker_failures, old.breaker_cool_down, &old.api_base)
             == (new.breaker_failures, new.breaker_cool_down, &new.api_base);
         let tokens = if credentials {
-            Arc::new(TokenManager::new(
-                config.clone(),
-                gw.upstream.clone(),
-                gw.metrics.clone(),
-                gw.clock.clone(),
-                gw.fleet.cloned(),
-            ))
+            // New credentials get a fresh token but keep the tenant's grant budget.
+            Arc::new(self.tokens.with_credentials(config.clone()))
         } else if change.tokens {
             Arc::new(self.tokens.with_settings(config.clone()))
         } else {

@@ -359,6 +359,48 @@ impl TokenManager {
         }
     }
 
+    /// A manager for new credentials of the same tenant (a live reload): no token (the current
+    /// one belongs to the old credentials), but this manager's recent grant attempts carry over,
+    /// so no sequence of reloads sends Zoho more grant requests than `refresh_budget` per
+    /// `refresh_window` for the tenant (Zoho counts grants per refresh token; one budget across
+    /// a tenant's credentials is the bound that holds whichever token Zoho counts). A hold (a
+    /// throttle lockout, a failure backoff) carries over while the refresh token is unchanged.
+    pub fn with_credentials(&self, tenant: Arc<TenantConfig>) -> Self {
+        let same_token = tenant.refresh_token == self.tenant.refresh_token;
+        let next = TokenManager::new(
+            tenant,
+            self.upstream.clone(),
+            self.metrics.clone(),
+            self.clock.clone(),
+            self.fleet.clone(),
+        );
+        {
+            let old = self.lock();
+            let mut st = next.lock();
+            let mut attempts: Vec<Instant> = old
+                .attempts
+                .iter()
+                .chain(st.attempts.iter())
+                .copied()
+                .collect();
+            attempts.sort_unstable();
+            st.attempts = attempts.into();
+            if same_token
+                && old
+                    .hold
+                    .is_some_and(|(until, _)| st.hold.is_none_or(|(u, _)| u < until))
+            {
+                st.hold = old.hold;
+                st.failures = old.failures;
+            }
+        }
+        next.lockout_gauge.set(i64::from(matches!(
+            next.lock().hold,
+            Some((_, TokenFailure::Throttled))
+        )));
+        next
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -234,3 +234,48 @@ async fn an_invalid_file_is_refused_counted_and_changes_nothing() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Reloads that flip a tenant between two refresh tokens never make the gateway ask Zoho for
+/// more grants than the tenant's budget (10 per 10 minutes), so Zoho's throttle never locks
+/// it out: new credentials keep the tenant's recent grant attempts.
+#[tokio::test]
+async fn flipping_credentials_by_reload_stays_within_the_grant_budget() {
+    let (_, _, r1) = SimConfig::demo_credentials();
+    let mut sim_url = String::new();
+    let h = Harness::start_configured(sim_config(), |url| {
+        sim_url = url.to_owned();
+        validated(&config(url, &[("b", r1.as_str())]))
+    })
+    .await;
+    let sim = h.sim();
+    let mut refused = 0;
+    for i in 0..25 {
+        let token = if i % 2 == 0 { R2 } else { r1.as_str() };
+        h.gw.reload(validated(&config(&sim_url, &[("b", token)])))
+            .expect("applied");
+        // A new identity misses its cache: the miss needs a token.
+        let r = ask(&h, "b", &starts_with("Tier", i % 5 + 1)).await;
+        match r.status.as_u16() {
+            200 => {}
+            503 => {
+                r.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "token_unavailable");
+                assert!(
+                    !String::from_utf8_lossy(&r.body).contains("throttled"),
+                    "{:?}",
+                    r.body
+                );
+                refused += 1;
+            }
+            other => panic!("{other}: {:?}", r.body),
+        }
+    }
+    assert!(sim.token_grants() <= 10, "{} grants", sim.token_grants());
+    assert!(refused > 0, "the budget was reached and answered locally");
+    let m = h.metrics().await;
+    assert_eq!(
+        m.get("zoho_gateway_token_lockout", &[("tenant", "b")]),
+        Some(0.0),
+        "{m}"
+    );
+    h.shutdown().await;
+}

@@ -123,6 +123,7 @@ impl RequestCtx {
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             request_id: self.request_id.clone(),
             priority: self.priority,
+            cost: self.credits,
             external: self.external.clone(),
         }
     }

@@ -30,15 +30,18 @@ impl Gateway {
         }
     }
 
-    /// `None` when `call`'s client may spend `tenant`'s credits now; else the time until the
-    /// reserve is free again.
+    /// `None` when `call`'s client may spend `tenant`'s credits now (what is left after the
+    /// call's `cost` is still at least the reserve); else the time until it may.
     fn reserve_hold(&self, tenant: TenantId, call: &CallCtx) -> Option<Duration> {
         if call.priority == Priority::High {
             return None;
         }
         let t = self.tenant(tenant);
         let reserve = t.config.credit_reserve?;
-        t.credits.reserve_hold(t.config.credit_allowance, reserve)
+        t.credits.reserve_hold(
+            t.config.credit_allowance,
+            reserve.saturating_add(u64::from(call.cost)),
+        )
     }
 
     /// Whether `call`'s client may spend `tenant`'s credits now.

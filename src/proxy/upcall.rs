@@ -26,6 +26,8 @@ pub(super) struct CallCtx {
     pub(super) external: Option<HeaderValue>,
     /// The client's claim on the tenant's credit reserve.
     pub(super) priority: Priority,
+    /// Zoho API credits one upstream call of this request costs (its route's `credit_cost`).
+    pub(super) cost: u32,
 }
 
 /// One upstream request to make.

@@ -136,7 +136,7 @@ async fn under_the_reserve_a_normal_key_gets_stale_or_429_and_a_high_key_fresh()
     let h = Harness::start_with_extra(
         SimConfig::default(),
         Extra {
-            tenant_a: "daily_credits = 100\ncredit_reserve = 96",
+            tenant_a: "daily_credits = 100\ncredit_reserve = 95",
             rest: HIGH_CLIENT,
             ..Extra::default()
         },
@@ -150,7 +150,7 @@ async fn under_the_reserve_a_normal_key_gets_stale_or_429_and_a_high_key_fresh()
                 .await
         }
     };
-    // Five credits spent: 95 left, under the 96 reserved.
+    // Five credits spent: 95 left, the 95 reserved; a sixth would dip into them.
     for n in 1..=5 {
         assert_eq!(h.get(&starts_with("Tier", n)).await.status, 200);
     }
@@ -202,7 +202,7 @@ async fn under_the_reserve_a_normal_key_gets_stale_or_429_and_a_high_key_fresh()
 
     let m = h.metrics().await;
     assert_eq!(credits(&m, "zoho_gateway_credits_spent_24h"), Some(7.0));
-    assert_eq!(credits(&m, "zoho_gateway_credits_reserve"), Some(96.0));
+    assert_eq!(credits(&m, "zoho_gateway_credits_reserve"), Some(95.0));
     let applied = |action| {
         m.get(
             "zoho_gateway_credit_reserve_applied_total",
@@ -225,7 +225,7 @@ async fn zohos_remaining_credits_header_is_kept_and_can_start_the_reserve() {
     let h = Harness::start_with_extra(
         sim,
         Extra {
-            tenant_a: "credit_reserve = 3",
+            tenant_a: "credit_reserve = 2",
             rest: HIGH_CLIENT,
             ..Extra::default()
         },
@@ -243,7 +243,8 @@ async fn zohos_remaining_credits_header_is_kept_and_can_start_the_reserve() {
     assert_eq!(credits(&m, "zoho_gateway_credits_remaining"), Some(2.0));
     assert_eq!(credits(&m, "zoho_gateway_credits_allowance"), None);
 
-    // Zoho says 2 left, 3 are reserved: the normal key waits for the report to age out.
+    // Zoho says 2 left, 2 are reserved: a call would dip into them, so the normal key waits
+    // for the report to age out.
     let refused = h.get(&starts_with("Sales", 1)).await;
     refused.assert_gateway_error(429, "TOO_MANY_REQUESTS", "credit_reserve");
     assert_eq!(refused.header("retry-after"), Some("900"));

@@ -170,6 +170,9 @@ pub enum FleetEvent {
 
 /// The payload a waiter last saw on its channel (`None`: woken without a message, e.g. because
 /// Redis became unavailable).
+/// The message every local waiter gets when the event connection comes back: re-check.
+const RESYNC: &[u8] = b"resync";
+
 type Waiters = Mutex<HashMap<Box<str>, watch::Sender<Option<Bytes>>>>;
 
 /// The highest generation seen per (tenant, group).
@@ -393,6 +396,13 @@ impl Fleet {
             tracing::info!("redis available: fleet coordination resumes");
             self.up_watch.send_replace(true);
             let _ = self.events.send(FleetEvent::Resync);
+            // A completion published while the event connection was being re-established is
+            // lost (Redis pub/sub keeps nothing): every local waiter re-checks now instead of
+            // sitting out its deadline.
+            let waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            for tx in waiters.values() {
+                tx.send_replace(Some(Bytes::from_static(RESYNC)));
+            }
         }
     }
 

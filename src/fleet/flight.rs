@@ -221,8 +221,22 @@ impl Fleet {
                 Completion::Stored => STORED,
                 Completion::Failed => FAILED,
             };
-            // If this fails, the lock lapses and waiters take over (or degrade): still bounded.
-            let _ = self.release(lease, Some((&suffix, payload))).await;
+            // If this fails (Redis slow or just back), the waiters would sit out their whole
+            // deadline for a completion that never comes: retry once Redis is available again,
+            // within the lock's life (compare-and-delete keeps a retry from freeing another
+            // owner's lock). Past that, the lock lapses and waiters take over: still bounded.
+            if self
+                .release(lease.clone(), Some((&suffix, payload)))
+                .await
+                .is_err()
+            {
+                let (fleet, suffix, ttl) = (self.clone(), suffix.clone(), self.cfg.flight_lock_ttl);
+                tokio::spawn(async move {
+                    if fleet.wait_available(ttl).await {
+                        let _ = fleet.release(lease, Some((&suffix, payload))).await;
+                    }
+                });
+            }
         }
         let role = if lapsed {
             FleetRole::TookOver

@@ -36,7 +36,7 @@ return released
 });
 
 /// A lease this replica holds (until released or `ttl` after acquisition).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Lease {
     key: String,
     owner: String,

@@ -21,7 +21,7 @@ use zoho_gateway::fleet::generation::Scope;
 use zoho_gateway::fleet::l2::L2Entry;
 use zoho_gateway::fleet::lease::LeaseAttempt;
 use zoho_gateway::fleet::tokens::SharedRefresh;
-use zoho_gateway::fleet::{Availability, Fleet, FleetEvent, Unavailable};
+use zoho_gateway::fleet::{Availability, Fleet, FleetEvent, Unavailable, Woken};
 use zoho_gateway::route::RouteId;
 
 use crate::support::redis_server::RedisServer;
@@ -535,9 +535,19 @@ async fn redis_killed_mid_wait_degrades_at_once_and_coordination_resumes() {
     assert_eq!(readiness, "redis: unavailable (local fallback)");
     assert_eq!(r[0].metrics().up.get(), 0);
 
+    // A wait that starts while Redis is out: a completion published while the event
+    // connection is being re-established would be lost, so the return wakes it to re-check.
+    let mut probe = r[0].subscribe("done:probe");
     redis.restart().await;
     assert!(r[0].wait_available(Duration::from_secs(10)).await);
     assert!(r[1].wait_available(Duration::from_secs(10)).await);
+    assert_eq!(
+        probe
+            .wait_until(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await,
+        Woken::Message(Bytes::from_static(b"resync"))
+    );
+    drop(probe);
     let ev = tokio::time::timeout(Duration::from_secs(1), resync.recv())
         .await
         .unwrap()

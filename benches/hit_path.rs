@@ -5,6 +5,9 @@
 //! `cargo bench --bench hit_path`. Quote the ratio `gateway_hit / baseline_static`, not the
 //! absolute times: the machines are shared and noisy.
 
+#[path = "support/config.rs"]
+mod support;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +18,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 use zoho_crm_simulator::{SimConfig, Simulator};
-use zoho_gateway::config::RawConfig;
 use zoho_gateway::server::{ListenerSettings, serve};
 use zoho_gateway::{App, demo};
 
@@ -29,27 +31,8 @@ fn bench_hit_path(c: &mut Criterion) {
 
     let (gateway_url, baseline_url, guards) = rt.block_on(async {
         let sim = Simulator::spawn(SimConfig::default()).await.unwrap();
-        let (id, secret, refresh) = SimConfig::demo_credentials();
         let url = sim.base_url();
-        let toml = format!(
-            r#"
-            [server]
-            listen = "127.0.0.1:0"
-            admin_listen = "127.0.0.1:0"
-            [tenants.bench]
-            api_base = "{url}"
-            accounts_url = "{url}"
-            client_id = "{id}"
-            client_secret = "{secret}"
-            refresh_token = "{refresh}"
-            [clients.bench]
-            tenant = "bench"
-            key = "bench-key"
-            [routes.associated_users_count]
-            ttl = "1h"
-            "#
-        );
-        let cfg = RawConfig::from_toml_str(&toml).unwrap().validate().unwrap();
+        let cfg = support::config(&url, "", "");
         let gw = App::spawn(cfg).await.unwrap();
         let gateway_url = format!(
             "http://{}/crm/v7/settings/user_groups/actions/associated_users_count?filters={}",

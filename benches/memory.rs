@@ -17,6 +17,9 @@
 //! The simulator runs in a child process (this binary with the argument `simulator`), so only
 //! the gateway's memory is measured.
 
+#[path = "support/config.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +29,6 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::App;
-use zoho_gateway::config::RawConfig;
 use zoho_gateway::proxy::Gateway;
 
 const ROUTE: &str = "/crm/v7/settings/user_groups/actions/associated_users_count";
@@ -105,31 +107,7 @@ async fn start(max_bytes: u64) -> (SimChild, zoho_gateway::Running) {
         .expect("simulator address");
     let url = url.trim().to_owned();
     let sim = SimChild(child);
-    let (id, secret, refresh) = SimConfig::demo_credentials();
-    let toml = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:0"
-        admin_listen = "127.0.0.1:0"
-        [cache]
-        max_bytes = {max_bytes}
-        [tenants.bench]
-        api_base = "{url}"
-        accounts_url = "{url}"
-        client_id = "{id}"
-        client_secret = "{secret}"
-        refresh_token = "{refresh}"
-        [clients.bench]
-        tenant = "bench"
-        key = "bench-key"
-        [routes.associated_users_count]
-        ttl = "1h"
-        "#
-    );
-    let cfg = RawConfig::from_toml_str(&toml)
-        .expect("config")
-        .validate()
-        .expect("valid config");
+    let cfg = support::config(&url, &format!("max_bytes = {max_bytes}"), "");
     let app = App::spawn(cfg).await.expect("gateway");
     (sim, app)
 }

@@ -15,6 +15,9 @@
 //!
 //! Exits non-zero when the storm made more than one upstream call.
 
+#[path = "support/config.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +29,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::App;
-use zoho_gateway::config::RawConfig;
 
 const CALLERS: usize = 10_000;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(50);
@@ -70,33 +72,7 @@ async fn run() -> bool {
         .expect("simulator");
     let (id, secret, refresh) = SimConfig::demo_credentials();
     let url = sim.base_url();
-    let toml = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:0"
-        admin_listen = "127.0.0.1:0"
-        [logging]
-        filter = "warn"
-        [cache]
-        max_waiters = 20000
-        [tenants.bench]
-        max_waiters = 20000
-        api_base = "{url}"
-        accounts_url = "{url}"
-        client_id = "{id}"
-        client_secret = "{secret}"
-        refresh_token = "{refresh}"
-        [clients.bench]
-        tenant = "bench"
-        key = "bench-key"
-        [routes.associated_users_count]
-        ttl = "1h"
-        "#
-    );
-    let cfg = RawConfig::from_toml_str(&toml)
-        .expect("config")
-        .validate()
-        .expect("valid config");
+    let cfg = support::config(&url, "max_waiters = 20000", "max_waiters = 20000");
     let app = App::spawn(cfg).await.expect("gateway");
     let gw = app.gateway().clone();
     let peer: std::net::SocketAddr = "127.0.0.1:1".parse().expect("addr");

@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics` (Prometheus text; cache sizes and credit gauges sampled at
 //! scrape), `/healthz` (alive), `/readyz` (ready to
-//! serve: not draining, no tenant failing to get a token, and a token obtained or a cached answer
-//! available), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
+//! serve: not draining, and at least one gateway-managed tenant with a token or a cached answer
+//! — one failing tenant among several is reported in the body but does not take the replica out
+//! of rotation, since every replica shares it and the others' tenants would go down with it), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
 //! digests of the presented and configured tokens compared in constant time, so neither the
 //! token's bytes nor its length leak by timing; several `Authorization` headers are refused):
 //!
@@ -202,7 +203,8 @@ fn readiness(gw: &Gateway) -> (bool, String) {
     let cache_has_entries =
         gw.cache().entry_count() > 0 || gw.tally().stores.load(Ordering::Relaxed) > 0;
     let mut lines = Vec::new();
-    let mut ready = true;
+    // Tenants with managed tokens, and those of them that can serve.
+    let (mut managed, mut serving) = (0, 0);
     for t in gw.tenants() {
         if t.config.pass_through_hmac.is_some() {
             lines.push(format!(
@@ -224,13 +226,15 @@ fn readiness(gw: &Gateway) -> (bool, String) {
                 retry_after.as_secs().max(1)
             ),
         };
-        match health {
-            TokenHealth::Valid => {}
-            TokenHealth::Failing { .. } => ready = false,
-            TokenHealth::Missing => ready &= cache_has_entries,
-        }
+        managed += 1;
+        serving += usize::from(match health {
+            TokenHealth::Valid => true,
+            TokenHealth::Failing { .. } => false,
+            TokenHealth::Missing => cache_has_entries,
+        });
         lines.push(format!("tenant {}: {state}", t.config.name));
     }
+    let ready = managed == 0 || serving > 0;
     // Redis never makes a replica unready: it falls back to single-node behaviour.
     if let Some(fleet) = gw.fleet() {
         lines.push(fleet.readiness_detail().to_owned());

@@ -98,8 +98,8 @@ async fn cache_keeps_serving_while_the_token_endpoint_is_down() {
     let miss = h.get(&name_filter("starts_with", "Sales")).await;
     miss.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "token_unavailable");
     let ready = h.admin_get("/readyz", &[]).await;
-    // A tenant that cannot get a token makes the gateway unready (issue 13, item 2), even
-    // with cached answers: every miss of that tenant gets a 503.
+    // The only tenant cannot get a token: the gateway is unready (issue 13, item 2), even with
+    // cached answers: every miss gets a 503.
     assert_eq!(ready.status, 503);
     assert!(
         String::from_utf8_lossy(&ready.body).contains("tenant a: token failing: unreachable"),
@@ -626,4 +626,47 @@ async fn absurd_times_in_the_state_file_are_not_trusted() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     sim.shutdown().await;
+}
+
+/// One failing tenant among several is named by `/readyz` but does not take the replica out of
+/// rotation: every replica shares that tenant, and the other tenants would go down with it.
+#[tokio::test]
+async fn one_failing_tenant_among_several_is_reported_not_unready() {
+    let (id, secret, refresh) = SimConfig::demo_credentials();
+    let h = Harness::start_configured(SimConfig::default(), |url| {
+        let tenant = |name: &str, refresh: &str| {
+            format!(
+                "[tenants.{name}]\napi_base = \"{url}\"\naccounts_url = \"{url}\"\n\
+                 client_id = \"{id}\"\nclient_secret = \"{secret}\"\nrefresh_token = \"{refresh}\"\n\
+                 [clients.{name}]\ntenant = \"{name}\"\nkey = \"key-{name}\"\n"
+            )
+        };
+        let toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [logging]\nfilter = \"warn\"\n{}{}",
+            tenant("good", &refresh),
+            tenant("bad", "1000.unknown-to-zoho.refresh-token"),
+        );
+        zoho_gateway::config::RawConfig::from_toml_str(&toml)
+            .unwrap()
+            .validate()
+            .unwrap()
+    })
+    .await;
+    let q = name_filter("starts_with", "Tier1");
+    let good = h
+        .client
+        .get(&h.url(&q), &[("x-gateway-key", "key-good")])
+        .await;
+    assert_eq!(good.status, 200);
+    let bad = h
+        .client
+        .get(&h.url(&q), &[("x-gateway-key", "key-bad")])
+        .await;
+    bad.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "token_unavailable");
+    let ready = h.admin_get("/readyz", &[]).await;
+    let body = String::from_utf8_lossy(&ready.body).into_owned();
+    assert_eq!(ready.status, 200, "{body}");
+    assert!(body.contains("tenant good: token valid"), "{body}");
+    assert!(body.contains("tenant bad: token failing"), "{body}");
 }

@@ -74,9 +74,12 @@ pub(super) fn cached_response(
     phase: CachePhase,
     conditions: Option<&Conditions>,
 ) -> Response<Body> {
-    let ttl = match phase {
-        CachePhase::Fresh | CachePhase::SharedHit => entry.remaining_ttl(now) as i64,
-        _ => -(entry.staleness(now) as i64),
+    // By the entry's own state: a fresh entry served in another phase (a `no-cache` request
+    // answered from the cache under the credit reserve) still has time left.
+    let ttl = if entry.is_fresh(now) {
+        entry.remaining_ttl(now) as i64
+    } else {
+        -(entry.staleness(now) as i64)
     };
     let cache_status = phase.cache_status(false, Some(ttl), None);
     let mut resp = match conditions {

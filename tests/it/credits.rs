@@ -163,6 +163,23 @@ async fn under_the_reserve_a_normal_key_gets_stale_or_429_and_a_high_key_fresh()
             .contains("hit")
     );
 
+    // A `no-cache` request of a normal key under the reserve gets the fresh entry, with the
+    // time it has left.
+    let kept = h
+        .get_with(&starts_with("Tier", 1), &[("cache-control", "no-cache")])
+        .await;
+    assert_eq!(kept.status, 200);
+    let status = kept.cache_status().to_owned();
+    assert!(status.contains("detail=credit-reserve"), "{status}");
+    let ttl: i64 = status
+        .split("ttl=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.trim().parse().ok())
+        .expect("a ttl");
+    assert!(ttl > 0, "{status}");
+    assert_eq!(h.calls(), 5);
+
     // Past the TTL and stale-while-revalidate, inside stale-if-error.
     h.advance(Duration::from_secs(120));
     let stale = h.get(&starts_with("Tier", 1)).await;
@@ -209,9 +226,10 @@ async fn under_the_reserve_a_normal_key_gets_stale_or_429_and_a_high_key_fresh()
             &[("tenant", "a"), ("action", action)],
         )
     };
+    // Served from the cache under the reserve: the no-cache request and the stale one.
     assert_eq!(
         (applied("stale"), applied("refused")),
-        (Some(1.0), Some(1.0))
+        (Some(2.0), Some(1.0))
     );
 }
 

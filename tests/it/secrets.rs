@@ -282,24 +282,30 @@ mod isolated {
     }
 }
 
-/// `check-config` and the `serve` log quote no secret from a file that does not parse: a TOML
-/// syntax error on a secret's line names the line, never prints it.
-#[test]
-fn a_config_syntax_error_quotes_no_secret() {
-    let path = std::env::temp_dir().join(format!("zgw-syntax-{}.toml", std::process::id()));
-    let demo = include_str!("../../config/demo.toml");
-    let broken = demo.replace(
-        "client_secret = \"demo-client-secret\"",
-        "client_secret = \"demo-client-secret\" oops",
-    );
-    assert_ne!(broken, demo, "the demo config names its client secret");
-    std::fs::write(&path, broken).unwrap();
+/// Runs `check-config` on a file holding `text`.
+fn check_config_on(name: &str, text: &str) -> std::process::Output {
+    let path = std::env::temp_dir().join(format!("zgw-{name}-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoho-gateway"))
         .args(["check-config", "--config"])
         .arg(&path)
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&path);
+    out
+}
+
+/// `check-config` and the `serve` log quote no secret from a file that does not parse: a TOML
+/// syntax error on a secret's line names the line, never prints it.
+#[test]
+fn a_config_syntax_error_quotes_no_secret() {
+    let demo = include_str!("../../config/demo.toml");
+    let broken = demo.replace(
+        "client_secret = \"demo-client-secret\"",
+        "client_secret = \"demo-client-secret\" oops",
+    );
+    assert_ne!(broken, demo, "the demo config names its client secret");
+    let out = check_config_on("syntax", &broken);
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("TOML parse error at line"), "{text}");
@@ -309,14 +315,7 @@ fn a_config_syntax_error_quotes_no_secret() {
 /// A valid config with no tenant says it will refuse every request.
 #[test]
 fn check_config_warns_about_a_config_that_serves_nothing() {
-    let path = std::env::temp_dir().join(format!("zgw-empty-{}.toml", std::process::id()));
-    std::fs::write(&path, "").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zoho-gateway"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
+    let out = check_config_on("empty", "");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -178,10 +178,13 @@ impl Gateway {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let request_id = headers::request_id(req.headers());
-        let cfg = self.config();
+        // One guard (no shared reference count written) and one clock read per request: the
+        // start is also the deadline's base and a hit's "now".
+        let cfg = self.config_guard();
+        let started = Instant::now();
         let mut rec = Recorder {
-            gw: Arc::clone(&self),
-            started: Instant::now(),
+            gw: &self,
+            started,
             method: req.method().clone(),
             ctx: RequestCtx {
                 route: RouteKind::Unmatched,
@@ -194,13 +197,13 @@ impl Gateway {
                 request_id: request_id.clone(),
                 external: None,
                 upstream_took: None,
-                deadline: Instant::now() + cfg.request_timeout,
+                deadline: started + cfg.request_timeout,
             },
             done: false,
         };
         // `request_timeout` bounds every wait of this request (flight, upstream, body) through
         // `ctx.deadline`; a cache hit waits on nothing and arms no timer.
-        let result = self.handle_inner(cfg, req, &mut rec.ctx).await;
+        let result = self.handle_inner(&cfg, started, req, &mut rec.ctx).await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
@@ -213,10 +216,12 @@ impl Gateway {
         resp
     }
 
-    /// Route → authenticate → (cached route | pass-through).
+    /// Route → authenticate → (cached route | pass-through). `started`: when the request
+    /// arrived.
     async fn handle_inner<B>(
         self: &Arc<Self>,
-        cfg: Arc<GatewayConfig>,
+        cfg: &GatewayConfig,
+        started: Instant,
         req: Request<B>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError>
@@ -255,10 +260,12 @@ impl Gateway {
             ctx.credits = policy.credit_cost;
             if *req.method() == policy.method {
                 let auth =
-                    self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
+                    self.authenticate(cfg, req.headers(), req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
                 ctx.priority = auth.client.priority;
-                return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
+                return self
+                    .cached_route(cfg, started, &req, id, m, &auth, ctx)
+                    .await;
             }
         }
         // Another method on a cached route's path (a write to `/crm/v7/Leads`) may still be
@@ -271,7 +278,7 @@ impl Gateway {
             ctx.route = RouteKind::Passthrough;
             ctx.credits = 1;
             let auth = self.authenticate(
-                &cfg,
+                cfg,
                 req.headers(),
                 req.extensions().get(),
                 RouteKind::Passthrough,
@@ -285,7 +292,7 @@ impl Gateway {
             // Boxed, like every path that calls upstream: the request's future stays as small
             // as a hit needs (hyper moves it on every request).
             let result =
-                Box::pin(self.by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call)))
+                Box::pin(self.by_deadline(ctx.deadline, self.passthrough(cfg, req, tenant, call)))
                     .await;
             ctx.upstream_took = Some(started.elapsed());
             return result;
@@ -297,9 +304,11 @@ impl Gateway {
     }
 
     /// Any cached route, driven by its policy: canonicalise → key → lookup → respond.
+    #[allow(clippy::too_many_arguments)] // the request's parts as the path has them at hand
     async fn cached_route<B>(
         self: &Arc<Self>,
         cfg: &GatewayConfig,
+        started: Instant,
         req: &Request<B>,
         route: RouteId,
         m: PathMatch<'_>,
@@ -315,7 +324,7 @@ impl Gateway {
         let path = req.uri().path();
 
         let scope = KeyScope {
-            tenant: &self.tenant(tenant).cache_scope,
+            tenant: &auth.tenant.cache_scope,
             credential: auth.partition.as_ref(),
             method: policy.method.as_str(),
             version: m.version,
@@ -359,7 +368,7 @@ impl Gateway {
         // served (never forwarded, never in the key; RFC 9110 §13).
         let conditions = Conditions::from_headers(req.headers());
         let conditions = conditions.as_ref();
-        let now = self.clock.now();
+        let now = self.clock.now_or(started);
         match self
             .cache
             .lookup(&target.key, now, directives.no_cache)

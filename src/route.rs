@@ -134,6 +134,66 @@ pub struct PathMatch<'a> {
     pub rest: &'a str,
 }
 
+/// A path split into its segments once, so that a route table matches it without splitting
+/// it again per template: the end offset of each of the first [`SplitPath::MAX`] segments (a
+/// path with more only matches templates ending in `**`).
+#[derive(Clone, Copy, Debug)]
+pub struct SplitPath<'a> {
+    path: &'a str,
+    /// Byte offset just past segment `i` (its `/` or the end of the path).
+    ends: [u16; SplitPath::MAX],
+    /// Segments in the path (may exceed `MAX`).
+    count: usize,
+}
+
+impl<'a> SplitPath<'a> {
+    /// Segments whose bounds are kept.
+    pub const MAX: usize = 24;
+
+    /// Splits `path` (normal form: starts with `/`).
+    pub fn new(path: &'a str) -> Self {
+        let mut split = SplitPath {
+            path,
+            ends: [0; Self::MAX],
+            count: 0,
+        };
+        if path.len() > usize::from(u16::MAX) {
+            // Longer than any URI the gateway accepts: no segments, matches no template.
+            return split;
+        }
+        for (i, b) in path.bytes().enumerate().skip(1) {
+            if b == b'/' {
+                split.push(i);
+            }
+        }
+        split.push(path.len());
+        split
+    }
+
+    fn push(&mut self, end: usize) {
+        if self.count < Self::MAX {
+            self.ends[self.count] = end as u16;
+        }
+        self.count += 1;
+    }
+
+    /// How many segments the path has.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Offset just past segment `i` (`i < min(count, MAX)`).
+    fn end(&self, i: usize) -> usize {
+        usize::from(self.ends[i])
+    }
+
+    /// Segment `i` (`i < min(count, MAX)`).
+    fn segment(&self, i: usize) -> &'a str {
+        let start = if i == 0 { 1 } else { self.end(i - 1) + 1 };
+        &self.path[start..self.end(i)]
+    }
+}
+
 impl PathTemplate {
     /// Parses a template: it must start with `/crm/` and be in normal form.
     ///
@@ -143,6 +203,9 @@ impl PathTemplate {
         let path = path.trim();
         if !path.starts_with("/crm/") || !is_normal_path(path) {
             return Err("path must start with /crm/ and be in normal form".into());
+        }
+        if path.split('/').count() - 1 > SplitPath::MAX {
+            return Err(format!("path has more than {} segments", SplitPath::MAX));
         }
         let segments = path[1..]
             .split('/')
@@ -171,29 +234,43 @@ impl PathTemplate {
 
     /// Matches `path` (normal form, no query); `versions` are the values `{version}` may take.
     pub fn matches<'a>(&self, path: &'a str, versions: &[String]) -> Option<PathMatch<'a>> {
+        self.matches_split(&SplitPath::new(path), versions)
+    }
+
+    /// [`PathTemplate::matches`] on a path already split (one split for a whole route table).
+    pub fn matches_split<'a>(
+        &self,
+        path: &SplitPath<'a>,
+        versions: &[String],
+    ) -> Option<PathMatch<'a>> {
+        let rest = matches!(self.segments.last(), Some(Segment::Rest));
+        let fixed = self.segments.len() - usize::from(rest);
+        if fixed > SplitPath::MAX {
+            return None; // refused by `parse`
+        }
+        // Without `**` the segment counts must be equal; with it, at least one more segment.
+        if rest {
+            if path.count() <= fixed {
+                return None;
+            }
+        } else if path.count() != fixed {
+            return None;
+        }
         let mut m = PathMatch {
             version: "",
-            rest: "",
+            rest: path.path,
         };
-        let mut offset = 1;
-        let mut parts = path.get(1..)?.split('/');
-        let mut rest = false;
-        for seg in &self.segments {
-            let part = parts.next()?;
+        for (i, seg) in self.segments[..fixed].iter().enumerate() {
+            let part = path.segment(i);
             let ok = match seg {
                 Segment::Literal(l) => l == part,
                 Segment::Version => {
                     m.version = part;
-                    m.rest = &path[offset + part.len()..];
+                    m.rest = &path.path[path.end(i)..];
                     versions.iter().any(|v| v == part)
                 }
                 Segment::Id => {
                     (1..=32).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
-                }
-                // The rest of the path (already in normal form) matches, whatever it holds.
-                Segment::Rest => {
-                    rest = true;
-                    break;
                 }
                 Segment::Param(_) => {
                     !part.is_empty()
@@ -201,17 +278,11 @@ impl PathTemplate {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
                 }
+                Segment::Rest => unreachable!("`**` is only ever the last segment"),
             };
             if !ok {
                 return None;
             }
-            offset += part.len() + 1;
-        }
-        if !rest && parts.next().is_some() {
-            return None;
-        }
-        if m.version.is_empty() {
-            m.rest = path;
         }
         Some(m)
     }
@@ -513,6 +584,15 @@ mod tests {
         // A cached route's template never treats `**` as a wildcard.
         let t = PathTemplate::parse("/crm/{version}/**").unwrap();
         assert!(t.matches("/crm/v7/x", &v).is_none());
+        // More segments than a split keeps bounds for: only `**` rules can match.
+        let deep = format!("/crm/v7{}", "/x".repeat(SplitPath::MAX + 3));
+        assert!(r.matches(&http::Method::GET, &deep, &v));
+        assert!(PathTemplate::parse(&deep).is_err());
+        let m = PathTemplate::parse("/crm/{version}/x/{id}")
+            .unwrap()
+            .matches("/crm/v7/x/42", &v)
+            .unwrap();
+        assert_eq!((m.version, m.rest), ("v7", "/x/42"));
     }
 
     #[test]

@@ -117,20 +117,19 @@ fn parts<'a>(scope: &'a KeyScope<'_>, raw_query: &'a str) -> [&'a [u8]; PARTS] {
     ]
 }
 
-/// Whether `id` is the length-prefixed concatenation of `parts`.
-fn same_id(id: &[u8], parts: &[&[u8]; PARTS]) -> bool {
-    let mut rest = id;
+/// Writes the length-prefixed concatenation of `parts` (a memo identity) into `out`.
+fn write_id(out: &mut Vec<u8>, parts: &[&[u8]; PARTS]) {
+    out.clear();
+    out.reserve(parts.iter().map(|p| p.len() + 4).sum());
     for part in parts {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return false;
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len != part.len() || tail.len() < len || &tail[..len] != *part {
-            return false;
-        }
-        rest = &tail[len..];
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part);
     }
-    rest.is_empty()
+}
+
+thread_local! {
+    /// Per-thread scratch for a lookup's identity bytes (no allocation per lookup once warm).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl KeyMemo {
@@ -145,24 +144,27 @@ impl KeyMemo {
         }
     }
 
-    fn slot(&self, parts: &[&[u8]; PARTS]) -> &ArcSwapOption<Slot> {
-        // Each part's hash seeds the next one's, with its length mixed in.
-        let h = parts.iter().fold(self.seed, |h, part| {
-            xxh3_64_with_seed(part, h.wrapping_add(part.len() as u64))
-        });
+    /// The slot of an identity: one XXH3 pass over all of its bytes.
+    fn slot(&self, id: &[u8]) -> &ArcSwapOption<Slot> {
+        let h = xxh3_64_with_seed(id, self.seed);
         &self.slots[(h % self.slots.len() as u64) as usize]
     }
 
-    /// The key memoised for `raw_query` in `scope`, if any.
+    /// The key memoised for `raw_query` in `scope`, if any: the identity is written once into a
+    /// per-thread buffer, hashed once and compared with the slot's in one comparison.
     pub fn get(&self, scope: &KeyScope<'_>, raw_query: &str) -> Option<CacheKey> {
         if raw_query.len() > Self::MAX_QUERY_BYTES {
             return None;
         }
         let parts = parts(scope, raw_query);
-        let slot = self.slot(&parts).load();
-        slot.as_ref()
-            .filter(|s| same_id(&s.id, &parts))
-            .map(|s| s.key)
+        SCRATCH.with(|scratch| {
+            let Ok(mut id) = scratch.try_borrow_mut() else {
+                return None; // not re-entered in practice; a miss is always safe
+            };
+            write_id(&mut id, &parts);
+            let slot = self.slot(&id).load();
+            slot.as_ref().filter(|s| *s.id == id[..]).map(|s| s.key)
+        })
     }
 
     /// Remembers that `raw_query` in `scope` has `key` (the result of
@@ -172,13 +174,9 @@ impl KeyMemo {
         if raw_query.len() > Self::MAX_QUERY_BYTES {
             return;
         }
-        let parts = parts(scope, raw_query);
-        let mut id = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
-        for part in &parts {
-            id.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            id.extend_from_slice(part);
-        }
-        self.slot(&parts).store(Some(Arc::new(Slot {
+        let mut id = Vec::new();
+        write_id(&mut id, &parts(scope, raw_query));
+        self.slot(&id).store(Some(Arc::new(Slot {
             id: id.into_boxed_slice(),
             key,
         })));

@@ -3,11 +3,14 @@
 //! binding, and pass-through tenants' own Zoho tokens with their HMAC cache partition.
 
 use super::*;
+use crate::gateway::TenantRef;
 use crate::tls::PeerCert;
 
 /// A client authenticated for a route.
 pub(super) struct Authenticated<'a> {
     pub(super) client: &'a ClientKey,
+    /// The client's tenant.
+    pub(super) tenant: TenantRef,
     pub(super) credential: Credential,
     /// HMAC of the client's token, partitioning the cache (pass-through tenants).
     pub(super) partition: Option<[u8; 32]>,
@@ -67,10 +70,11 @@ impl Gateway {
         if client.routes.as_ref().is_some_and(|r| !r.contains(&route)) {
             return Err(GatewayError::NoPermission);
         }
-        let tenant = self.tenant(client.tenant);
+        let tenant = self.tenant_ref(client.tenant);
         let Some(hmac_key) = tenant.config.pass_through_hmac.as_ref() else {
             return Ok(Authenticated {
                 client,
+                tenant,
                 credential: Credential::Managed,
                 partition: None,
             });
@@ -92,6 +96,7 @@ impl Gateway {
         auth.set_sensitive(true);
         Ok(Authenticated {
             client,
+            tenant,
             credential: Credential::Client(auth),
             partition: Some(partition),
         })

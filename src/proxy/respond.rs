@@ -6,15 +6,15 @@ use crate::cache::{Hold, Outcome, STORED_HEADERS};
 
 /// Measures and logs a request exactly once: at the end, or — if the client went away and the
 /// request's future was dropped — on drop, with status 499 (client closed request).
-pub(super) struct Recorder {
-    pub(super) gw: Arc<Gateway>,
+pub(super) struct Recorder<'g> {
+    pub(super) gw: &'g Gateway,
     pub(super) started: Instant,
     pub(super) method: Method,
     pub(super) ctx: RequestCtx,
     pub(super) done: bool,
 }
 
-impl Recorder {
+impl Recorder<'_> {
     pub(super) fn finish(&mut self, status: u16) {
         self.done = true;
         let gw = &self.gw;
@@ -36,7 +36,7 @@ impl Recorder {
             Outcome::Miss | Outcome::Collapsed => gw.tally.misses.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
-        let tenant = ctx.tenant.map(|id| gw.tenant(id));
+        let tenant = ctx.tenant.map(|id| gw.tenant_ref(id));
         if let Some(t) = &tenant {
             t.metrics.record_outcome(outcome, u64::from(ctx.credits));
         }
@@ -54,7 +54,7 @@ impl Recorder {
     }
 }
 
-impl Drop for Recorder {
+impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.finish(CLIENT_CLOSED_REQUEST);

@@ -90,9 +90,12 @@ pub enum GatewayError {
     /// No route of this gateway matches the path.
     #[error("unknown route")]
     UnknownRoute,
-    /// The route exists but not for this method.
+    /// The path is a route of this gateway, but not for this method (RFC 9110 §15.5.6).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods allowed on the path: the `Allow` header (RFC 9110 §10.2.1).
+        allow: HeaderValue,
+    },
     /// The request body exceeds the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -168,7 +171,7 @@ impl GatewayError {
             GatewayError::NoPermission => StatusCode::FORBIDDEN,
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
-            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
@@ -202,7 +205,7 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "missing_zoho_token",
             GatewayError::InvalidData { .. } => "invalid_data",
             GatewayError::UnknownRoute => "unknown_route",
-            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::BadRequestBody => "bad_request_body",
             GatewayError::RequestTimeout => "request_timeout",
@@ -232,7 +235,7 @@ impl GatewayError {
             | GatewayError::MissingZohoToken
             | GatewayError::InvalidData { .. }
             | GatewayError::UnknownRoute
-            | GatewayError::MethodNotAllowed
+            | GatewayError::MethodNotAllowed { .. }
             | GatewayError::PayloadTooLarge
             | GatewayError::UriTooLong
             | GatewayError::BadRequestBody
@@ -269,7 +272,7 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
             GatewayError::InvalidData { code, .. } => code,
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
-            GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            GatewayError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => "INVALID_REQUEST",
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",

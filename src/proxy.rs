@@ -200,6 +200,7 @@ impl Gateway {
         };
         // `request_timeout` bounds every wait of this request (flight, upstream, body) through
         // `ctx.deadline`; a cache hit waits on nothing and arms no timer.
+        let head = req.method() == Method::HEAD;
         let result = self.handle_inner(cfg, req, &mut rec.ctx).await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -208,6 +209,9 @@ impl Gateway {
                 error_response(&err, rec.ctx.phase)
             }
         };
+        if head {
+            headers_only(&mut resp);
+        }
         resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
         rec.finish(resp.status().as_u16());
         resp
@@ -253,7 +257,7 @@ impl Gateway {
             ctx.route = RouteKind::Cached(id);
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
-            if *req.method() == policy.method {
+            if policy.serves(req.method()) {
                 let auth =
                     self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
@@ -291,7 +295,9 @@ impl Gateway {
             return result;
         }
         match cached {
-            Some(_) => Err(GatewayError::MethodNotAllowed),
+            Some((id, _)) => Err(GatewayError::MethodNotAllowed {
+                allow: allow_header(cfg.route(id).allowed_methods()),
+            }),
             None => Err(GatewayError::UnknownRoute),
         }
     }
@@ -640,6 +646,43 @@ impl Gateway {
         };
         (Ok(fetched), shared)
     }
+}
+
+/// An `Allow` header value (RFC 9110 §10.2.1): `methods` comma-separated, each once, in the
+/// order given.
+fn allow_header<'m>(methods: impl Iterator<Item = &'m Method>) -> HeaderValue {
+    let mut listed: Vec<&Method> = Vec::new();
+    for m in methods {
+        if !listed.contains(&m) {
+            listed.push(m);
+        }
+    }
+    let text = listed
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Method names are tokens: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("GET"))
+}
+
+/// The response to a `HEAD` (RFC 9110 §9.3.2): the same status and headers as the `GET`
+/// answer, with `Content-Length` = the length of the body a `GET` gets, and no body. hyper's
+/// HTTP/1 server would drop the body of a `HEAD` answer itself (and send the body's length),
+/// but its HTTP/2 server sends it: so the gateway drops it here, for both. No copy: the
+/// entry's body is shared, and only its length is read.
+fn headers_only(resp: &mut Response<Body>) {
+    let len = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    let status = resp.status();
+    // 1xx, 204 and 304 answers have no content to measure (RFC 9110 §8.6).
+    let has_content = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    if has_content && !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *resp.body_mut() = Full::new(Bytes::new());
 }
 
 /// Whether a 200's body may be stored: JSON (`application/json` or a `+json` type, RFC 6839)

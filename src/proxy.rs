@@ -294,12 +294,23 @@ impl Gateway {
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
-        match cached {
-            Some((id, _)) => Err(GatewayError::MethodNotAllowed {
-                allow: allow_header(cfg.route(id).allowed_methods()),
-            }),
-            None => Err(GatewayError::UnknownRoute),
+        // A known path (a cached route's, or an allowlisted rule's for another method) is a
+        // 405 naming what is allowed there (RFC 9110 §15.5.6); a path nothing matches, a 404.
+        let cached_methods = cached
+            .into_iter()
+            .flat_map(|(id, _)| cfg.route(id).allowed_methods());
+        let passthrough_methods = cfg
+            .passthrough
+            .iter()
+            .filter(|r| r.matches_path(path, &cfg.versions))
+            .map(|r| &r.method);
+        let mut allowed = cached_methods.chain(passthrough_methods).peekable();
+        if allowed.peek().is_none() {
+            return Err(GatewayError::UnknownRoute);
         }
+        Err(GatewayError::MethodNotAllowed {
+            allow: allow_header(allowed),
+        })
     }
 
     /// Any cached route, driven by its policy: canonicalise → key → lookup → respond.

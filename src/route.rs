@@ -367,7 +367,13 @@ impl AllowRule {
     /// Whether `method` and `path` (normal form) match this rule; `versions` are the API
     /// versions `{version}` may take.
     pub fn matches(&self, method: &http::Method, path: &str, versions: &[String]) -> bool {
-        *method == self.method && self.template.matches(path, versions).is_some()
+        *method == self.method && self.matches_path(path, versions)
+    }
+
+    /// Whether `path` (normal form) matches this rule's template, whatever the method (for
+    /// the `Allow` header of a 405).
+    pub fn matches_path(&self, path: &str, versions: &[String]) -> bool {
+        self.template.matches(path, versions).is_some()
     }
 }
 

@@ -121,3 +121,48 @@ async fn head_over_http2_has_no_body() {
     assert_eq!(h.sim().calls(SimRoute::ListRecords), 1);
     h.shutdown().await;
 }
+
+/// Writes allowlisted on the records paths, none on the metadata paths.
+const WRITES: &str = r#"[routes.passthrough]
+allow = [
+  "POST /crm/{version}/{module}",
+  "PUT /crm/{version}/{module}",
+  "PUT /crm/{version}/{module}/{id}",
+  "POST /crm/{version}/{module}/upsert",
+]"#;
+
+#[tokio::test]
+async fn a_method_no_route_allows_on_a_known_path_is_405_with_allow() {
+    let h = Harness::start_shipped_with(WRITES).await;
+    for (method, path, allow) in [
+        // A cached route's path with writes allowlisted on it.
+        ("PATCH", "/crm/v8/Leads", "GET, HEAD, POST, PUT"),
+        (
+            "DELETE",
+            "/crm/v8/Leads/3652397000000010001",
+            "GET, HEAD, PUT",
+        ),
+        // A cached route's path with no write allowlisted.
+        ("DELETE", "/crm/v8/settings/modules", "GET, HEAD"),
+        ("POST", "/crm/v8/settings/roles", "GET, HEAD"),
+        // A path only an allowlist rule knows (was 404).
+        ("PATCH", "/crm/v8/Leads/upsert", "POST"),
+        ("GET", "/crm/v8/Leads/upsert", "POST"),
+    ] {
+        let r = send(&h, method, path, &[]).await;
+        r.assert_gateway_error(405, "INVALID_REQUEST_METHOD", "method_not_allowed");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}");
+    }
+    // Paths nothing matches stay 404 INVALID_URL_PATTERN, whatever the method.
+    for (method, path) in [
+        ("PATCH", "/crm/v8/Leads/3652397000000010001/Notes"),
+        ("GET", "/crm/v8/Leads/upsert/more"),
+        ("DELETE", "/crm/v1/Leads"),
+    ] {
+        let r = send(&h, method, path, &[]).await;
+        r.assert_gateway_error(404, "INVALID_URL_PATTERN", "unknown_route");
+        assert_eq!(r.header("allow"), None, "{method} {path}");
+    }
+    assert_eq!(h.sim().total_api_calls(), 0);
+    h.shutdown().await;
+}

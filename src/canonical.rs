@@ -427,6 +427,10 @@ pub enum InvalidKind {
     /// Two parameters Zoho refuses together (e.g. `page` and `page_token`): Zoho's
     /// `AMBIGUITY_DURING_PROCESSING`.
     Conflict,
+    /// A comma-separated set with more items than Zoho accepts (more than 50 `fields` or 100
+    /// `ids` of a records read), on a parameter whose `max_items` is Zoho's limit
+    /// ([`SetOverflow::Reject`]): Zoho's `LIMIT_EXCEEDED`.
+    LimitExceeded,
 }
 
 impl InvalidKind {
@@ -442,6 +446,10 @@ impl InvalidKind {
             InvalidKind::Conflict => "AMBIGUITY_DURING_PROCESSING",
             InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
             InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
+            // Zoho's get-records answer to more than 50 `fields` or 100 `ids` (400, `details`
+            // `param_name` and `limit`; the simulator's records API, Zoho's v8 OpenAPI error
+            // codes).
+            InvalidKind::LimitExceeded => "LIMIT_EXCEEDED",
             InvalidKind::BadEncoding
             | InvalidKind::InvalidJson
             | InvalidKind::BadShape
@@ -481,6 +489,7 @@ impl InvalidKind {
             InvalidKind::NotInEnum => "not_in_enum",
             InvalidKind::RequiredParamMissing => "required_param_missing",
             InvalidKind::Conflict => "conflict",
+            InvalidKind::LimitExceeded => "limit_exceeded",
         }
     }
 }
@@ -496,6 +505,9 @@ pub struct InvalidQuery {
     pub message: String,
     /// Machine-readable kind.
     pub kind: InvalidKind,
+    /// The limit the parameter went over ([`InvalidKind::LimitExceeded`]: Zoho's
+    /// `details.limit`); `None` for other kinds.
+    pub limit: Option<u32>,
 }
 
 impl InvalidQuery {
@@ -508,6 +520,7 @@ impl InvalidQuery {
             param: param.into(),
             message: message.into(),
             kind,
+            limit: None,
         }
     }
 }
@@ -541,11 +554,15 @@ pub enum ParamKind {
     },
     /// A comma-separated set (`fields`, `ids`): Zoho's answer does not depend on the order or
     /// repetition of the items, so items are sorted and deduplicated; each stays byte-exact (no
-    /// trimming, no case folding). An empty value or an empty item, or more than `max_items`
-    /// items: [`NoCacheReason::UnsupportedSet`] (Zoho's reading is not documented).
+    /// trimming, no case folding). More than `max_items` items (counting repeats, not items
+    /// that are empty or all spaces, as Zoho counts): as `over_max` says, checked first. Then
+    /// an empty value or an empty item: [`NoCacheReason::UnsupportedSet`] (Zoho's reading is
+    /// not documented).
     Set {
-        /// Most items accepted for caching.
+        /// Most items accepted.
         max_items: usize,
+        /// What more than `max_items` items mean.
+        over_max: SetOverflow,
     },
     /// An opaque string (`page_token`, `cvid`, `email`): byte-exact after decoding.
     Opaque,
@@ -589,6 +606,20 @@ impl ParamSpec {
             required: false,
         }
     }
+}
+
+/// What a set parameter ([`ParamKind::Set`]) with more than `max_items` items means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetOverflow {
+    /// `max_items` is the gateway's bound, not Zoho's: the request is forwarded uncached
+    /// ([`NoCacheReason::UnsupportedSet`]) and Zoho answers. Default.
+    #[default]
+    Bypass,
+    /// `max_items` is Zoho's documented limit (50 `fields`, 100 `ids` of a records read):
+    /// answered locally with Zoho's 400 `LIMIT_EXCEEDED` ([`InvalidKind::LimitExceeded`]), no
+    /// credit spent.
+    Reject,
 }
 
 /// What a route does with query parameters its schema does not name.
@@ -666,7 +697,7 @@ impl ParamSchema {
                 ParamKind::Enum { values, default } => {
                     values.is_empty() || default.as_ref().is_some_and(|d| !values.contains(d))
                 }
-                ParamKind::Set { max_items } => *max_items == 0,
+                ParamKind::Set { max_items, .. } => *max_items == 0,
                 ParamKind::Filters(_) | ParamKind::Opaque | ParamKind::Criteria(_) => false,
             };
             if bad {
@@ -917,9 +948,25 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
                     },
                 }
             }
-            ParamKind::Set { max_items } => match parts.known[i].take() {
+            ParamKind::Set {
+                max_items,
+                over_max,
+            } => match parts.known[i].take() {
                 None => Value::Absent,
                 Some(v) => {
+                    if *over_max == SetOverflow::Reject {
+                        let counted = v.split(',').filter(|i| !i.trim().is_empty()).count();
+                        if counted > *max_items {
+                            return Err(Reject::Invalid(InvalidQuery {
+                                limit: u32::try_from(*max_items).ok(),
+                                ..InvalidQuery::new(
+                                    spec.name.clone(),
+                                    InvalidKind::LimitExceeded,
+                                    format!("at most {max_items} items in {}", spec.name),
+                                )
+                            }));
+                        }
+                    }
                     let mut items: Vec<Box<str>> = Vec::new();
                     for item in v.split(',') {
                         if item.is_empty() || items.len() == *max_items {

@@ -84,8 +84,10 @@ pub enum GatewayError {
         /// Short explanation, safe to show the client.
         message: String,
         /// Zoho's error code: `INVALID_DATA`, or `REQUIRED_PARAM_MISSING` for a missing
-        /// mandatory parameter.
+        /// mandatory parameter, `LIMIT_EXCEEDED` for too many items, ….
         code: &'static str,
+        /// The limit the parameter went over (`details.limit` of Zoho's `LIMIT_EXCEEDED`).
+        limit: Option<u32>,
     },
     /// No route of this gateway matches the path.
     #[error("unknown route")]
@@ -312,7 +314,10 @@ impl GatewayError {
         details.insert("gateway".into(), json!(true));
         details.insert("kind".into(), json!(self.kind()));
         match self {
-            GatewayError::InvalidData { param, .. } => {
+            GatewayError::InvalidData { param, limit, .. } => {
+                if let Some(limit) = limit {
+                    details.insert("limit".into(), json!(limit));
+                }
                 details.insert("param_name".into(), json!(param));
             }
             GatewayError::TokenUnavailable { reason, .. } => {
@@ -366,6 +371,7 @@ mod tests {
             param: "filters".into(),
             message: "invalid JSON".into(),
             code: "INVALID_DATA",
+            limit: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["code"], "INVALID_DATA");

@@ -346,6 +346,7 @@ impl Gateway {
                     code: bad.kind.zoho_code(),
                     param: bad.param,
                     message: bad.message,
+                    limit: bad.limit,
                 });
             }
             KeyOutcome::Uncacheable(reason) => Err(BypassReason::Query(reason)),

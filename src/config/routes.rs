@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::canonical::{CriteriaLimits, ParamKind, ParamSchema, ParamSpec, UnknownParams};
+use crate::canonical::{
+    CriteriaLimits, ParamKind, ParamSchema, ParamSpec, SetOverflow, UnknownParams,
+};
 use crate::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 
 /// One `[[routes.cached]]` entry.
@@ -100,9 +102,14 @@ pub enum RawParam {
     },
     /// A comma-separated set (order and duplicates do not matter).
     Set {
-        /// Most items cached. Default: `200`.
+        /// Most items accepted. Default: `200`.
         #[serde(default = "default_max_items")]
         max_items: usize,
+        /// More than `max_items` items: `bypass` (forwarded uncached; `max_items` is the
+        /// gateway's bound) or `reject` (`max_items` is Zoho's documented limit: Zoho's 400
+        /// `LIMIT_EXCEEDED` locally, no credit spent). Default: `bypass`.
+        #[serde(default)]
+        over_max_items: SetOverflow,
         /// Zoho requires it. Default: `false`.
         #[serde(default)]
         required: bool,
@@ -226,10 +233,12 @@ impl RawCachedRoute {
                     ),
                     RawParam::Set {
                         max_items,
+                        over_max_items,
                         required,
                     } => (
                         ParamKind::Set {
                             max_items: *max_items,
+                            over_max: *over_max_items,
                         },
                         *required,
                     ),

@@ -166,3 +166,66 @@ async fn a_method_no_route_allows_on_a_known_path_is_405_with_allow() {
     assert_eq!(h.sim().total_api_calls(), 0);
     h.shutdown().await;
 }
+
+/// More than 50 `fields` (or 100 `ids`) in a records read: Zoho's 400 `LIMIT_EXCEEDED`,
+/// answered by the gateway with the code, status and details the simulator (the oracle) gives,
+/// at no upstream call. A set whose `max_items` is only the gateway's bound (`users` `ids`)
+/// is still forwarded.
+#[tokio::test]
+async fn too_many_fields_is_zohos_limit_exceeded() {
+    let h = Harness::start_shipped().await;
+    let (id, secret, refresh) = zoho_crm_simulator::SimConfig::demo_credentials();
+    let token = fetch_token(&h.sim.base_url(), &id, &secret, &refresh).await;
+    let fields: Vec<String> = (0..51).map(|i| format!("Field_{i}")).collect();
+    let ids: Vec<String> = (0..101).map(|i| format!("36523970000000{i:05}")).collect();
+    let cases = [
+        (
+            format!("/crm/v8/Leads?fields={}", fields.join(",")),
+            "fields",
+            50,
+        ),
+        (
+            format!("/crm/v8/Leads?fields=Email&ids={}", ids.join(",")),
+            "ids",
+            100,
+        ),
+    ];
+    let before = h.sim().total_api_calls();
+    for (path, param, limit) in &cases {
+        let gw = h.get(path).await;
+        gw.assert_gateway_error(400, "LIMIT_EXCEEDED", "invalid_data");
+        let body = gw.json();
+        assert_eq!(body["details"]["param_name"], *param, "{body}");
+        assert_eq!(body["details"]["limit"], *limit, "{body}");
+        // The simulator answers the same request the same way.
+        let zoho = h
+            .client
+            .get(
+                &format!("{}{path}", h.sim.base_url()),
+                &[("authorization", &format!("Zoho-oauthtoken {token}"))],
+            )
+            .await;
+        assert_eq!(zoho.status, gw.status, "{param}");
+        let zbody = zoho.json();
+        assert_eq!(zbody["code"], body["code"], "{zbody}");
+        assert_eq!(zbody["details"]["param_name"], *param, "{zbody}");
+        assert_eq!(zbody["details"]["limit"], *limit, "{zbody}");
+    }
+    // Only the two direct calls reached the simulator.
+    assert_eq!(h.sim().total_api_calls() - before, 2);
+    // Exactly 50 fields is fine (and cached).
+    let fifty = format!("/crm/v8/Leads?fields={}", fields[..50].join(","));
+    let ok = h.get(&fifty).await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    assert!(ok.cache_status().contains("fwd=miss; stored"));
+    // `users` `ids`: max_items is the gateway's bound, Zoho's answer is its own to give.
+    let users = format!("/crm/v8/users?ids={}", ids.join(","));
+    let r = h.get(&users).await;
+    assert!(
+        r.cache_status().contains("fwd=bypass"),
+        "{}",
+        r.cache_status()
+    );
+    assert_eq!(h.sim().calls(SimRoute::ListUsers), 1);
+    h.shutdown().await;
+}

@@ -9,7 +9,13 @@ fn records() -> ParamSchema {
         min: 1,
         max,
     };
-    let mut fields = ParamSpec::new("fields", ParamKind::Set { max_items: 3 });
+    let mut fields = ParamSpec::new(
+        "fields",
+        ParamKind::Set {
+            max_items: 3,
+            over_max: SetOverflow::Bypass,
+        },
+    );
     fields.required = true;
     ParamSchema::new(
         vec![
@@ -71,6 +77,39 @@ fn odd_sets_bypass() {
             s.canonicalize(q),
             Canonical::Uncacheable(NoCacheReason::UnsupportedSet),
             "{q}"
+        );
+    }
+}
+
+/// A set whose `max_items` is Zoho's limit: more items (repeats count, empty or all-space
+/// items do not, as Zoho counts) are Zoho's `LIMIT_EXCEEDED`, answered locally; up to the
+/// limit, the set is keyed as usual, and odd sets within it still bypass.
+#[test]
+fn sets_over_zohos_limit_are_limit_exceeded() {
+    let mut spec = ParamSpec::new(
+        "fields",
+        ParamKind::Set {
+            max_items: 3,
+            over_max: SetOverflow::Reject,
+        },
+    );
+    spec.required = true;
+    let s = ParamSchema::new(vec![spec], UnknownParams::Bypass).unwrap();
+    for q in ["fields=a,b,c,d", "fields=a,a,a,a", "fields=a,b,,c,d"] {
+        let bad = invalid_of(&s, q);
+        assert_eq!(
+            (bad.param.as_ref(), bad.kind, bad.limit),
+            ("fields", InvalidKind::LimitExceeded, Some(3)),
+            "{q}"
+        );
+        assert_eq!(bad.kind.zoho_code(), "LIMIT_EXCEEDED");
+    }
+    assert_eq!(key_of(&s, "fields=c,b,a"), key_of(&s, "fields=a,b,c"));
+    assert_eq!(key_of(&s, "fields=b,a,b"), key_of(&s, "fields=a,b"));
+    for q in ["fields=a,,b", "fields=a,+,b"] {
+        assert!(
+            !matches!(s.canonicalize(q), Canonical::Invalid(_)),
+            "{q}: within the limit"
         );
     }
 }

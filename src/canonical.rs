@@ -608,6 +608,32 @@ impl ParamSpec {
     }
 }
 
+/// Which of a schema's parameters a request sent (bit `i` = the schema's parameter `i`;
+/// defaults filled in do not count). A pure function of the raw query, so the key memo keeps it
+/// with the key: whatever depends on it (a route's credit cost, `credit_cost_when`) is known on
+/// a hit without parsing the query again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SentParams(u16);
+
+impl SentParams {
+    /// Whether the schema's parameter at position `i` was sent.
+    pub fn contains(self, i: usize) -> bool {
+        i < MAX_SCHEMA_PARAMS && self.0 & (1 << i) != 0
+    }
+
+    fn from_flags(sent: &[bool; MAX_SCHEMA_PARAMS]) -> Self {
+        SentParams(
+            sent.iter()
+                .enumerate()
+                .filter(|(_, s)| **s)
+                .fold(0, |bits, (i, _)| bits | 1 << i),
+        )
+    }
+}
+
+// One bit per schema parameter.
+const _: () = assert!(MAX_SCHEMA_PARAMS <= 16);
+
 /// What a set parameter ([`ParamKind::Set`]) with more than `max_items` items means.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -791,17 +817,24 @@ impl ParamSchema {
     /// schema alone). Only keys are memoised; uncacheable and invalid queries are worked out
     /// every time. Same outcomes as `canonicalize`.
     pub fn key(&self, scope: &KeyScope<'_>, raw_query: &str) -> KeyOutcome {
-        if let Some(key) = self.memo.get().get(scope, raw_query) {
-            return KeyOutcome::Key(key);
+        self.key_and_sent(scope, raw_query).0
+    }
+
+    /// [`ParamSchema::key`], and which of the schema's parameters the query sent: memoised with
+    /// the key (a hot query's comes back without decoding); for an uncacheable or invalid
+    /// query, found by decoding the parameter names only.
+    pub fn key_and_sent(&self, scope: &KeyScope<'_>, raw_query: &str) -> (KeyOutcome, SentParams) {
+        if let Some((key, sent)) = self.memo.get().get(scope, raw_query) {
+            return (KeyOutcome::Key(key), sent);
         }
         match self.canonicalize(raw_query) {
             Canonical::Key(q) => {
                 let key = cache_key(scope, &q);
-                self.memo.get().insert(scope, raw_query, key);
-                KeyOutcome::Key(key)
+                self.memo.get().insert(scope, raw_query, key, q.sent);
+                (KeyOutcome::Key(key), q.sent)
             }
-            Canonical::Uncacheable(r) => KeyOutcome::Uncacheable(r),
-            Canonical::Invalid(i) => KeyOutcome::Invalid(i),
+            Canonical::Uncacheable(r) => (KeyOutcome::Uncacheable(r), query::sent(raw_query, self)),
+            Canonical::Invalid(i) => (KeyOutcome::Invalid(i), query::sent(raw_query, self)),
         }
     }
 }
@@ -834,9 +867,17 @@ pub struct CanonicalQuery {
     /// Other parameters: decoded name, decoded value (`None` when the segment had no `=`);
     /// stably sorted by name.
     others: Vec<(Box<str>, Option<Box<str>>)>,
+    /// Which schema parameters the query sent (not part of the key: it follows from `values`
+    /// and the raw query, and only weighs credits).
+    sent: SentParams,
 }
 
 impl CanonicalQuery {
+    /// Which of the schema's parameters the query sent.
+    pub fn sent(&self) -> SentParams {
+        self.sent
+    }
+
     fn value(&self, name: &str) -> Option<&Value> {
         let i = self.names.iter().position(|n| n == name)?;
         self.values.get(i)
@@ -1024,5 +1065,6 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
         names: schema.names.clone(),
         values,
         others: parts.others,
+        sent: SentParams::from_flags(&sent),
     })
 }

@@ -339,8 +339,11 @@ impl Gateway {
             route: m.rest,
             external: ctx.external.as_ref().map(HeaderValue::as_bytes),
         };
-        // A hot query's key comes from the schema's memo (no decode, parse or hash).
-        let key = match policy.schema.key(&scope, raw_query) {
+        // A hot query's key comes from the schema's memo (no decode, parse or hash), and with
+        // it which parameters it sent: the call's credit cost (`credit_cost_when`).
+        let (outcome, sent) = policy.schema.key_and_sent(&scope, raw_query);
+        ctx.credits = policy.cost_of(sent);
+        let key = match outcome {
             KeyOutcome::Invalid(bad) => {
                 return Err(GatewayError::InvalidData {
                     code: bad.kind.zoho_code(),

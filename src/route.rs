@@ -92,8 +92,13 @@ pub struct RoutePolicy {
     pub honor_no_cache: bool,
     /// Honour a client's `Cache-Control: no-store` (RFC 9111 §5.2.1.5).
     pub honor_no_store: bool,
-    /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`).
+    /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`, the
+    /// credit budget and the reserve), unless a parameter of `credit_cost_when` was sent.
     pub credit_cost: u32,
+    /// Credits a call costs when the query sends a parameter: (position in `schema`, cost),
+    /// e.g. `cvid` → 3 on a records read (Zoho's credit table). The highest of
+    /// `credit_cost` and the costs of the parameters sent applies ([`RoutePolicy::cost_of`]).
+    pub credit_cost_when: Vec<(usize, u32)>,
     /// Invalidation group: a successful write to the group drops the tenant's entries of every
     /// route in it (see [`write_invalidates`]). It may name path parameters of the template,
     /// e.g. `records:{module}`: each stored entry remembers its group resolved against its own
@@ -108,6 +113,17 @@ impl RoutePolicy {
     pub fn serves(&self, method: &http::Method) -> bool {
         *method == self.method
             || (self.method == http::Method::GET && *method == http::Method::HEAD)
+    }
+
+    /// Credits one upstream call costs for a query that sent `sent` (from the key memo or
+    /// the canonicaliser, [`crate::canonical::ParamSchema::key_and_sent`]): the highest of
+    /// `credit_cost` and the `credit_cost_when` costs of the parameters sent.
+    pub fn cost_of(&self, sent: crate::canonical::SentParams) -> u32 {
+        self.credit_cost_when
+            .iter()
+            .filter(|(param, _)| sent.contains(*param))
+            .map(|(_, cost)| *cost)
+            .fold(self.credit_cost, u32::max)
     }
 
     /// The methods this route serves, for an `Allow` header (RFC 9110 §10.2.1).

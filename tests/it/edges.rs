@@ -229,3 +229,76 @@ async fn too_many_fields_is_zohos_limit_exceeded() {
     assert_eq!(h.sim().calls(SimRoute::ListUsers), 1);
     h.shutdown().await;
 }
+
+/// The `Contacted Leads` custom view of the simulator's Leads.
+const CONTACTED_VIEW: &str = "3652397000000093002";
+
+/// A records read with `cvid` costs 3 credits (`credit_cost_when = { cvid = 3 }` in the shipped
+/// table): charged 3 on a miss or a bypass, saved 3 on a hit (whether the key came from the
+/// memo or from canonicalising another spelling), and weighed at 3 by the credit reserve.
+#[tokio::test]
+async fn a_records_read_with_cvid_weighs_three_credits() {
+    let h = Harness::start_configured(zoho_crm_simulator::SimConfig::default(), |url| {
+        let extra = Extra {
+            tenant_a: "daily_credits = 100\ncredit_reserve = 91",
+            ..Extra::default()
+        };
+        let mut raw = zoho_gateway::config::RawConfig::from_toml_str(&gateway_toml(url, extra))
+            .expect("test config parses");
+        raw.routes.cached = shipped_routes();
+        raw.validate().expect("validates")
+    })
+    .await;
+    let spent = |m: &Metrics| m.get("zoho_gateway_credits_spent_24h", &[("tenant", "a")]);
+    let saved = |m: &Metrics| {
+        m.get(
+            "zoho_gateway_credits_saved_total",
+            &[("reason", "hit"), ("tenant", "a")],
+        )
+    };
+    let cvid = format!("/crm/v8/Leads?fields=Lead_Status&cvid={CONTACTED_VIEW}");
+    let miss = h.get(&cvid).await;
+    assert_eq!(miss.status, StatusCode::OK, "{miss:?}");
+    assert!(miss.cache_status().contains("fwd=miss; stored"));
+    assert_eq!(spent(&h.metrics().await), Some(3.0));
+    // A hit (memoised key), then another spelling (canonicalised): 3 saved each.
+    let calls = h.sim().calls(SimRoute::ListRecords);
+    for q in [
+        cvid.clone(),
+        format!("/crm/v8/Leads?cvid={CONTACTED_VIEW}&fields=Lead_Status,Lead_Status"),
+    ] {
+        let hit = h.get(&q).await;
+        assert!(
+            hit.cache_status().contains("; hit"),
+            "{q}: {}",
+            hit.cache_status()
+        );
+    }
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), calls);
+    let m = h.metrics().await;
+    assert_eq!(saved(&m), Some(6.0), "{m}");
+    assert_eq!(spent(&m), Some(3.0));
+    // Without cvid: the route's 1.
+    let plain = "/crm/v8/Leads?fields=Lead_Status";
+    assert!(h.get(plain).await.cache_status().contains("fwd=miss"));
+    assert!(h.get(plain).await.cache_status().contains("; hit"));
+    let m = h.metrics().await;
+    assert_eq!((spent(&m), saved(&m)), (Some(4.0), Some(7.0)), "{m}");
+    // A bypass (a parameter the schema does not know) with cvid: charged 3.
+    let bypass = h.get(&format!("{cvid}&x_unknown=1")).await;
+    assert!(
+        bypass.cache_status().contains("fwd=bypass"),
+        "{}",
+        bypass.cache_status()
+    );
+    assert_eq!(spent(&h.metrics().await), Some(7.0));
+    // 93 left, 91 reserved: a 1-credit call may go, a 3-credit one may not.
+    let refused = h
+        .get(&format!("/crm/v8/Leads?fields=Email&cvid={CONTACTED_VIEW}"))
+        .await;
+    refused.assert_gateway_error(429, "TOO_MANY_REQUESTS", "credit_reserve");
+    let ok = h.get("/crm/v8/Leads?fields=Email").await;
+    assert_eq!(ok.status, StatusCode::OK, "{ok:?}");
+    assert_eq!(spent(&h.metrics().await), Some(8.0));
+    h.shutdown().await;
+}

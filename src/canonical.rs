@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the tenant's identity scope (its configured name and a one-way fingerprint of its API host and credentials, [`crate::config::TenantConfig::identity_scope`]) pins one Zoho org, data centre and token owner; new credentials or a new host (a live reload) never meet the old identity's entries. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
 //! | credential identity | [`KeyScope::credential`] (presence byte + 32 bytes) | a digest of the caller's credential when answers may differ per user (user-scoped tokens); `None` when the tenant's own token is used for everybody. Never the raw token: tokens rotate hourly. |
-//! | HTTP method | [`KeyScope::method`] bytes, byte-exact | |
+//! | HTTP method | [`KeyScope::method`] bytes, byte-exact | the route's method: a `HEAD` is keyed as the `GET` it is answered from (RFC 9111 §4). |
 //! | API version (`v7` in `/crm/v7/...`) | [`KeyScope::version`] bytes, byte-exact | v7 and v8 may answer differently. |
-//! | route (path after the version) | [`KeyScope::route`] bytes, byte-exact | the gateway passes the concrete path, ids included. |
+//! | route (path after the version) | [`KeyScope::route`] bytes, byte-exact | the gateway passes the concrete path, ids included, after decoding percent-encoded unreserved characters (RFC 3986 §6.2.2.2, [`crate::route::decode_unreserved`]: `Lead%73` is `Leads`). |
 //! | `filters` | the typed canonical tree (below), or an "absent" tag | |
 //! | `page` | `u32`, default `1` filled in | omitting it equals `page=1`. |
 //! | `per_page` | `u32`, default `200` filled in | omitting it equals `per_page=200`. |

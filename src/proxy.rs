@@ -221,7 +221,7 @@ impl Gateway {
     async fn handle_inner<B>(
         self: &Arc<Self>,
         cfg: Arc<GatewayConfig>,
-        req: Request<B>,
+        mut req: Request<B>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError>
     where
@@ -240,6 +240,11 @@ impl Gateway {
         let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if target_len > cfg.max_uri_bytes {
             return Err(GatewayError::UriTooLong);
+        }
+        // RFC 3986 §6.2.2.2: `%73` is `s`. Decoded before routing, keys and the upstream
+        // call, which all read the request's path; dot segments are checked after it.
+        if let std::borrow::Cow::Owned(decoded) = route::decode_unreserved(req.uri().path()) {
+            *req.uri_mut() = with_path(req.uri(), decoded)?;
         }
         let path = req.uri().path();
         if !route::is_normal_path(path) {
@@ -661,6 +666,21 @@ impl Gateway {
         };
         (Ok(fetched), shared)
     }
+}
+
+/// `uri` with its path replaced by `path` (the query kept).
+fn with_path(uri: &http::Uri, path: String) -> Result<http::Uri, GatewayError> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| GatewayError::UnknownRoute)?,
+    );
+    http::Uri::from_parts(parts).map_err(|_| GatewayError::UnknownRoute)
 }
 
 /// An `Allow` header value (RFC 9110 §10.2.1): `methods` comma-separated, each once, in the

@@ -302,3 +302,73 @@ async fn a_records_read_with_cvid_weighs_three_credits() {
     assert_eq!(spent(&h.metrics().await), Some(8.0));
     h.shutdown().await;
 }
+
+/// RFC 3986 §6.2.2.2: a percent-encoded unreserved character is that character, so
+/// `/crm/v8/Lead%73` is `/crm/v8/Leads`: one route, one key, and the normalised path goes
+/// upstream (also for a pass-through write, whose invalidation follows it). Encoded `.` segments
+/// are dot segments (refused, as `..` is) and `%2F` stays an encoded slash (refused).
+#[tokio::test]
+async fn percent_encoded_unreserved_characters_are_the_characters() {
+    let h = Harness::start_shipped_with(WRITES).await;
+    let first = h.get(LEADS).await;
+    assert!(first.cache_status().contains("fwd=miss; stored"));
+    for spelling in [
+        "/crm/v8/Lead%73?fields=Last_Name,Email",
+        "/crm/v8/%4Ceads?fields=Last_Name,Email",
+        "/crm/%768/Leads?fields=Last_Name,Email",
+    ] {
+        let r = h.get(spelling).await;
+        assert!(
+            r.cache_status().contains("; hit"),
+            "{spelling}: {}",
+            r.cache_status()
+        );
+        assert_eq!(r.body, first.body, "{spelling}");
+    }
+    let groups = h.get("/crm/v8/settings/user_groups").await;
+    assert_eq!(groups.status, StatusCode::OK, "{groups:?}");
+    let r = h.get("/crm/v8/settings/user%5Fgroups").await;
+    assert!(r.cache_status().contains("; hit"), "{}", r.cache_status());
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 1);
+    assert_eq!(h.sim().calls(SimRoute::ListUserGroups), 1);
+
+    // A cold spelling goes upstream as the normalised path (Zoho's answer for Contacts).
+    let cold = h.get("/crm/v8/Contact%73?fields=Last_Name").await;
+    assert_eq!(cold.status, StatusCode::OK, "{cold:?}");
+    assert!(cold.cache_status().contains("fwd=miss; stored"));
+    let plain = h.get("/crm/v8/Contacts?fields=Last_Name").await;
+    assert!(plain.cache_status().contains("; hit"));
+    assert_eq!(h.sim().calls(SimRoute::ListRecords), 2);
+    assert_eq!(h.sim().calls(SimRoute::Unknown), 0);
+
+    // A write to `Lead%73` is a write to Leads: forwarded there, and it drops Leads' reads.
+    let created = h
+        .client
+        .send(
+            "POST",
+            &h.url("/crm/v8/Lead%73"),
+            &[
+                ("authorization", &format!("Zoho-oauthtoken {KEY}")),
+                ("content-type", "application/json"),
+            ],
+            Bytes::from(r#"{"data":[{"Last_Name":"Zulu","Company":"Zulu Co"}]}"#),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    assert!(h.get(LEADS).await.cache_status().contains("fwd=miss"));
+
+    // Encoded dot segments and encoded slashes are refused locally.
+    let calls = h.sim().total_api_calls();
+    for bad in [
+        "/crm/v8/settings/%2e%2e/org",
+        "/crm/v8/settings/%2E%2E/org",
+        "/crm/v8/%2E/org",
+        "/crm/v8/settings%2Fmodules",
+        "/crm/v8/settings%2fmodules",
+    ] {
+        let r = h.get(bad).await;
+        r.assert_gateway_error(404, "INVALID_URL_PATTERN", "unknown_route");
+    }
+    assert_eq!(h.sim().total_api_calls(), calls);
+    h.shutdown().await;
+}

@@ -107,6 +107,50 @@ fn bench_hit_path(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
+    // The same hit from two threads at once on the same key (what two busy workers do under
+    // load): per-hit CPU here against `gateway_hit_in_process` shows what shared state (reference
+    // counts, metric counters, cache bookkeeping) costs when its cache lines move between cores.
+    // The time is wall time per hit with both threads running, so ×2 for CPU per hit.
+    for threads in [1usize, 2] {
+        let (gw, path_and_query) = (gw.clone(), path_and_query.clone());
+        group.bench_function(format!("gateway_hit_threads/{threads}"), move |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters / threads as u64 + 1;
+                let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+                let workers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let (gw, pq, barrier) =
+                            (gw.clone(), path_and_query.clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            let rt = tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .unwrap();
+                            let uri: http::Uri = pq.parse().unwrap();
+                            barrier.wait();
+                            rt.block_on(async {
+                                for _ in 0..per_thread {
+                                    let req = Request::get(uri.clone())
+                                        .header("host", "gw")
+                                        .header("authorization", "Zoho-oauthtoken bench-key")
+                                        .body(Empty::<Bytes>::new())
+                                        .unwrap();
+                                    let resp = gw.clone().handle(req, peer).await;
+                                    assert!(resp.status().is_success());
+                                }
+                            });
+                        })
+                    })
+                    .collect();
+                barrier.wait();
+                let started = std::time::Instant::now();
+                for w in workers {
+                    w.join().unwrap();
+                }
+                started.elapsed()
+            })
+        });
+    }
     group.finish();
 }
 

@@ -719,6 +719,7 @@ impl RawConfig {
             honor_no_cache: route.honor_no_cache,
             honor_no_store: route.honor_no_store,
             credit_cost: 1,
+            credit_cost_when: Vec::new(),
             group: "user_groups".to_owned(),
         };
         let mut routes = vec![count_route];

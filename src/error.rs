@@ -84,15 +84,20 @@ pub enum GatewayError {
         /// Short explanation, safe to show the client.
         message: String,
         /// Zoho's error code: `INVALID_DATA`, or `REQUIRED_PARAM_MISSING` for a missing
-        /// mandatory parameter.
+        /// mandatory parameter, `LIMIT_EXCEEDED` for too many items, ….
         code: &'static str,
+        /// The limit the parameter went over (`details.limit` of Zoho's `LIMIT_EXCEEDED`).
+        limit: Option<u32>,
     },
     /// No route of this gateway matches the path.
     #[error("unknown route")]
     UnknownRoute,
-    /// The route exists but not for this method.
+    /// The path is a route of this gateway, but not for this method (RFC 9110 §15.5.6).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods allowed on the path: the `Allow` header (RFC 9110 §10.2.1).
+        allow: HeaderValue,
+    },
     /// The request body exceeds the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -168,7 +173,7 @@ impl GatewayError {
             GatewayError::NoPermission => StatusCode::FORBIDDEN,
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
-            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
@@ -202,7 +207,7 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "missing_zoho_token",
             GatewayError::InvalidData { .. } => "invalid_data",
             GatewayError::UnknownRoute => "unknown_route",
-            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::BadRequestBody => "bad_request_body",
             GatewayError::RequestTimeout => "request_timeout",
@@ -232,7 +237,7 @@ impl GatewayError {
             | GatewayError::MissingZohoToken
             | GatewayError::InvalidData { .. }
             | GatewayError::UnknownRoute
-            | GatewayError::MethodNotAllowed
+            | GatewayError::MethodNotAllowed { .. }
             | GatewayError::PayloadTooLarge
             | GatewayError::UriTooLong
             | GatewayError::BadRequestBody
@@ -269,7 +274,10 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
             GatewayError::InvalidData { code, .. } => code,
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
-            GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            // Zoho's code and message for a known path with a wrong method (its v8 OpenAPI
+            // examples, `response-400-invalidrequestmethodresponse1`); the status is RFC 9110's
+            // 405 with `Allow`, where Zoho says 400.
+            GatewayError::MethodNotAllowed { .. } => "INVALID_REQUEST_METHOD",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => "INVALID_REQUEST",
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
@@ -293,6 +301,9 @@ impl GatewayError {
                 "Please check if the URL trying to access is a correct one".to_owned()
             }
             GatewayError::InvalidData { message, .. } => message.clone(),
+            GatewayError::MethodNotAllowed { .. } => {
+                "The http request method type is not a valid one".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -303,7 +314,10 @@ impl GatewayError {
         details.insert("gateway".into(), json!(true));
         details.insert("kind".into(), json!(self.kind()));
         match self {
-            GatewayError::InvalidData { param, .. } => {
+            GatewayError::InvalidData { param, limit, .. } => {
+                if let Some(limit) = limit {
+                    details.insert("limit".into(), json!(limit));
+                }
                 details.insert("param_name".into(), json!(param));
             }
             GatewayError::TokenUnavailable { reason, .. } => {
@@ -357,6 +371,7 @@ mod tests {
             param: "filters".into(),
             message: "invalid JSON".into(),
             code: "INVALID_DATA",
+            limit: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["code"], "INVALID_DATA");

@@ -203,6 +203,7 @@ impl Gateway {
         };
         // `request_timeout` bounds every wait of this request (flight, upstream, body) through
         // `ctx.deadline`; a cache hit waits on nothing and arms no timer.
+        let head = req.method() == Method::HEAD;
         let result = self.handle_inner(&cfg, started, req, &mut rec.ctx).await;
         let mut resp = match result {
             Ok(resp) => resp,
@@ -211,6 +212,9 @@ impl Gateway {
                 error_response(&err, rec.ctx.phase)
             }
         };
+        if head {
+            headers_only(&mut resp);
+        }
         resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
         rec.finish(resp.status().as_u16());
         resp
@@ -222,7 +226,7 @@ impl Gateway {
         self: &Arc<Self>,
         cfg: &GatewayConfig,
         started: Instant,
-        req: Request<B>,
+        mut req: Request<B>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError>
     where
@@ -242,6 +246,11 @@ impl Gateway {
         if target_len > cfg.max_uri_bytes {
             return Err(GatewayError::UriTooLong);
         }
+        // RFC 3986 §6.2.2.2: `%73` is `s`. Decoded before routing, keys and the upstream
+        // call, which all read the request's path; dot segments are checked after it.
+        if let std::borrow::Cow::Owned(decoded) = route::decode_unreserved(req.uri().path()) {
+            *req.uri_mut() = with_path(req.uri(), decoded)?;
+        }
         let path = req.uri().path();
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
@@ -258,7 +267,7 @@ impl Gateway {
             ctx.route = RouteKind::Cached(id);
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
-            if *req.method() == policy.method {
+            if policy.serves(req.method()) {
                 let auth =
                     self.authenticate(cfg, req.headers(), req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
@@ -297,10 +306,23 @@ impl Gateway {
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
-        match cached {
-            Some(_) => Err(GatewayError::MethodNotAllowed),
-            None => Err(GatewayError::UnknownRoute),
+        // A known path (a cached route's, or an allowlisted rule's for another method) is a
+        // 405 naming what is allowed there (RFC 9110 §15.5.6); a path nothing matches, a 404.
+        let cached_methods = cached
+            .into_iter()
+            .flat_map(|(id, _)| cfg.route(id).allowed_methods());
+        let passthrough_methods = cfg
+            .passthrough
+            .iter()
+            .filter(|r| r.matches_path(path, &cfg.versions))
+            .map(|r| &r.method);
+        let mut allowed = cached_methods.chain(passthrough_methods).peekable();
+        if allowed.peek().is_none() {
+            return Err(GatewayError::UnknownRoute);
         }
+        Err(GatewayError::MethodNotAllowed {
+            allow: allow_header(allowed),
+        })
     }
 
     /// Any cached route, driven by its policy: canonicalise → key → lookup → respond.
@@ -331,13 +353,17 @@ impl Gateway {
             route: m.rest,
             external: ctx.external.as_ref().map(HeaderValue::as_bytes),
         };
-        // A hot query's key comes from the schema's memo (no decode, parse or hash).
-        let key = match policy.schema.key(&scope, raw_query) {
+        // A hot query's key comes from the schema's memo (no decode, parse or hash), and with
+        // it which parameters it sent: the call's credit cost (`credit_cost_when`).
+        let (outcome, sent) = policy.schema.key_and_sent(&scope, raw_query);
+        ctx.credits = policy.cost_of(sent);
+        let key = match outcome {
             KeyOutcome::Invalid(bad) => {
                 return Err(GatewayError::InvalidData {
                     code: bad.kind.zoho_code(),
                     param: bad.param,
                     message: bad.message,
+                    limit: bad.limit,
                 });
             }
             KeyOutcome::Uncacheable(reason) => Err(BypassReason::Query(reason)),
@@ -649,6 +675,58 @@ impl Gateway {
         };
         (Ok(fetched), shared)
     }
+}
+
+/// `uri` with its path replaced by `path` (the query kept).
+fn with_path(uri: &http::Uri, path: String) -> Result<http::Uri, GatewayError> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| GatewayError::UnknownRoute)?,
+    );
+    http::Uri::from_parts(parts).map_err(|_| GatewayError::UnknownRoute)
+}
+
+/// An `Allow` header value (RFC 9110 §10.2.1): `methods` comma-separated, each once, in the
+/// order given.
+fn allow_header<'m>(methods: impl Iterator<Item = &'m Method>) -> HeaderValue {
+    let mut listed: Vec<&Method> = Vec::new();
+    for m in methods {
+        if !listed.contains(&m) {
+            listed.push(m);
+        }
+    }
+    let text = listed
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Method names are tokens: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("GET"))
+}
+
+/// The response to a `HEAD` (RFC 9110 §9.3.2): the same status and headers as the `GET`
+/// answer, with `Content-Length` = the length of the body a `GET` gets, and no body. hyper's
+/// HTTP/1 server would drop the body of a `HEAD` answer itself (and send the body's length),
+/// but its HTTP/2 server sends it: so the gateway drops it here, for both. No copy: the
+/// entry's body is shared, and only its length is read.
+fn headers_only(resp: &mut Response<Body>) {
+    let len = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    let status = resp.status();
+    // 1xx, 204 and 304 answers have no content to measure (RFC 9110 §8.6).
+    let has_content = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    if has_content && !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *resp.body_mut() = Full::new(Bytes::new());
 }
 
 /// Whether a 200's body may be stored: JSON (`application/json` or a `+json` type, RFC 6839)

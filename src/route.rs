@@ -92,13 +92,45 @@ pub struct RoutePolicy {
     pub honor_no_cache: bool,
     /// Honour a client's `Cache-Control: no-store` (RFC 9111 §5.2.1.5).
     pub honor_no_store: bool,
-    /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`).
+    /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`, the
+    /// credit budget and the reserve), unless a parameter of `credit_cost_when` was sent.
     pub credit_cost: u32,
+    /// Credits a call costs when the query sends a parameter: (position in `schema`, cost),
+    /// e.g. `cvid` → 3 on a records read (Zoho's credit table). The highest of
+    /// `credit_cost` and the costs of the parameters sent applies ([`RoutePolicy::cost_of`]).
+    pub credit_cost_when: Vec<(usize, u32)>,
     /// Invalidation group: a successful write to the group drops the tenant's entries of every
     /// route in it (see [`write_invalidates`]). It may name path parameters of the template,
     /// e.g. `records:{module}`: each stored entry remembers its group resolved against its own
     /// path ([`PathTemplate::resolve_group`]), so a write to `Leads` drops only `records:leads`.
     pub group: String,
+}
+
+impl RoutePolicy {
+    /// Whether a request with `method` takes this route's cached path: its own method, and
+    /// `HEAD` where that is `GET` (RFC 9111 §4: a `HEAD` is answered from the stored `GET`
+    /// response, under the same key, and a `HEAD` miss fetches with `GET`).
+    pub fn serves(&self, method: &http::Method) -> bool {
+        *method == self.method
+            || (self.method == http::Method::GET && *method == http::Method::HEAD)
+    }
+
+    /// Credits one upstream call costs for a query that sent `sent` (from the key memo or
+    /// the canonicaliser, [`crate::canonical::ParamSchema::key_and_sent`]): the highest of
+    /// `credit_cost` and the `credit_cost_when` costs of the parameters sent.
+    pub fn cost_of(&self, sent: crate::canonical::SentParams) -> u32 {
+        self.credit_cost_when
+            .iter()
+            .filter(|(param, _)| sent.contains(*param))
+            .map(|(_, cost)| *cost)
+            .fold(self.credit_cost, u32::max)
+    }
+
+    /// The methods this route serves, for an `Allow` header (RFC 9110 §10.2.1).
+    pub fn allowed_methods(&self) -> impl Iterator<Item = &http::Method> {
+        let head = (self.method == http::Method::GET).then_some(&http::Method::HEAD);
+        std::iter::once(&self.method).chain(head)
+    }
 }
 
 /// One path segment of a [`PathTemplate`].
@@ -353,6 +385,54 @@ pub fn group_hash(group: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// `path` with every percent-encoded *unreserved* character decoded (RFC 3986 §6.2.2.2:
+/// `%41`–`%5A`, `%61`–`%7A`, `%30`–`%39`, `%2D`, `%2E`, `%5F`, `%7E`, hex digits in either case,
+/// become `A`–`Z`, `a`–`z`, `0`–`9`, `-`, `.`, `_`, `~`), so `/crm/v8/Lead%73` and
+/// `/crm/v8/Leads` are one path. Nothing else is decoded: `%2F`, `%5C`, `%25`, `%20`, … and
+/// malformed escapes stay exactly as sent. Borrowed (no allocation) when there is nothing to
+/// decode, which is every path without `%`. Dot segments are for the caller to check *after*
+/// this (`%2E%2E` decodes to `..`; [`is_normal_path`]).
+pub fn decode_unreserved(path: &str) -> Cow<'_, str> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let unreserved_at = |bytes: &[u8], i: usize| -> Option<u8> {
+        let (hi, lo) = (hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?);
+        let c = hi << 4 | lo;
+        (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')).then_some(c)
+    };
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let Some(first) =
+        (0..bytes.len()).find(|&i| bytes[i] == b'%' && unreserved_at(bytes, i).is_some())
+    else {
+        return Cow::Borrowed(path);
+    };
+    let mut out = String::with_capacity(path.len());
+    out.push_str(&path[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        match (bytes[i] == b'%')
+            .then(|| unreserved_at(bytes, i))
+            .flatten()
+        {
+            Some(c) => {
+                out.push(char::from(c));
+                i += 3;
+            }
+            None => {
+                // Copy up to the next `%` unchanged (keeps multi-byte characters whole).
+                let next = path[i + 1..].find('%').map_or(bytes.len(), |n| i + 1 + n);
+                out.push_str(&path[i..next]);
+                i = next;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Whether a path is in normal form: starts with `/`, no empty, `.` or `..` segment, no
 /// backslash, and no percent-encoded `.`, `/` or `\\` (`%2e`, `%2f`, `%5c`, any case).
 /// Requests whose path is not are refused before routing, so traversal spellings never reach
@@ -422,7 +502,13 @@ impl AllowRule {
     /// Whether `method` and `path` (normal form) match this rule; `versions` are the API
     /// versions `{version}` may take.
     pub fn matches(&self, method: &http::Method, path: &str, versions: &[String]) -> bool {
-        *method == self.method && self.template.matches(path, versions).is_some()
+        *method == self.method && self.matches_path(path, versions)
+    }
+
+    /// Whether `path` (normal form) matches this rule's template, whatever the method (for
+    /// the `Allow` header of a 405).
+    pub fn matches_path(&self, path: &str, versions: &[String]) -> bool {
+        self.template.matches(path, versions).is_some()
     }
 }
 
@@ -528,6 +614,42 @@ mod tests {
         }
         assert!(is_normal_path("/crm/v7/settings/user_groups"));
         assert!(is_normal_path("/"));
+    }
+
+    #[test]
+    fn only_unreserved_characters_are_decoded() {
+        for (raw, decoded) in [
+            ("/crm/v8/Lead%73", "/crm/v8/Leads"),
+            (
+                "/crm/v8/settings/user%5Fgroups",
+                "/crm/v8/settings/user_groups",
+            ),
+            (
+                "/crm/v8/settings/user%5fgroups",
+                "/crm/v8/settings/user_groups",
+            ),
+            ("/crm/%76%38/%4C%65ads", "/crm/v8/Leads"),
+            ("/crm/v8/a%2Db%2ec%7E", "/crm/v8/a-b.c~"),
+            ("/crm/v8/%2E%2E/x", "/crm/v8/../x"),
+            // Not unreserved, or not an escape: kept exactly.
+            ("/crm/v8/a%2Fb%2fc%5Cd", "/crm/v8/a%2Fb%2fc%5Cd"),
+            ("/crm/v8/a%20b%25c%zz%4", "/crm/v8/a%20b%25c%zz%4"),
+            ("/crm/v8/a%2541", "/crm/v8/a%2541"),
+            ("/crm/v8/é%41", "/crm/v8/éA"),
+        ] {
+            assert_eq!(decode_unreserved(raw), decoded, "{raw}");
+        }
+        for plain in ["/crm/v8/Leads", "/crm/v8/a%2Fb", "/crm/v8/%", "/crm/v8/%4"] {
+            assert!(
+                matches!(decode_unreserved(plain), Cow::Borrowed(_)),
+                "{plain}"
+            );
+        }
+        // Dot segments are checked after decoding.
+        assert!(!is_normal_path(&decode_unreserved("/crm/v8/%2e%2E/org")));
+        assert!(!is_normal_path(&decode_unreserved("/crm/v8/%2E/org")));
+        assert!(!is_normal_path(&decode_unreserved("/crm/v8%2Forg")));
+        assert!(is_normal_path(&decode_unreserved("/crm/v8/Lead%73")));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::SentParams;
 use super::key::{CacheKey, KeyScope};
 
 /// The memo a [`ParamSchema`](super::ParamSchema) keeps for
@@ -75,10 +76,12 @@ pub struct KeyMemo {
     seed: u64,
 }
 
-/// One memoised query: its scope and raw query as length-prefixed bytes, and its key.
+/// One memoised query: its scope and raw query as length-prefixed bytes, its key, and which
+/// schema parameters it sent (what a route's credit cost depends on).
 struct Slot {
     id: Box<[u8]>,
     key: CacheKey,
+    sent: SentParams,
 }
 
 impl std::fmt::Debug for KeyMemo {
@@ -150,9 +153,10 @@ impl KeyMemo {
         &self.slots[(h % self.slots.len() as u64) as usize]
     }
 
-    /// The key memoised for `raw_query` in `scope`, if any: the identity is written once into a
-    /// per-thread buffer, hashed once and compared with the slot's in one comparison.
-    pub fn get(&self, scope: &KeyScope<'_>, raw_query: &str) -> Option<CacheKey> {
+    /// The key (and sent parameters) memoised for `raw_query` in `scope`, if any: the identity
+    /// is written once into a per-thread buffer, hashed once and compared with the slot's in one
+    /// comparison.
+    pub fn get(&self, scope: &KeyScope<'_>, raw_query: &str) -> Option<(CacheKey, SentParams)> {
         if raw_query.len() > Self::MAX_QUERY_BYTES {
             return None;
         }
@@ -163,14 +167,16 @@ impl KeyMemo {
             };
             write_id(&mut id, &parts);
             let slot = self.slot(&id).load();
-            slot.as_ref().filter(|s| *s.id == id[..]).map(|s| s.key)
+            slot.as_ref()
+                .filter(|s| *s.id == id[..])
+                .map(|s| (s.key, s.sent))
         })
     }
 
-    /// Remembers that `raw_query` in `scope` has `key` (the result of
-    /// [`canonicalize`](super::canonicalize) and [`cache_key`](super::cache_key) under this
-    /// memo's rules), replacing whatever held its slot.
-    pub fn insert(&self, scope: &KeyScope<'_>, raw_query: &str, key: CacheKey) {
+    /// Remembers that `raw_query` in `scope` has `key` and sent the parameters `sent` (the
+    /// result of [`canonicalize`](super::canonicalize) and [`cache_key`](super::cache_key)
+    /// under this memo's rules), replacing whatever held its slot.
+    pub fn insert(&self, scope: &KeyScope<'_>, raw_query: &str, key: CacheKey, sent: SentParams) {
         if raw_query.len() > Self::MAX_QUERY_BYTES {
             return;
         }
@@ -179,6 +185,7 @@ impl KeyMemo {
         self.slot(&id).store(Some(Arc::new(Slot {
             id: id.into_boxed_slice(),
             key,
+            sent,
         })));
     }
 }
@@ -202,8 +209,11 @@ mod tests {
     fn returns_only_what_was_stored_for_the_same_bytes_and_scope() {
         let memo = KeyMemo::new(64);
         let (k1, k2) = (CacheKey([1; 32]), CacheKey([2; 32]));
-        memo.insert(&scope("acme", None), "page=1", k1);
-        assert_eq!(memo.get(&scope("acme", None), "page=1"), Some(k1));
+        memo.insert(&scope("acme", None), "page=1", k1, SentParams::default());
+        assert_eq!(
+            memo.get(&scope("acme", None), "page=1").map(|(k, _)| k),
+            Some(k1)
+        );
         // Other bytes, other tenant, a credential, another version: not this entry.
         assert_eq!(memo.get(&scope("acme", None), "page=1&"), None);
         assert_eq!(memo.get(&scope("acme", None), "page=01"), None);
@@ -221,11 +231,11 @@ mod tests {
         // Field boundaries are part of the identity: "ab"+"c" is not "a"+"bc".
         let mut a = scope("ab", None);
         a.method = "cGET";
-        memo.insert(&a, "q", k2);
+        memo.insert(&a, "q", k2, SentParams::default());
         let mut b = scope("a", None);
         b.method = "bcGET";
         assert_eq!(memo.get(&b, "q"), None);
-        assert_eq!(memo.get(&a, "q"), Some(k2));
+        assert_eq!(memo.get(&a, "q").map(|(k, _)| k), Some(k2));
     }
 
     #[test]
@@ -233,10 +243,15 @@ mod tests {
         let memo = KeyMemo::new(8);
         for i in 0..1000u32 {
             let q = format!("page={i}");
-            memo.insert(&scope("t", None), &q, CacheKey([i as u8; 32]));
+            memo.insert(
+                &scope("t", None),
+                &q,
+                CacheKey([i as u8; 32]),
+                SentParams::default(),
+            );
             // The latest insert is always found; older ones may have been displaced.
             assert_eq!(
-                memo.get(&scope("t", None), &q),
+                memo.get(&scope("t", None), &q).map(|(k, _)| k),
                 Some(CacheKey([i as u8; 32]))
             );
         }
@@ -245,7 +260,12 @@ mod tests {
             .count();
         assert!(held <= 8, "{held}");
         let long = "a".repeat(KeyMemo::MAX_QUERY_BYTES + 1);
-        memo.insert(&scope("t", None), &long, CacheKey([9; 32]));
+        memo.insert(
+            &scope("t", None),
+            &long,
+            CacheKey([9; 32]),
+            SentParams::default(),
+        );
         assert_eq!(memo.get(&scope("t", None), &long), None);
     }
 }

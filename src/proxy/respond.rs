@@ -192,8 +192,8 @@ pub(super) fn error_response(err: &GatewayError, phase: CachePhase) -> Response<
         &headers::CACHE_STATUS,
         phase.cache_status(false, None, Some(err.kind())),
     );
-    if matches!(err, GatewayError::MethodNotAllowed) {
-        h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+    if let GatewayError::MethodNotAllowed { allow } = err {
+        h.insert(header::ALLOW, allow.clone());
     }
     if let Some(secs) = err.retry_after_secs() {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -1,8 +1,9 @@
 //! The admin listener: `/metrics` (Prometheus text; cache sizes and credit gauges sampled at
 //! scrape), `/healthz` (alive), `/readyz` (ready to
-//! serve: not draining, and at least one gateway-managed tenant with a token or a cached answer
-//! — one failing tenant among several is reported in the body but does not take the replica out
-//! of rotation, since every replica shares it and the others' tenants would go down with it), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
+//! serve: not draining, and at least one tenant that can serve — a usable token, cached answers
+//! of it, or a pass-through tenant whose clients bring their own tokens; one failing tenant among
+//! several is named in the body but does not take the replica out of rotation, since every
+//! replica shares it and the others' tenants would go down with it), and the admin API behind `Authorization: Bearer <admin.token>` (the SHA-256
 //! digests of the presented and configured tokens compared in constant time, so neither the
 //! token's bytes nor its length leak by timing; several `Authorization` headers are refused):
 //!
@@ -23,7 +24,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::config::{Secret, TenantId};
 use crate::proxy::{Body, Gateway};
 use crate::route::RouteId;
 use crate::token::TokenHealth;
@@ -191,57 +192,77 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     text(status, value.to_string().into_bytes(), "application/json")
 }
 
-/// Ready when not draining, no tenant is failing to get a token (its grants held back after a
-/// failure: every miss of that tenant would get a 503), and every other tenant has a valid
-/// token or the cache can answer. With a fleet tier, a last line says whether Redis is
-/// available (it never makes the replica unready).
+/// Ready when not draining and at least one tenant can serve: it holds a usable token, or the
+/// cache holds answers of it (hits and stale answers need no token), or it is a pass-through
+/// tenant (its clients bring their own tokens). One failing tenant among several is named in the
+/// body but does not make the replica unready: every replica shares it, and the other tenants
+/// would go down with it (alert on the token metrics instead). With a fleet tier, a last line
+/// says whether Redis is available (it never makes the replica unready); answers in L2 only are
+/// not counted.
 fn readiness(gw: &Gateway) -> (bool, String) {
     if gw.is_draining() {
         return (false, "draining".into());
     }
-    // moka's entry count lags until maintenance runs; any stored answer counts.
-    let cache_has_entries =
-        gw.cache().entry_count() > 0 || gw.tally().stores.load(Ordering::Relaxed) > 0;
+    let tenants = gw.tenants();
+    let health: Vec<Option<TokenHealth>> = tenants
+        .iter()
+        .map(|t| {
+            t.config
+                .pass_through_hmac
+                .is_none()
+                .then(|| t.tokens.health())
+        })
+        .collect();
+    // Only tenants without a usable token need the (probe-only) scan of the cache.
+    let without_token: Vec<TenantId> = tenants
+        .iter()
+        .zip(&health)
+        .filter(|(_, h)| matches!(h, Some(TokenHealth::Missing | TokenHealth::Failing { .. })))
+        .map(|(t, _)| t.id)
+        .collect();
+    let cached = gw.cache().tenants_with_entries(&without_token);
     let mut lines = Vec::new();
-    // Tenants with managed tokens, and those of them that can serve.
-    let (mut managed, mut serving) = (0, 0);
-    for t in gw.tenants() {
-        if t.config.pass_through_hmac.is_some() {
-            lines.push(format!(
-                "tenant {}: pass-through (clients' own tokens)",
-                t.config.name
-            ));
-            continue;
-        }
-        let health = t.tokens.health();
-        let state = match health {
-            TokenHealth::Valid => "token valid".to_owned(),
-            TokenHealth::Missing => "no token yet".to_owned(),
-            TokenHealth::Failing {
+    let mut serving = 0usize;
+    for (t, health) in tenants.iter().zip(health) {
+        let has_cache = cached.contains(&t.id);
+        let (can_serve, state) = match health {
+            None => (true, "pass-through (clients' own tokens)".to_owned()),
+            Some(TokenHealth::Valid) => (true, "token valid".to_owned()),
+            Some(TokenHealth::Missing) => (has_cache, "no token yet".to_owned()),
+            Some(TokenHealth::Failing {
                 reason,
                 retry_after,
-            } => format!(
-                "token failing: {}; cannot get a token, next attempt in {} s",
-                reason.as_str(),
-                retry_after.as_secs().max(1)
+            }) => (
+                has_cache,
+                format!(
+                    "token failing: {}; cannot get a token, next attempt in {} s",
+                    reason.as_str(),
+                    retry_after.as_secs().max(1)
+                ),
             ),
         };
-        managed += 1;
-        serving += usize::from(match health {
-            TokenHealth::Valid => true,
-            TokenHealth::Failing { .. } => false,
-            TokenHealth::Missing => cache_has_entries,
-        });
-        lines.push(format!("tenant {}: {state}", t.config.name));
+        serving += usize::from(can_serve);
+        let cache_note = if has_cache {
+            "; serving cached answers"
+        } else {
+            ""
+        };
+        lines.push(format!("tenant {}: {state}{cache_note}", t.config.name));
     }
-    let ready = managed == 0 || serving > 0;
+    let ready = serving > 0;
     // Redis never makes a replica unready: it falls back to single-node behaviour.
     if let Some(fleet) = gw.fleet() {
         lines.push(fleet.readiness_detail().to_owned());
     }
-    if ready {
-        lines.insert(0, "ready".into());
-    }
+    lines.insert(
+        0,
+        if ready {
+            "ready"
+        } else {
+            "not ready: no tenant can serve"
+        }
+        .into(),
+    );
     (ready, lines.join("\n"))
 }
 

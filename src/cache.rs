@@ -514,6 +514,27 @@ impl ResponseCache {
         self.inner.insert(key, entry).await;
     }
 
+    /// Which of `tenants` have at least one stored answer, for `/readyz`. Every entry in the
+    /// cache can still be served for something (it leaves at the end of its last stale window),
+    /// and entries are seen at once, before maintenance. One pass over the entries that stops
+    /// as soon as all of `tenants` are found: O(entries) at worst, so for probes only, never on
+    /// the request path.
+    pub fn tenants_with_entries(&self, tenants: &[TenantId]) -> Vec<TenantId> {
+        let mut found: Vec<TenantId> = Vec::new();
+        if tenants.is_empty() {
+            return found;
+        }
+        for (_, entry) in self.inner.iter() {
+            if tenants.contains(&entry.tenant) && !found.contains(&entry.tenant) {
+                found.push(entry.tenant);
+                if found.len() == tenants.len() {
+                    break;
+                }
+            }
+        }
+        found
+    }
+
     /// Number of entries (approximate until maintenance runs).
     pub fn entry_count(&self) -> u64 {
         self.inner.entry_count()

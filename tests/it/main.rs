@@ -15,6 +15,7 @@ mod hardening;
 mod hot_reads;
 mod lifecycle;
 mod metrics;
+mod readiness;
 mod reads;
 mod reload;
 mod routes;

@@ -28,6 +28,7 @@ mod zoho;
 pub use routes::{RawCachedRoute, RawParam};
 pub use zoho::{DataCentre, Edition, Environment};
 mod redis;
+mod restart;
 mod secret;
 mod tenant;
 pub use redis::{RawRedis, RedisConfig};

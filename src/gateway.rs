@@ -305,6 +305,10 @@ pub enum ReloadError {
     /// The set of cached routes (names or order) differs.
     #[error("the set of cached routes changed: restart to apply")]
     RoutesChanged,
+    /// Settings that only a restart applies differ (their keys, in file order; see
+    /// [`GatewayConfig::restart_only_changes`]). Nothing of the new file is applied.
+    #[error("{} changed: only a restart applies that, so nothing was applied (restart, or put the old value back)", .0.join(", "))]
+    RestartRequired(Vec<&'static str>),
     /// Every [`TenantId`] has been handed out (65,536 tenants over the process's life).
     #[error("no tenant id left for a new tenant: restart to apply")]
     TooManyTenants,
@@ -315,7 +319,9 @@ impl ReloadError {
     pub fn result(&self) -> &'static str {
         match self {
             ReloadError::Invalid(_) => "invalid",
-            ReloadError::RoutesChanged | ReloadError::TooManyTenants => "refused",
+            ReloadError::RoutesChanged
+            | ReloadError::RestartRequired(_)
+            | ReloadError::TooManyTenants => "refused",
         }
     }
 }
@@ -560,15 +566,20 @@ impl Gateway {
     /// Applies a new configuration without dropping the cache: TTLs and staleness windows,
     /// route policies (parameter schemas, versions, pass-through allowlist), client keys,
     /// request limits, the admin token, and tenants added, removed or changed (see the module
-    /// doc for what each keeps) take effect for the next request. Listeners, the cache bound
-    /// and upstream client settings need a restart.
+    /// doc for what each keeps) take effect for the next request. Listeners, the cache bound,
+    /// the upstream client, logging and `[redis]` need a restart: a new config that changes
+    /// any of them is refused as a whole ([`GatewayConfig::restart_only_changes`]).
     ///
     /// # Errors
-    /// [`ReloadError`] when the set of cached routes differs or no tenant id is left: the old
-    /// config stays.
+    /// [`ReloadError`] when a restart-only setting or the set of cached routes differs, or no
+    /// tenant id is left: the old config stays.
     pub fn reload(&self, mut new: GatewayConfig) -> Result<ReloadSummary, ReloadError> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.config.load_full();
+        let restart = old.restart_only_changes(&new);
+        if !restart.is_empty() {
+            return Err(ReloadError::RestartRequired(restart));
+        }
         let routes =
             |c: &GatewayConfig| c.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
         if routes(&old) != routes(&new) {

@@ -252,7 +252,9 @@ impl Running {
     /// Applies a new configuration without dropping the cache (see [`Gateway::reload`]: tenants
     /// added, removed and changed live), and the new `[server.tls]` certificate, key and client
     /// CA: new connections handshake with them, open connections finish with what they
-    /// negotiated. Switching TLS on or off needs a restart (logged). Logs one line (what
+    /// negotiated. A config that changes a restart-only setting (listeners, switching TLS on or
+    /// off, `cache.max_bytes`, the upstream client, logging, `[redis]`) is refused whole, the
+    /// keys named. Logs one line (what
     /// changed, or why nothing did) and counts `zoho_gateway_config_reloads_total{result}`.
     ///
     /// # Errors
@@ -286,12 +288,9 @@ impl Running {
             .and_then(|config| {
                 let tls = config.tls.clone();
                 let summary = self.gateway.reload(config)?;
-                match (&self.tls, &tls) {
-                    (Some(acceptor), Some(settings)) => acceptor.replace(settings),
-                    (None, None) => {}
-                    _ => tracing::warn!(
-                        "[server.tls] switched on or off: the listener changes after a restart"
-                    ),
+                // Switching TLS on or off is refused above (restart-only).
+                if let (Some(acceptor), Some(settings)) = (&self.tls, &tls) {
+                    acceptor.replace(settings);
                 }
                 Ok(summary)
             });

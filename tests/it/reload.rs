@@ -279,3 +279,89 @@ async fn flipping_credentials_by_reload_stays_within_the_grant_budget() {
     );
     h.shutdown().await;
 }
+
+/// `(status, Cache-Status)` TTL of a stored answer.
+fn stored_ttl(r: &Resp) -> u64 {
+    let cs = r.cache_status();
+    assert!(cs.contains("stored"), "{cs}");
+    cs.split("ttl=").nth(1).unwrap().parse().unwrap()
+}
+
+/// A reload that changes a restart-only setting is refused as a whole: the keys are named, it
+/// is counted `refused`, and a live change in the same file (a TTL) is not applied either.
+#[tokio::test]
+async fn a_reload_changing_the_cache_bound_is_refused_whole() {
+    let h = Harness::start().await;
+    assert!((54..=60).contains(&stored_ttl(&h.get(&starts_with("Tier", 1)).await)));
+    let new = gateway_config(
+        &h.sim.base_url(),
+        "[cache]\nmax_bytes = 1048576\n[routes.associated_users_count]\nttl = \"120s\"",
+    );
+    let err = h.gw.reload(new).expect_err("refused");
+    let text = zoho_gateway::telemetry::ErrorChain(&err).to_string();
+    assert!(
+        matches!(&err, zoho_gateway::gateway::ReloadError::RestartRequired(keys) if keys == &["cache.max_bytes"]),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("cache.max_bytes changed: only a restart"),
+        "{text}"
+    );
+    // The old config stays: the old TTL, the old bound.
+    assert!((54..=60).contains(&stored_ttl(&h.get(&starts_with("Tier", 2)).await)));
+    assert_eq!(h.gw.gateway().config().cache_max_bytes, 256 * 1024 * 1024);
+    let m = h.metrics().await;
+    let reloads = |result| m.get("zoho_gateway_config_reloads_total", &[("result", result)]);
+    assert_eq!(reloads("refused"), Some(1.0));
+    assert_eq!(reloads("applied"), Some(0.0));
+
+    // The same file without the bound change applies.
+    let live = gateway_config(
+        &h.sim.base_url(),
+        "[routes.associated_users_count]\nttl = \"120s\"",
+    );
+    h.gw.reload(live).expect("applied");
+    assert!((108..=120).contains(&stored_ttl(&h.get(&starts_with("Tier", 3)).await)));
+}
+
+/// Listener settings need a restart: a new address (and an upstream client setting with it) is
+/// refused, every changed key named in file order, and the listener keeps serving.
+#[tokio::test]
+async fn a_reload_changing_a_listener_is_refused_and_names_the_keys() {
+    let h = Harness::start().await;
+    let toml = gateway_toml(
+        &h.sim.base_url(),
+        Extra {
+            server: "max_connections = 5",
+            rest: "[upstream]\ntimeout = \"5s\"\nmax_retries = 0",
+            ..Extra::default()
+        },
+    )
+    .replace(
+        "admin_listen = \"127.0.0.1:0\"",
+        "admin_listen = \"127.0.0.1:1\"",
+    );
+    let err = h.gw.reload(validated(&toml)).expect_err("refused");
+    match &err {
+        zoho_gateway::gateway::ReloadError::RestartRequired(keys) => assert_eq!(
+            keys,
+            &[
+                "server.admin_listen",
+                "server.max_connections",
+                "upstream.timeout"
+            ],
+            "max_retries is live and not named"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.get(&starts_with("Tier", 1)).await.status, 200);
+    let m = h.metrics().await;
+    assert_eq!(
+        m.get(
+            "zoho_gateway_config_reloads_total",
+            &[("result", "refused")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(h.gw.gateway().config().upstream.max_retries, 2);
+}

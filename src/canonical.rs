@@ -431,6 +431,15 @@ pub enum InvalidKind {
     /// `ids` of a records read), on a parameter whose `max_items` is Zoho's limit
     /// ([`SetOverflow::Reject`]): Zoho's `LIMIT_EXCEEDED`.
     LimitExceeded,
+    /// None of a route's `one_of` parameters was sent (a search with none of `criteria`,
+    /// `email`, `phone`, `word`): Zoho's `EXPECTED_PARAM_MISSING`.
+    ExpectedParamMissing,
+    /// `page` × `per_page` beyond the records Zoho pages through by number without a
+    /// `page_token` (a records read past 2000): Zoho's `DISCRETE_PAGINATION_LIMIT_EXCEEDED`.
+    DiscretePaginationLimit,
+    /// `page` × `per_page` beyond the records Zoho returns at all (a search past 2000):
+    /// Zoho's `LIMIT_REACHED`.
+    LimitReached,
 }
 
 impl InvalidKind {
@@ -450,6 +459,15 @@ impl InvalidKind {
             // `param_name` and `limit`; the simulator's records API, Zoho's v8 OpenAPI error
             // codes).
             InvalidKind::LimitExceeded => "LIMIT_EXCEEDED",
+            // Zoho's v8 search-records answer to none of criteria/email/phone/word (400,
+            // `details.param_names`; the simulator's search API).
+            InvalidKind::ExpectedParamMissing => "EXPECTED_PARAM_MISSING",
+            // Zoho's v8 get-records answer past the 2000th record without `page_token` (400,
+            // `details.limit` 2000: "You can only get the first 2000 records without using
+            // page_token param"; get-records.html, Kaizen #60).
+            InvalidKind::DiscretePaginationLimit => "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+            // Zoho's v8 search-records answer past the 2000th record (the simulator's search API).
+            InvalidKind::LimitReached => "LIMIT_REACHED",
             InvalidKind::BadEncoding
             | InvalidKind::InvalidJson
             | InvalidKind::BadShape
@@ -490,6 +508,9 @@ impl InvalidKind {
             InvalidKind::RequiredParamMissing => "required_param_missing",
             InvalidKind::Conflict => "conflict",
             InvalidKind::LimitExceeded => "limit_exceeded",
+            InvalidKind::ExpectedParamMissing => "expected_param_missing",
+            InvalidKind::DiscretePaginationLimit => "discrete_pagination_limit",
+            InvalidKind::LimitReached => "limit_reached",
         }
     }
 }
@@ -673,6 +694,11 @@ pub struct ParamSchema {
     params: Vec<ParamSpec>,
     /// Pairs of parameters Zoho refuses together (`page` and `page_token`).
     exclusive: Vec<(usize, usize)>,
+    /// Groups of parameters of which Zoho needs at least one (a search's `criteria`, `email`,
+    /// `phone`, `word`).
+    one_of: Vec<Vec<usize>>,
+    /// How far Zoho pages by number (`page` × `per_page`), if the route has such a limit.
+    page_limit: Option<SchemaPageLimit>,
     /// The parameter names, shared with every [`CanonicalQuery`] (for its accessors).
     names: Arc<[Cow<'static, str>]>,
     unknown: UnknownParams,
@@ -700,6 +726,35 @@ pub enum SchemaError {
     /// An exclusive pair names a parameter the schema does not have.
     #[error("parameter {0:?} is not in the schema")]
     UnknownName(String),
+    /// A `one_of` group with fewer than two parameters (one is `required = true`).
+    #[error("a one_of group names at least two parameters (for one, use required = true)")]
+    ShortGroup,
+    /// A page limit on a schema without integer `page` and `per_page` parameters.
+    #[error("a page limit needs integer parameters \"page\" and \"per_page\"")]
+    NoPaging,
+}
+
+/// Zoho's limit on numbered pages: a query whose `page` × `per_page` (defaults filled in) is
+/// over `max_records` is answered locally with `kind`'s code, unless it sends `unless` (the
+/// records read's `page_token`, which pages past the limit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageLimit {
+    /// Records reachable by page number (Zoho: 2000).
+    pub max_records: u64,
+    /// A parameter whose presence lifts the limit (`page_token`). Default: none.
+    pub unless: Option<String>,
+    /// Zoho's answer: [`InvalidKind::DiscretePaginationLimit`] or [`InvalidKind::LimitReached`].
+    pub kind: InvalidKind,
+}
+
+/// [`PageLimit`] with its parameters resolved to schema positions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SchemaPageLimit {
+    page: usize,
+    per_page: usize,
+    unless: Option<usize>,
+    max_records: u64,
+    kind: InvalidKind,
 }
 
 impl ParamSchema {
@@ -735,6 +790,8 @@ impl ParamSchema {
             names: params.iter().map(|p| p.name.clone()).collect(),
             params,
             exclusive: Vec::new(),
+            one_of: Vec::new(),
+            page_limit: None,
             unknown,
             fingerprint,
             memo: SchemaMemo::default(),
@@ -756,6 +813,63 @@ impl ParamSchema {
         let pair = (pos(a)?, pos(b)?);
         self.exclusive.push(pair);
         self.fingerprint = key::schema_fingerprint(&self.params, self.unknown);
+        self.memo = SchemaMemo::default();
+        Ok(self)
+    }
+
+    fn position(&self, name: &str) -> Result<usize, SchemaError> {
+        self.params
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| SchemaError::UnknownName(name.to_owned()))
+    }
+
+    /// Declares that Zoho needs at least one of `names` (a search needs one of `criteria`,
+    /// `email`, `phone`, `word`): none sent is [`Canonical::Invalid`]
+    /// ([`InvalidKind::ExpectedParamMissing`], `param` = the names joined by `,`).
+    ///
+    /// # Errors
+    /// [`SchemaError::UnknownName`] for a name not in the schema, [`SchemaError::ShortGroup`]
+    /// for fewer than two names.
+    pub fn with_one_of(mut self, names: &[String]) -> Result<Self, SchemaError> {
+        if names.len() < 2 {
+            return Err(SchemaError::ShortGroup);
+        }
+        let group = names
+            .iter()
+            .map(|n| self.position(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.one_of.push(group);
+        self.memo = SchemaMemo::default();
+        Ok(self)
+    }
+
+    /// Declares Zoho's limit on numbered pages ([`PageLimit`]): answered locally when
+    /// `page` × `per_page` goes over it.
+    ///
+    /// # Errors
+    /// [`SchemaError::NoPaging`] without integer `page` and `per_page` parameters,
+    /// [`SchemaError::UnknownName`] when `unless` is not a parameter.
+    pub fn with_page_limit(mut self, limit: PageLimit) -> Result<Self, SchemaError> {
+        let int = |name: &str| {
+            self.params
+                .iter()
+                .position(|p| p.name == name && matches!(p.kind, ParamKind::Integer { .. }))
+                .ok_or(SchemaError::NoPaging)
+        };
+        let (page, per_page) = (int("page")?, int("per_page")?);
+        let unless = limit
+            .unless
+            .as_deref()
+            .map(|n| self.position(n))
+            .transpose()?;
+        self.page_limit = Some(SchemaPageLimit {
+            page,
+            per_page,
+            unless,
+            max_records: limit.max_records,
+            kind: limit.kind,
+        });
         self.memo = SchemaMemo::default();
         Ok(self)
     }
@@ -1059,6 +1173,34 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
                 ),
             )));
         }
+    }
+    for group in &schema.one_of {
+        if !group.iter().any(|&i| sent[i]) {
+            let names: Vec<&str> = group.iter().map(|&i| &*schema.params[i].name).collect();
+            return Err(Reject::Invalid(InvalidQuery::new(
+                names.join(","),
+                InvalidKind::ExpectedParamMissing,
+                format!("one of {} is required", names.join(", ")),
+            )));
+        }
+    }
+    if let Some(limit) = &schema.page_limit
+        && !limit.unless.is_some_and(|u| sent[u])
+        && let (Value::Int(page), Value::Int(per_page)) =
+            (&values[limit.page], &values[limit.per_page])
+        && u64::from(*page) * u64::from(*per_page) > limit.max_records
+    {
+        let message = match limit.unless {
+            Some(u) => format!(
+                "You can only get the first {} records without using {} param",
+                limit.max_records, schema.params[u].name
+            ),
+            None => format!("only the first {} records can be read", limit.max_records),
+        };
+        return Err(Reject::Invalid(InvalidQuery {
+            limit: u32::try_from(limit.max_records).ok(),
+            ..InvalidQuery::new(schema.params[limit.page].name.clone(), limit.kind, message)
+        }));
     }
     Ok(CanonicalQuery {
         schema: schema.fingerprint,

@@ -25,7 +25,7 @@ use crate::route::{
 
 mod routes;
 mod zoho;
-pub use routes::{RawCachedRoute, RawParam};
+pub use routes::{PageLimitCode, RawCachedRoute, RawPageLimit, RawParam};
 pub use zoho::{DataCentre, Edition, Environment};
 mod redis;
 mod restart;

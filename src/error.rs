@@ -314,11 +314,22 @@ impl GatewayError {
         details.insert("gateway".into(), json!(true));
         details.insert("kind".into(), json!(self.kind()));
         match self {
-            GatewayError::InvalidData { param, limit, .. } => {
+            GatewayError::InvalidData {
+                param, limit, code, ..
+            } => {
                 if let Some(limit) = limit {
                     details.insert("limit".into(), json!(limit));
                 }
-                details.insert("param_name".into(), json!(param));
+                if *code == "EXPECTED_PARAM_MISSING" {
+                    // Zoho names every parameter of the group (`param_names`); `param` holds
+                    // them joined by `,` (a route's `one_of`).
+                    details.insert(
+                        "param_names".into(),
+                        json!(param.split(',').collect::<Vec<_>>()),
+                    );
+                } else {
+                    details.insert("param_name".into(), json!(param));
+                }
             }
             GatewayError::TokenUnavailable { reason, .. } => {
                 details.insert("reason".into(), json!(reason.as_str()));

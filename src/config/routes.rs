@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::canonical::{
-    CriteriaLimits, ParamKind, ParamSchema, ParamSpec, SetOverflow, UnknownParams,
+    CriteriaLimits, InvalidKind, PageLimit, ParamKind, ParamSchema, ParamSpec, SetOverflow,
+    UnknownParams,
 };
 use crate::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 
@@ -75,6 +76,41 @@ pub struct RawCachedRoute {
     /// Pairs of parameters Zoho refuses together, e.g. `[["page", "page_token"]]`.
     #[serde(default)]
     pub exclusive: Vec<[String; 2]>,
+    /// Groups of parameters of which Zoho needs at least one, e.g.
+    /// `[["criteria", "email", "phone", "word"]]` (search-records): none sent → Zoho's 400
+    /// `EXPECTED_PARAM_MISSING` locally (`details.param_names`). Each group names two or more
+    /// of `params`. Default: none.
+    #[serde(default)]
+    pub one_of: Vec<Vec<String>>,
+    /// Zoho's limit on numbered pages: `page` × `per_page` (defaults filled in) over
+    /// `max_records` is answered locally with Zoho's 400 `code`, unless the query sends
+    /// `unless`. Needs integer `page` and `per_page` in `params`. Default: none.
+    #[serde(default)]
+    pub page_limit: Option<RawPageLimit>,
+}
+
+/// `page_limit = { max_records = 2000, unless = "page_token", code = "…" }`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPageLimit {
+    /// Records reachable by page number (Zoho: 2000). Required, at least 1.
+    pub max_records: u64,
+    /// A parameter whose presence lifts the limit (`page_token`). Default: none.
+    #[serde(default)]
+    pub unless: Option<String>,
+    /// Zoho's error code for it. Required.
+    pub code: PageLimitCode,
+}
+
+/// The Zoho error code of a [`RawPageLimit`].
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum PageLimitCode {
+    /// get-records past 2000 records without `page_token`.
+    #[serde(rename = "DISCRETE_PAGINATION_LIMIT_EXCEEDED")]
+    DiscretePaginationLimitExceeded,
+    /// search-records past 2000 records.
+    #[serde(rename = "LIMIT_REACHED")]
+    LimitReached,
 }
 
 /// How one query parameter enters the key (`type = "integer" | "enum" | "set" | "string"`).
@@ -267,6 +303,38 @@ impl RawCachedRoute {
             schema = schema
                 .with_exclusive(a, b)
                 .map_err(|e| ConfigError::invalid(key("exclusive"), a, e.to_string()))?;
+        }
+        for (g, names) in self.one_of.iter().enumerate() {
+            schema = schema.with_one_of(names).map_err(|e| {
+                ConfigError::invalid(key(&format!("one_of[{g}]")), names.join(","), e.to_string())
+            })?;
+        }
+        if let Some(limit) = &self.page_limit {
+            if limit.max_records == 0 {
+                return Err(ConfigError::invalid(
+                    key("page_limit.max_records"),
+                    "0",
+                    "must be at least 1",
+                ));
+            }
+            schema = schema
+                .with_page_limit(PageLimit {
+                    max_records: limit.max_records,
+                    unless: limit.unless.clone(),
+                    kind: match limit.code {
+                        PageLimitCode::DiscretePaginationLimitExceeded => {
+                            InvalidKind::DiscretePaginationLimit
+                        }
+                        PageLimitCode::LimitReached => InvalidKind::LimitReached,
+                    },
+                })
+                .map_err(|e| {
+                    ConfigError::invalid(
+                        key("page_limit"),
+                        limit.unless.as_deref().unwrap_or(""),
+                        e.to_string(),
+                    )
+                })?;
         }
         let mut credit_cost_when = Vec::new();
         for (name, &cost) in &self.credit_cost_when {

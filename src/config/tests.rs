@@ -376,6 +376,70 @@ fn bad_route_entries_name_their_key() {
     assert!(unknown.is_err());
 }
 
+/// `one_of` and `page_limit` are validated at load, naming the key and the problem.
+#[test]
+fn one_of_and_page_limit_are_validated() {
+    let paging = "params.page = { type = \"integer\", default = 1 }\nparams.per_page = { type = \"integer\", default = 200, max = 200 }\nparams.a = { type = \"string\" }\nparams.b = { type = \"string\" }";
+    for (extra, key, problem) in [
+        (
+            "one_of = [[\"a\", \"c\"]]",
+            "routes.cached[0].one_of[0]",
+            "\"c\" is not in the schema",
+        ),
+        (
+            "one_of = [[\"a\"]]",
+            "routes.cached[0].one_of[0]",
+            "at least two parameters",
+        ),
+        (
+            "page_limit = { max_records = 2000, unless = \"c\", code = \"LIMIT_REACHED\" }",
+            "routes.cached[0].page_limit",
+            "\"c\" is not in the schema",
+        ),
+        (
+            "page_limit = { max_records = 0, code = \"LIMIT_REACHED\" }",
+            "routes.cached[0].page_limit.max_records",
+            "at least 1",
+        ),
+    ] {
+        let toml = format!(
+            "[[routes.cached]]\nname = \"x\"\npath = \"/crm/{{version}}/x\"\nttl = \"1s\"\n{paging}\n{extra}\n"
+        );
+        let err = RawConfig::from_toml_str(&toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(problem), "{extra}: {err}");
+    }
+    // Without integer page / per_page a page limit means nothing.
+    let toml = "[[routes.cached]]\nname = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"\nparams.page = { type = \"string\" }\npage_limit = { max_records = 2000, code = \"LIMIT_REACHED\" }\n";
+    let err = RawConfig::from_toml_str(toml)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("integer parameters \"page\" and \"per_page\""),
+        "{err}"
+    );
+    // An unknown code is a parse error.
+    let toml = format!(
+        "[[routes.cached]]\nname = \"x\"\npath = \"/crm/{{version}}/x\"\nttl = \"1s\"\n{paging}\npage_limit = {{ max_records = 1, code = \"NOPE\" }}\n"
+    );
+    assert!(RawConfig::from_toml_str(&toml).is_err());
+    // The shipped table parses and validates with both.
+    let shipped = RawConfig::from_toml_str(include_str!("../../config/gateway.toml")).unwrap();
+    let search = shipped
+        .routes
+        .cached
+        .iter()
+        .find(|r| r.name == "search")
+        .unwrap();
+    assert_eq!(search.one_of, [["criteria", "email", "phone", "word"]]);
+    assert!(shipped.routes.cached.iter().all(|r| r.validate(0).is_ok()));
+}
+
 /// Zoho's API-limits page: 50,000 + licences × per-licence rate + add-ons, capped per edition;
 /// Free is 5,000 flat.
 #[test]

@@ -491,6 +491,18 @@ async fn invalid_parameters_and_criteria_get_zoho_shaped_400s_at_no_upstream_cal
         ("/users?type=Bots", "INVALID_DATA"),
         ("/users?per_page=0", "INVALID_DATA"),
         ("/settings/user_groups?page=x", "INVALID_DATA"),
+        // Certain in advance from the route policy (`one_of`, `page_limit`).
+        ("/Leads/search", "EXPECTED_PARAM_MISSING"),
+        ("/Leads/search?page=2", "EXPECTED_PARAM_MISSING"),
+        (
+            "/Contacts?fields=Email&page=57",
+            "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+        ),
+        (
+            "/Leads?fields=Last_Name&page=21&per_page=100",
+            "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+        ),
+        ("/Leads/search?word=zeta&page=11", "LIMIT_REACHED"),
     ];
     let many = vec!["(Last_Name:equals:x)"; 16].join("or");
     let too_many = format!("/Leads/search?criteria=({many})");
@@ -513,6 +525,65 @@ async fn invalid_parameters_and_criteria_get_zoho_shaped_400s_at_no_upstream_cal
         assert_eq!(zoho.status, StatusCode::BAD_REQUEST, "{path}: {zoho:?}");
         assert_eq!(zoho.json()["code"], *code, "{path}");
     }
+    h.shutdown().await;
+}
+
+/// The tester's two repeats: errors certain from the route policy cost no credit however
+/// often they are sent, carry Zoho's details (`param_names`, `limit`), and the edges stay
+/// Zoho's: the 2000th record by page number, and any page with `page_token`, go upstream.
+#[tokio::test]
+async fn errors_certain_from_the_route_policy_never_reach_zoho() {
+    let h = Harness::start_shipped().await;
+    let token = zoho_token(&h).await;
+    let before = h.sim().total_api_calls();
+    for _ in 0..3 {
+        let r = h.get(&format!("{V}/Contacts?fields=Email&page=57")).await;
+        r.assert_gateway_error(400, "DISCRETE_PAGINATION_LIMIT_EXCEEDED", "invalid_data");
+        assert_eq!(r.json()["details"]["limit"], 2000);
+        assert_eq!(
+            r.json()["message"],
+            "You can only get the first 2000 records without using page_token param"
+        );
+        let r = h.get(&format!("{V}/Leads/search")).await;
+        r.assert_gateway_error(400, "EXPECTED_PARAM_MISSING", "invalid_data");
+        assert_eq!(
+            r.json()["details"]["param_names"],
+            serde_json::json!(["criteria", "email", "phone", "word"])
+        );
+    }
+    assert_eq!(h.sim().total_api_calls(), before, "0 upstream calls");
+    // Zoho's own details for the same two requests.
+    let zoho = direct(&h, &token, &format!("{V}/Contacts?fields=Email&page=57")).await;
+    assert_eq!(zoho.json()["details"]["limit"], 2000);
+    let zoho = direct(&h, &token, &format!("{V}/Leads/search")).await;
+    assert_eq!(
+        zoho.json()["details"]["param_names"],
+        serde_json::json!(["criteria", "email", "phone", "word"])
+    );
+    // Up to the limit, and past it with a page token, Zoho answers.
+    for path in [
+        "/Contacts?fields=Email&page=10",
+        "/Contacts?fields=Email&page=20&per_page=100",
+        "/Leads/search?word=zeta&page=10",
+    ] {
+        let r = h.get(&format!("{V}{path}")).await;
+        assert!(
+            r.header("x-zoho-gateway-error").is_none(),
+            "{path}: {:?}",
+            r.body
+        );
+    }
+    let r = h
+        .get(&format!(
+            "{V}/Contacts?fields=Email&page_token=abc&per_page=200"
+        ))
+        .await;
+    assert!(r.header("x-zoho-gateway-error").is_none(), "{:?}", r.body);
+    assert_eq!(
+        r.json()["code"],
+        "TOKEN_BOUND_DATA_MISMATCH",
+        "Zoho's answer"
+    );
     h.shutdown().await;
 }
 

@@ -141,11 +141,33 @@ impl Gateway {
     /// 429 / 5xx / connection failures with jittered exponential backoff honouring
     /// `Retry-After`, all within `upstream.timeout` overall; plus one immediate retry of a GET
     /// whose pooled connection the upstream closed at that moment (`IncompleteMessage`).
+    ///
+    /// The breaker hears **one verdict per call**, that of its last attempt: retries are this
+    /// request's way of getting one answer, so a request whose 3 attempts all fail is one
+    /// failure, and `breaker_failures` counts failing requests, not attempts (else one cold
+    /// request with `max_retries = 2` spent 3 of the tenant's 5 and two opened it).
     pub(super) async fn send_guarded(
         &self,
         t: &Tenant,
         auth: HeaderValue,
         up: &Upcall<'_>,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let mut verdict = None;
+        let result = self.send_attempts(t, auth, up, &mut verdict).await;
+        if let Some(v) = verdict {
+            t.breaker.record(v);
+        }
+        result
+    }
+
+    /// [`Self::send_guarded`]'s attempts; `verdict` is left as the last attempt's outcome for
+    /// the breaker (`None`: no attempt reached an answer or a transport failure).
+    async fn send_attempts(
+        &self,
+        t: &Tenant,
+        auth: HeaderValue,
+        up: &Upcall<'_>,
+        verdict: &mut Option<Verdict>,
     ) -> Result<UpstreamResponse, GatewayError> {
         let cfg = self.config();
         let policy = &cfg.upstream;
@@ -179,16 +201,15 @@ impl Gateway {
                     let (tenant, route) = (&t.config.name, self.metrics.route_label(up.route));
                     self.upstream
                         .log_failed_attempt(tenant, route, attempt, Ok(r.status));
-                    t.breaker
-                        .record(if r.status == StatusCode::TOO_MANY_REQUESTS {
-                            Verdict::Neutral
-                        } else {
-                            Verdict::Failure
-                        });
+                    *verdict = Some(if r.status == StatusCode::TOO_MANY_REQUESTS {
+                        Verdict::Neutral
+                    } else {
+                        Verdict::Failure
+                    });
                     retry_after(&r.headers)
                 }
                 Ok(_) => {
-                    t.breaker.record(Verdict::Success);
+                    *verdict = Some(Verdict::Success);
                     return result;
                 }
                 Err(e) if idempotent && !reopened && upstream::is_incomplete_message(e) => {
@@ -199,7 +220,7 @@ impl Gateway {
                     let (tenant, route) = (&t.config.name, self.metrics.route_label(up.route));
                     self.upstream
                         .log_failed_attempt(tenant, route, attempt, Err(e));
-                    t.breaker.record(Verdict::Failure);
+                    *verdict = Some(Verdict::Failure);
                     None
                 }
                 Err(_) => return result,

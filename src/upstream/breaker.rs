@@ -1,5 +1,6 @@
-//! A circuit breaker per tenant: after `threshold` consecutive upstream failures (5xx,
-//! connection errors, timeouts) it opens for `cool_down`: calls fail fast (the cache serves
+//! A circuit breaker per tenant: after `threshold` consecutive failed upstream calls (5xx,
+//! connection errors, timeouts; one verdict per client call, its retries included: the caller
+//! reports its last attempt's outcome once) it opens for `cool_down`: calls fail fast (the cache serves
 //! stale where it can). Then one probe is let through (half-open); its success closes the
 //! circuit, its failure opens it again. A 429 is Zoho pacing us, not failing: it counts neither
 //! way. Time comes from the gateway [`Clock`].

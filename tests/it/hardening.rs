@@ -468,6 +468,41 @@ async fn a_failed_probe_reopens_the_circuit() {
     assert_eq!(circuit_gauge(&h).await, Some(0.0));
 }
 
+/// The tester's report: 20 x 500 from Zoho over 2 client requests opened the circuit, because
+/// each retry counted. A request's retries are one failure: with `max_retries = 2` (3 attempts
+/// each), 4 failing requests leave it closed, the 5th opens it.
+#[tokio::test]
+async fn a_requests_retries_count_as_one_failure() {
+    let h = Harness::start_with_extra(
+        SimConfig::default(),
+        Extra {
+            server: "",
+            tenant_a: "breaker_failures = 5\nbreaker_cool_down = \"30s\"",
+            rest: "[upstream]\nmax_retries = 2\nretry_base_delay = \"1ms\"\nretry_max_delay = \"2ms\"",
+        },
+    )
+    .await;
+    h.sim().fail_next(20, 500);
+    for i in 1..=4 {
+        let r = h.get(&starts_with("Tier", i)).await;
+        assert_eq!(
+            r.status, 500,
+            "Zoho's own answer after the retries: {:?}",
+            r.body
+        );
+        assert_eq!(r.header("x-zoho-gateway-error"), None);
+        assert_eq!(h.calls(), 3 * u64::from(i), "three attempts per request");
+        assert_eq!(circuit_gauge(&h).await, Some(0.0), "after {i} requests");
+    }
+    let fifth = h.get(&starts_with("Tier", 5)).await;
+    assert_eq!(fifth.status, 500);
+    assert_eq!(h.calls(), 15);
+    assert_eq!(circuit_gauge(&h).await, Some(1.0));
+    let open = h.get(&starts_with("Tier", 6)).await;
+    open.assert_gateway_error(503, "SERVICE_UNAVAILABLE", "circuit_open");
+    assert_eq!(h.calls(), 15);
+}
+
 #[tokio::test]
 async fn a_429_does_not_open_the_circuit() {
     let h = Harness::start_with_extra(

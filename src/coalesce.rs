@@ -8,7 +8,9 @@
 //! - The one result, success or error, is handed to every waiter of that flight. The flight is
 //!   removed when the fetch finishes; errors are not remembered, so the next caller starts exactly
 //!   one new flight.
-//! - A waiter past its deadline gets [`FlightError::Timeout`]; the fetch goes on.
+//! - A waiter past its deadline gets [`FlightError::Timeout`]; the fetch goes on. The leader
+//!   may have its own deadline ([`SingleFlight::run_led`]): its request should see its own
+//!   fetch's outcome (an upstream timeout, say), not a follower's "waited too long".
 //! - If the fetch task panics, waiters get [`FlightError::Aborted`] and the flight is removed.
 //! - The map is a `std::sync::Mutex<HashMap>` held only for an insert or lookup, never across
 //!   an `.await`; its size is bounded by the number of distinct keys in flight.
@@ -123,6 +125,31 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
+        self.run_led(key, deadline, deadline, fetch).await
+    }
+
+    /// [`SingleFlight::run`] where a caller that joins waits at most `follower_deadline`, and
+    /// the caller that starts the flight waits at most `leader_deadline` (its request's own
+    /// deadline: the fetch it started is bounded by the upstream timeouts, and its request
+    /// should get the fetch's outcome rather than a shorter wait's timeout).
+    ///
+    /// # Errors
+    /// [`FlightError::Timeout`] past the caller's deadline; [`FlightError::Aborted`] if the
+    /// fetch panicked.
+    ///
+    /// # Cancel safety
+    /// As [`SingleFlight::run`].
+    pub async fn run_led<F, Fut>(
+        self: &Arc<Self>,
+        key: K,
+        follower_deadline: Duration,
+        leader_deadline: Duration,
+        fetch: F,
+    ) -> Result<(V, Role), FlightError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
         let (mut rx, role) = {
             let mut map = self.map();
             match map.get(&key) {
@@ -148,6 +175,10 @@ where
                 }
             }
         };
+        let deadline = match role {
+            Role::Leader => leader_deadline,
+            Role::Follower => follower_deadline,
+        };
         let waited = tokio::time::timeout(deadline, rx.wait_for(Option::is_some)).await;
         match waited {
             Err(_) => Err(FlightError::Timeout),
@@ -165,6 +196,35 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::Barrier;
+
+    /// The leader waits for its own fetch up to its own deadline; a follower with a shorter
+    /// one times out while the fetch goes on.
+    #[tokio::test(start_paused = true)]
+    async fn the_leader_has_its_own_deadline() {
+        let sf = Arc::new(SingleFlight::<u32, u32>::new());
+        let fetch = || async {
+            tokio::time::sleep(Duration::from_secs(40)).await;
+            7
+        };
+        let leader = {
+            let sf = sf.clone();
+            tokio::spawn(async move {
+                sf.run_led(1, Duration::from_secs(30), Duration::from_secs(60), fetch)
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        let follower = sf
+            .run_led(
+                1,
+                Duration::from_secs(30),
+                Duration::from_secs(60),
+                || async { unreachable!("one fetch") },
+            )
+            .await;
+        assert_eq!(follower.unwrap_err(), FlightError::Timeout);
+        assert_eq!(leader.await.unwrap().unwrap(), (7, Role::Leader));
+    }
 
     #[tokio::test]
     async fn concurrent_callers_share_one_fetch() {

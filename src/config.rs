@@ -166,7 +166,9 @@ pub struct RawCache {
     /// per-entry overhead, [`crate::cache::ENTRY_OVERHEAD`]), bytes.
     /// Default: 268435456 (256 MiB).
     pub max_bytes: u64,
-    /// How long a coalesced waiter waits for the shared fetch before it gets a 504. Default: `30s`.
+    /// How long a request that joins another's in-flight fetch waits before it gets a 504
+    /// (`wait_timeout`); the request that started the fetch waits for it up to its
+    /// `request_timeout` and gets the fetch's own outcome. Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub coalesce_timeout: Duration,
     /// Requests waiting for an upstream answer (a flight) at once, all tenants together;

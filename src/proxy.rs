@@ -456,11 +456,13 @@ impl Gateway {
         let tenant = self.tenant(target.tenant);
         let waiting = self.wait_permit(&tenant)?;
         let fetch = self.fetcher(target, &call, !directives.no_cache);
-        let wait = cfg
-            .coalesce_timeout
-            .min(ctx.deadline.saturating_duration_since(Instant::now()));
+        // A request that joins waits `coalesce_timeout`; the one that starts the flight waits
+        // for its own fetch (bounded by the upstream timeouts) up to its request deadline, so
+        // it sees the fetch's own error (an upstream timeout), never `wait_timeout`.
+        let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+        let wait = cfg.coalesce_timeout.min(remaining);
         let flight = tokio::select! {
-            f = self.flights.run(target.key, wait, fetch) => f,
+            f = self.flights.run_led(target.key, wait, remaining, fetch) => f,
             _ = self.stop_waiting.cancelled() => return Err(GatewayError::ShuttingDown),
         };
         drop(waiting);

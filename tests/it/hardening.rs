@@ -320,6 +320,42 @@ async fn a_hung_upstream_hits_the_upstream_timeout() {
     assert_still_serving(&h, "Sales").await;
 }
 
+/// `cache.coalesce_timeout` and `upstream.timeout` are equal by default (30 s): the request that
+/// started a hung Zoho call got `504 wait_timeout` (its wait on the shared fetch ran out first)
+/// instead of the fetch's own upstream timeout. The leader now waits for its fetch (up to its
+/// request deadline); a request that joined still gets `wait_timeout` at `coalesce_timeout`
+/// (here shorter than the upstream timeout, so the two outcomes are told apart).
+#[tokio::test]
+async fn a_hung_call_gives_its_leader_the_upstream_timeout_not_wait_timeout() {
+    let h = Arc::new(
+        fault_harness(
+            "[upstream]\ntimeout = \"400ms\"\nmax_retries = 0\n[cache]\ncoalesce_timeout = \"200ms\"",
+        )
+        .await,
+    );
+    // A token first, so the fetch starts at once.
+    assert_eq!(h.get(&starts_with("Sales", 1)).await.status, 200);
+    h.sim().hang_next(1);
+    let leader = {
+        let h = h.clone();
+        tokio::spawn(async move { timed_get(&h, &starts_with("Tier", 1)).await })
+    };
+    h.sim().wait_for_in_flight(1).await;
+    // Joins the hung flight: waits coalesce_timeout (200 ms), then gives up; the fetch goes on.
+    let follower = h.get(&starts_with("Tier", 1)).await;
+    let (r, took) = leader.await.unwrap();
+    r.assert_gateway_error(504, "GATEWAY_TIMEOUT", "upstream_timeout");
+    assert!(took >= Duration::from_millis(350), "{took:?}");
+    assert!(took < Duration::from_millis(400) + MARGIN, "{took:?}");
+    follower.assert_gateway_error(504, "GATEWAY_TIMEOUT", "wait_timeout");
+    assert_eq!(
+        h.calls(),
+        2,
+        "one call for Sales, one hung call for both Tier1 requests"
+    );
+    assert_still_serving(&h, "Sales - EU").await;
+}
+
 #[tokio::test]
 async fn token_endpoint_down_gives_503_for_misses_and_hits_keep_coming() {
     let h = fault_harness(FAULT_REST).await;

@@ -566,6 +566,61 @@ const SECRET_KEYS: &[&str] = &[
 /// the reason; a value quoted in a type or value error of a secret key (see [`SECRET_KEYS`])
 /// is replaced by `[redacted]`. Every other value stays, so the error still names the key
 /// and the bad value.
+/// The `ZOHO_GATEWAY_*` overrides: figment's [`Env`] (prefix stripped, `__` nests, keys
+/// lowercased), except how a value is typed. figment's `Env` parses every value, so
+/// `…__CLIENT_SECRET=1234` became an integer and `…=true` a boolean, which a secret (a string)
+/// refused. Here:
+///
+/// - a secret key ([`SECRET_KEYS`]: `client_secret`, `refresh_token`, `key`, …) is always the
+///   variable's text, byte for byte (a secret from the environment is literal; `{ env = … }`
+///   and `{ file = … }` are for the file);
+/// - any other value that figment reads as a number or a boolean stays text too, and the lossy
+///   extraction turns it into a number or boolean where the key wants one (so `client_id=1000`
+///   or `key_prefix=123` stay strings and `max_bytes=1048576` is still a number);
+/// - arrays (`[\"v7\", \"v8\"]`), tables (`{ … }`) and quoted strings (`\"1234\"`) are read as
+///   figment reads them.
+struct EnvOverrides(Env);
+
+impl figment::Provider for EnvOverrides {
+    fn metadata(&self) -> figment::Metadata {
+        self.0.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        use figment::value::{Dict, Value};
+        fn merge(into: &mut Dict, from: Dict) {
+            for (k, v) in from {
+                match (into.get_mut(&k), v) {
+                    (Some(Value::Dict(_, a)), Value::Dict(_, b)) => merge(a, b),
+                    (_, v) => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        let mut dict = Dict::new();
+        for (key, text) in self.0.iter() {
+            let secret = key
+                .as_str()
+                .rsplit('.')
+                .next()
+                .is_some_and(|last| SECRET_KEYS.contains(&last));
+            let value = match text.parse::<Value>() {
+                _ if secret => Value::from(text),
+                Ok(Value::Num(..) | Value::Bool(..)) => Value::from(text),
+                Ok(other) => other,
+                Err(never) => match never {},
+            };
+            if let Value::Dict(_, nested) = figment::util::nest(key.as_str(), value) {
+                merge(&mut dict, nested);
+            }
+        }
+        Ok(figment::Profile::Default.collect(dict))
+    }
+}
+
 fn redact_load_error(e: figment::Error) -> figment::Error {
     use figment::error::{Actual, Kind};
     let redacted = |mut e: figment::Error| {
@@ -631,9 +686,11 @@ impl RawConfig {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        // Lossy extraction: a number or boolean written as text (as `EnvOverrides` keeps them)
+        // still fills a numeric or boolean key.
         figment
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
+            .merge(EnvOverrides(Env::prefixed(ENV_PREFIX).split("__")))
+            .extract_lossy()
             .map_err(|e| ConfigError::Load(Box::new(redact_load_error(e))))
     }
 

@@ -82,6 +82,49 @@ fn env_overrides_and_secret_sources() {
     });
 }
 
+/// A secret from a `ZOHO_GATEWAY_*` variable is its text, whatever it looks like (figment's
+/// `Env` used to type `1234` as an integer and `true` as a boolean, which a secret refused);
+/// other keys still get numbers, booleans and arrays from their text.
+#[test]
+fn env_values_of_secrets_are_text_and_other_keys_keep_their_types() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("ACME_REFRESH", "r");
+        jail.set_env("ZOHO_GATEWAY_TENANTS__ACME__CLIENT_SECRET", "1234");
+        jail.set_env("ZOHO_GATEWAY_TENANTS__ACME__REFRESH_TOKEN", "true");
+        jail.set_env("ZOHO_GATEWAY_CLIENTS__REPORTING__KEY", "000123");
+        jail.set_env("ZOHO_GATEWAY_TENANTS__ACME__CLIENT_ID", "1000.50");
+        jail.set_env("ZOHO_GATEWAY_CACHE__MAX_BYTES", "1048576");
+        jail.set_env(
+            "ZOHO_GATEWAY_ROUTES__ASSOCIATED_USERS_COUNT__HONOR_NO_CACHE",
+            "false",
+        );
+        jail.set_env(
+            "ZOHO_GATEWAY_ROUTES__ASSOCIATED_USERS_COUNT__VERSIONS",
+            "[\"v7\", \"v8\"]",
+        );
+        let cfg = RawConfig::from_toml_str(MINIMAL)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let t = &cfg.tenants[0];
+        assert_eq!(t.client_secret.expose(), "1234");
+        assert_eq!(t.refresh_token.expose(), "true");
+        assert_eq!(t.client_id, "1000.50", "not the float 1000.5");
+        assert!(cfg.clients.contains_key(&key_digest(b"000123")));
+        assert_eq!(cfg.cache_max_bytes, 1_048_576);
+        assert!(!cfg.routes[0].honor_no_cache);
+        assert_eq!(cfg.versions, ["v7", "v8"]);
+        // Text that is no number, for a numeric key, is still refused, naming key and source.
+        jail.set_env("ZOHO_GATEWAY_CACHE__MAX_BYTES", "lots");
+        let err = RawConfig::from_toml_str(MINIMAL).unwrap_err().to_string();
+        assert!(
+            err.contains("MAX_BYTES") && err.contains("ZOHO_GATEWAY_"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
 #[test]
 fn errors_name_key_and_value() {
     figment::Jail::expect_with(|jail| {

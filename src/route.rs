@@ -434,20 +434,29 @@ pub fn decode_unreserved(path: &str) -> Cow<'_, str> {
 }
 
 /// Whether a path is in normal form: starts with `/`, no empty, `.` or `..` segment, no
-/// backslash, and no percent-encoded `.`, `/` or `\\` (`%2e`, `%2f`, `%5c`, any case).
-/// Requests whose path is not are refused before routing, so traversal spellings never reach
-/// a route or an upstream.
+/// backslash, no `;`, and no percent-encoded `.`, `/`, `\\`, `;` or control character (`%2e`,
+/// `%2f`, `%5c`, `%3b`, `%00`–`%1f`, `%7f`, any case). Requests whose path is not are refused
+/// before routing (`404 INVALID_URL_PATTERN`), so traversal spellings never reach a route or an
+/// upstream. Zoho's paths are API names and digits: a control character names no Zoho
+/// resource, and Zoho has no `;` path parameters, while a Java servlet container (Zoho's stack)
+/// may strip `;…` from a segment, so `/crm/v8/Leads;x` could reach Zoho as another path than
+/// the one the gateway routed and keyed.
 pub fn is_normal_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    if !path.starts_with('/') || path.contains('\\') || path.contains(';') {
         return false;
     }
-    let encoded = path.contains('%');
-    let lower_has = |needle: &[u8]| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let bytes = path.as_bytes();
+    let refused_escape = |i: usize| {
+        let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+        match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (Some(hi), Some(lo)) => {
+                let c = (hi << 4 | lo) as u8;
+                c.is_ascii_control() || matches!(c, b'.' | b'/' | b'\\' | b';')
+            }
+            _ => false,
+        }
     };
-    if encoded && (lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c")) {
+    if path.contains('%') && (0..bytes.len()).any(|i| bytes[i] == b'%' && refused_escape(i)) {
         return false;
     }
     path == "/"
@@ -609,8 +618,25 @@ mod tests {
             "/crm/v7/a\\b",
             "crm/v7",
             "/crm/v7/",
+            // Encoded control characters and `;` path parameters (issue: fresh-eyes trial, 7).
+            "/crm/v8/Leads%00",
+            "/crm/v8/Lea%0Ads",
+            "/crm/v8/Leads%1f",
+            "/crm/v8/Leads%7F",
+            "/crm/v8/Leads;jsessionid=1",
+            "/crm/v8/Leads%3Bx",
+            "/crm/v8;a/org",
         ] {
             assert!(!is_normal_path(bad), "{bad}");
+        }
+        for good in [
+            "/crm/v8/Leads%20x",
+            "/crm/v8/a%2541",
+            "/crm/v8/%",
+            "/crm/v8/%4",
+            "/crm/v8/é",
+        ] {
+            assert!(is_normal_path(good), "{good}");
         }
         assert!(is_normal_path("/crm/v7/settings/user_groups"));
         assert!(is_normal_path("/"));

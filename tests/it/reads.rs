@@ -588,3 +588,38 @@ async fn zohos_own_validators_are_stored_and_replayed() {
     assert_eq!(fake.gets(contacts), 2);
     h.shutdown().await;
 }
+
+/// Encoded control characters and `;` path parameters are refused before routing, even under
+/// the drop-in `GET /crm/{version}/**` rule that forwards any other read: `404
+/// INVALID_URL_PATTERN` from the gateway, no Zoho call. (Zoho's paths are API names and digits;
+/// a `;…` that Zoho's servlet container strips would make Zoho answer another path than the
+/// one the gateway routed and keyed.)
+#[tokio::test]
+async fn control_characters_and_path_parameters_are_refused_even_under_the_drop_in_rule() {
+    let h = Harness::start_with(
+        SimConfig::default(),
+        r#"[routes.passthrough]
+allow = ["GET /crm/{version}/**"]"#,
+    )
+    .await;
+    let before = h.sim().total_api_calls();
+    for bad in [
+        "/crm/v8/Leads%00",
+        "/crm/v8/Leads/%0d%0aX-Injected:%201",
+        "/crm/v8/Notes%1F",
+        "/crm/v8/Notes%7f",
+        "/crm/v8/Leads;jsessionid=abc",
+        "/crm/v8/settings;x/modules",
+        "/crm/v8/Leads%3Bx=1",
+        "/crm/v8/org;",
+    ] {
+        let r = h.get(bad).await;
+        r.assert_gateway_error(404, "INVALID_URL_PATTERN", "unknown_route");
+    }
+    assert_eq!(h.sim().total_api_calls(), before, "nothing reached Zoho");
+    // A space or a percent sign stays a (forwarded) path character.
+    let r = h.get("/crm/v8/Leads%20x").await;
+    assert_eq!(r.header("x-zoho-gateway-error"), None, "{r:?}");
+    assert_eq!(h.sim().total_api_calls(), before + 1);
+    h.shutdown().await;
+}

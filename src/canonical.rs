@@ -720,9 +720,12 @@ pub enum SchemaError {
     #[error("parameter {0:?} is listed twice")]
     DuplicateName(String),
     /// An integer whose range is empty or whose default lies outside it, or an enum whose
-    /// default is not one of its values.
-    #[error("parameter {0:?}: empty range or default outside it")]
+    /// default is not one of its values, or a set whose `max_items` is 0.
+    #[error("parameter {0:?}: empty range, or default outside it")]
     BadRange(String),
+    /// An enum with no values.
+    #[error("enum parameter {0:?} needs at least one value in `values`")]
+    EmptyEnum(String),
     /// An exclusive pair names a parameter the schema does not have.
     #[error("parameter {0:?} is not in the schema")]
     UnknownName(String),
@@ -770,6 +773,9 @@ impl ParamSchema {
         for (i, p) in params.iter().enumerate() {
             if params[..i].iter().any(|q| q.name == p.name) {
                 return Err(SchemaError::DuplicateName(p.name.to_string()));
+            }
+            if matches!(&p.kind, ParamKind::Enum { values, .. } if values.is_empty()) {
+                return Err(SchemaError::EmptyEnum(p.name.to_string()));
             }
             let bad = match &p.kind {
                 ParamKind::Integer { default, min, max } => {

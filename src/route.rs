@@ -252,11 +252,35 @@ impl PathTemplate {
                     Segment::Literal(seg.to_owned())
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Each path parameter binds one name: `/crm/{version}/{module}/{module}` would key and
+        // group by one of two different segments.
+        fn name(s: &Segment) -> Option<&str> {
+            match s {
+                Segment::Version => Some("version"),
+                Segment::Id => Some("id"),
+                Segment::Param(p) => Some(p.as_str()),
+                Segment::Literal(_) | Segment::Rest => None,
+            }
+        }
+        for (i, seg) in segments.iter().enumerate() {
+            if let Some(n) = name(seg)
+                && segments[..i].iter().any(|s| name(s) == Some(n))
+            {
+                return Err(format!("path parameter {{{n}}} appears twice"));
+            }
+        }
         Ok(PathTemplate {
             text: path.to_owned(),
             segments,
         })
+    }
+
+    /// Whether a literal segment holds `*` (only an allow rule's last `**` means anything).
+    pub fn has_wildcard(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Literal(l) if l.contains('*')))
     }
 
     /// The template as written (the `route` metric label).
@@ -498,11 +522,7 @@ impl AllowRule {
         {
             *last = Segment::Rest;
         }
-        if template
-            .segments
-            .iter()
-            .any(|s| matches!(s, Segment::Literal(l) if l.contains('*')))
-        {
+        if template.has_wildcard() {
             return Err("`**` may only be the last segment".into());
         }
         Ok(AllowRule { method, template })

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use crate::canonical::{
-    CriteriaLimits, InvalidKind, PageLimit, ParamKind, ParamSchema, ParamSpec, SetOverflow,
-    UnknownParams,
+    CriteriaLimits, InvalidKind, PageLimit, ParamKind, ParamSchema, ParamSpec, SchemaError,
+    SetOverflow, UnknownParams,
 };
 use crate::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 
@@ -215,15 +215,31 @@ impl RawCachedRoute {
                 .name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !valid_name || self.name == crate::route::PASSTHROUGH_LABEL {
+        if self.name == crate::route::PASSTHROUGH_LABEL {
             return Err(ConfigError::invalid(
                 key("name"),
                 &self.name,
-                "expected 1-64 of [A-Za-z0-9_-], not \"passthrough\"",
+                "reserved: it names the pass-through routes (metric label, clients' routes); \
+                 choose another name",
+            ));
+        }
+        if !valid_name {
+            return Err(ConfigError::invalid(
+                key("name"),
+                &self.name,
+                "expected 1-64 of [A-Za-z0-9_-]",
             ));
         }
         let template = PathTemplate::parse(&self.path)
             .map_err(|e| ConfigError::invalid(key("path"), &self.path, e))?;
+        if template.has_wildcard() {
+            return Err(ConfigError::invalid(
+                key("path"),
+                &self.path,
+                "`*` / `**` are for [routes.passthrough] allow rules; a cached route's path is \
+                 literal segments and {name} parameters",
+            ));
+        }
         if self.ttl.is_zero() {
             return Err(ConfigError::invalid(
                 key("ttl"),
@@ -297,8 +313,15 @@ impl RawCachedRoute {
                 }
             })
             .collect();
-        let mut schema = ParamSchema::new(params, self.unknown_params)
-            .map_err(|e| ConfigError::invalid(key("params"), "", e.to_string()))?;
+        let mut schema = ParamSchema::new(params, self.unknown_params).map_err(|e| {
+            let at = match &e {
+                SchemaError::DuplicateName(n)
+                | SchemaError::BadRange(n)
+                | SchemaError::EmptyEnum(n) => key(&format!("params.{n}")),
+                _ => key("params"),
+            };
+            ConfigError::invalid(at, "", e.to_string())
+        })?;
         for [a, b] in &self.exclusive {
             schema = schema
                 .with_exclusive(a, b)

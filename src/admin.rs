@@ -8,8 +8,11 @@
 //! token's bytes nor its length leak by timing; several `Authorization` headers are refused):
 //!
 //! - `GET /admin/cache` → `{"entries":…,"weighted_bytes":…,"capacity_bytes":…,"hits":…,"misses":…,"hit_ratio":…}`
-//! - `POST /admin/cache/purge[?tenant=NAME][&route=NAME]` → drops all entries,
-//!   or one tenant's, or one route's; answers `{"purged":{"tenant":…,"route":…}}`.
+//! - `POST /admin/cache/purge[?tenant=NAME][&route=NAME…]` → drops all entries, or one
+//!   tenant's, or those of the routes named (`route` may repeat); answers
+//!   `{"purged":{"tenant":…|null,"routes":[…]|null,"entries":N}}`, `entries` being this
+//!   replica's cached entries that matched when the purge ran (counted just before moka's
+//!   lazy invalidation; holds, L2 and other replicas not counted).
 //!
 //! Without a configured `admin.token` the admin API answers 403; a wrong or missing token, 401.
 
@@ -135,7 +138,7 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
         (&Method::POST, "/admin/cache/purge") => {
             let cfg = gw.config();
             let mut tenant = None;
-            let mut route: Option<(RouteId, String)> = None;
+            let mut routes: Vec<(RouteId, String)> = Vec::new();
             for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
                 match &*k {
                     "tenant" => match gw.tenant_named(&v) {
@@ -147,8 +150,10 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                             );
                         }
                     },
+                    // Repeated `route=` purges each of them (duplicates once).
                     "route" => match cfg.route_names().find(|(_, name)| *name == v) {
-                        Some((id, name)) => route = Some((id, name.to_owned())),
+                        Some((id, _)) if routes.iter().any(|(r, _)| *r == id) => {}
+                        Some((id, name)) => routes.push((id, name.to_owned())),
                         None => {
                             let names: Vec<&str> = cfg.route_names().map(|(_, n)| n).collect();
                             return json(
@@ -166,14 +171,17 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
                 }
             }
             // Here, and with a fleet tier on every replica and in L2.
-            gw.purge_everywhere(tenant, route.as_ref().map(|(id, _)| *id))
+            let ids: Vec<RouteId> = routes.iter().map(|(id, _)| *id).collect();
+            let entries = gw
+                .purge_everywhere(tenant, (!ids.is_empty()).then_some(&ids[..]))
                 .await;
             let name = tenant.map(|id| gw.tenant(id).config.name.clone());
-            let route = route.map(|(_, name)| name);
-            tracing::info!(tenant = ?name, route = ?route, "cache purged by admin");
+            let routes: Option<Vec<String>> =
+                (!routes.is_empty()).then(|| routes.into_iter().map(|(_, n)| n).collect());
+            tracing::info!(tenant = ?name, routes = ?routes, entries, "cache purged by admin");
             json(
                 StatusCode::OK,
-                json!({"purged": {"tenant": name, "route": route}}),
+                json!({"purged": {"tenant": name, "routes": routes, "entries": entries}}),
             )
         }
         _ => json(StatusCode::NOT_FOUND, json!({"error": "not found"})),

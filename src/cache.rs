@@ -493,6 +493,19 @@ impl ResponseCache {
             .invalidate_entries_if(move |_k, h| matches(h.tenant, h.route));
     }
 
+    /// How many entries (not holds) of one tenant (`None`: every tenant) and of `routes`
+    /// (`None`: every route) the cache holds now: one pass over the entries, for the admin
+    /// purge's answer (counted just before [`ResponseCache::invalidate_where`]; moka drops
+    /// matching entries lazily, so this is "entries matched at the time of the purge").
+    pub fn count_where(&self, tenant: Option<TenantId>, routes: Option<&[RouteId]>) -> u64 {
+        self.inner
+            .iter()
+            .filter(|(_, v)| {
+                tenant.is_none_or(|t| t == v.tenant) && routes.is_none_or(|r| r.contains(&v.route))
+            })
+            .count() as u64
+    }
+
     /// Drops one tenant's entries and holds of one resolved invalidation `group`
     /// ([`crate::route::group_hash`]); `get` stops returning them at once.
     pub fn invalidate_group(&self, tenant: TenantId, group: u64) {

@@ -508,23 +508,44 @@ impl Gateway {
     }
 
     /// [`Gateway::invalidate`] here, and with a fleet tier on every replica and in L2 (an
-    /// admin purge; see [`Fleet::purge`]).
-    pub async fn purge_everywhere(&self, tenant: Option<TenantId>, route: Option<RouteId>) {
-        self.invalidate(tenant, route.as_ref().map(std::slice::from_ref));
+    /// admin purge; see [`Fleet::purge`]), for one tenant (`None`: all) and some routes
+    /// (`None`: all). Returns how many of this replica's cached entries matched just before
+    /// they were dropped ([`ResponseCache::count_where`]; holds, L2 and other replicas not
+    /// counted).
+    pub async fn purge_everywhere(
+        &self,
+        tenant: Option<TenantId>,
+        routes: Option<&[RouteId]>,
+    ) -> u64 {
+        let matched = self.cache.count_where(tenant, routes);
+        self.invalidate(tenant, routes);
         let Some(fleet) = &self.fleet else {
-            return;
+            return matched;
         };
         let cfg = self.config();
-        let route_name = route.and_then(|r| cfg.route_names().find(|(id, _)| *id == r));
+        let names: Option<Vec<&str>> = routes.map(|routes| {
+            cfg.route_names()
+                .filter(|(id, _)| routes.contains(id))
+                .map(|(_, n)| n)
+                .collect()
+        });
         for t in self
             .tenants()
             .iter()
             .filter(|t| tenant.is_none_or(|id| id == t.id))
         {
-            let _ = fleet
-                .purge(&t.config.name, route_name.map(|(_, n)| n))
-                .await;
+            match &names {
+                None => {
+                    let _ = fleet.purge(&t.config.name, None).await;
+                }
+                Some(names) => {
+                    for name in names {
+                        let _ = fleet.purge(&t.config.name, Some(name)).await;
+                    }
+                }
+            }
         }
+        matched
     }
 
     /// Starts the refresh-ahead task of every live tenant with gateway-managed tokens (call

@@ -347,6 +347,54 @@ async fn admin_purge_needs_the_token() {
     assert_eq!(bad.status, 400);
 }
 
+/// `?route=users&route=org` purges both routes (it purged only `org`), and the answer says how
+/// many cached entries matched.
+#[tokio::test]
+async fn admin_purge_takes_repeated_routes_and_counts_the_entries() {
+    let h = Harness::start_shipped_with("[admin]\ntoken = \"admin-test-token\"").await;
+    let reads = [
+        "/crm/v8/users?type=AllUsers",
+        "/crm/v8/users?type=ActiveUsers",
+        "/crm/v8/org",
+        "/crm/v8/settings/modules",
+    ];
+    for r in reads {
+        assert_eq!(h.get(r).await.status, 200, "{r}");
+    }
+    let calls = h.sim().total_api_calls();
+    let purge = |q: &'static str| {
+        let h = &h;
+        async move {
+            h.client
+                .send(
+                    "POST",
+                    &h.admin_url(&format!("/admin/cache/purge{q}")),
+                    &[("authorization", "Bearer admin-test-token")],
+                    Bytes::new(),
+                )
+                .await
+        }
+    };
+    let r = purge("?route=users&route=org&route=users").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"purged": {"tenant": null, "routes": ["users", "org"], "entries": 3}})
+    );
+    // users and org are misses again, modules still a hit.
+    for r in &reads[..3] {
+        assert!(h.get(r).await.cache_status().contains("fwd=miss"), "{r}");
+    }
+    assert!(h.get(reads[3]).await.cache_status().contains("; hit"));
+    assert_eq!(h.sim().total_api_calls(), calls + 3);
+    // Everything of tenant a: the four entries.
+    let r = purge("?tenant=a").await;
+    assert_eq!(r.json()["purged"]["entries"], 4, "{:?}", r.body);
+    assert_eq!(r.json()["purged"]["routes"], serde_json::Value::Null);
+    let r = purge("?route=nope").await;
+    assert_eq!(r.status, 400);
+}
+
 /// While a key is on hold (Zoho said Retry-After), stale-while-revalidate starts no refresh.
 #[tokio::test]
 async fn stale_while_revalidate_respects_the_hold() {

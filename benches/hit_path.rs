@@ -52,6 +52,7 @@ fn bench_hit_path(c: &mut Criterion) {
             drain_timeout: Duration::from_secs(1),
             max_connections: 1024,
             max_header_bytes: 16 * 1024,
+            max_headers: 100,
             http2_max_concurrent_streams: 100,
         };
         let handler = move |_req: Request<hyper::body::Incoming>, _peer| {

@@ -130,6 +130,10 @@ pub struct RawServer {
     /// Largest request head (request line + headers), bytes; larger: 431. At least 8192.
     /// Default: `16384`.
     pub max_header_bytes: usize,
+    /// Most header fields in one HTTP/1 request head (hyper's `max_headers`); more: 431,
+    /// answered by hyper itself (empty body). 1..=1000. Default: `100` (hyper's default; any
+    /// other value makes hyper keep the header index on the heap, a little slower per request).
+    pub max_headers: usize,
     /// Largest request target (path + query), bytes; longer: 414. Default: `8192`.
     pub max_uri_bytes: usize,
     /// Concurrent HTTP/2 streams per client connection (`SETTINGS_MAX_CONCURRENT_STREAMS`,
@@ -151,6 +155,7 @@ impl Default for RawServer {
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
             max_header_bytes: 16 * 1024,
+            max_headers: 100,
             max_uri_bytes: 8 * 1024,
             http2_max_concurrent_streams: 100,
             tls: None,
@@ -434,6 +439,8 @@ pub struct GatewayConfig {
     pub max_connections: usize,
     /// Request head limit, bytes.
     pub max_header_bytes: usize,
+    /// Header fields per HTTP/1 request head.
+    pub max_headers: usize,
     /// Request target limit, bytes.
     pub max_uri_bytes: usize,
     /// TLS on the proxy listener (`None`: plain HTTP).
@@ -963,6 +970,13 @@ impl RawConfig {
             }
         }
 
+        if !(1..=1000).contains(&self.server.max_headers) {
+            return Err(ConfigError::invalid(
+                "server.max_headers",
+                self.server.max_headers.to_string(),
+                "must be 1..=1000",
+            ));
+        }
         Ok(GatewayConfig {
             listen,
             admin_listen,
@@ -972,6 +986,7 @@ impl RawConfig {
             idle_timeout: self.server.idle_timeout,
             max_connections: self.server.max_connections.max(1),
             max_header_bytes: self.server.max_header_bytes.max(8192),
+            max_headers: self.server.max_headers,
             max_uri_bytes: self.server.max_uri_bytes,
             tls,
             cache_max_bytes: self.cache.max_bytes,

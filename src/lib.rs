@@ -158,6 +158,7 @@ impl App {
             drain_timeout: config.drain_timeout,
             max_connections: max_connections(&config),
             max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
             http2_max_concurrent_streams: config.http2_max_concurrent_streams,
         };
         let mut tasks = Vec::new();

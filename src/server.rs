@@ -95,6 +95,9 @@ pub struct ListenerSettings {
     pub http2_max_concurrent_streams: u32,
     /// Largest request head in bytes (hyper answers 431 beyond it); at least 8192.
     pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1 request head (hyper answers 431 beyond it; HTTP/2 heads
+    /// are bounded by `max_header_bytes` only). hyper's default is 100.
+    pub max_headers: usize,
 }
 
 /// One open connection as the listener's sweeper sees it: when it last finished a request, how
@@ -247,10 +250,15 @@ pub async fn serve_with_tls<H, Fut>(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No HTTP/1 timer: hyper's header-read timeout arms a timer for every request head; the
     // sweeper enforces the same deadlines for all connections at once.
-    builder
-        .http1()
+    let mut http1 = builder.http1();
+    http1
         .header_read_timeout(None)
         .max_buf_size(settings.max_header_bytes.max(8192));
+    // Only when it differs from hyper's own 100: setting it moves hyper's header index from
+    // the stack to the heap for every request.
+    if settings.max_headers != 100 {
+        http1.max_headers(settings.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -42,6 +42,7 @@ impl GatewayConfig {
             "server.max_header_bytes",
             self.max_header_bytes != new.max_header_bytes,
         );
+        check("server.max_headers", self.max_headers != new.max_headers);
         check(
             "server.http2_max_concurrent_streams",
             self.http2_max_concurrent_streams != new.http2_max_concurrent_streams,

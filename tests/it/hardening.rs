@@ -992,6 +992,33 @@ async fn errors_hyper_writes_itself_are_bare_and_harmless() {
     assert_still_serving(&h, "Tier").await;
 }
 
+/// hyper's limit on header fields per HTTP/1 request head is `server.max_headers` (hyper's
+/// default, 100, unless set): 102 small headers get hyper's own bare 431, no Zoho call; with
+/// `max_headers = 200` the same request is served.
+#[tokio::test]
+async fn the_header_count_limit_is_the_max_headers_setting() {
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let request = |auth: &str| format!("GET {COUNT} HTTP/1.1\r\nHost: gw\r\n{auth}{many}\r\n");
+    let h = Harness::start().await;
+    let r = raw(h.gw.proxy_addr(), request(&auth_line()).as_bytes()).await;
+    assert_eq!(r.status, 431, "{r:?}");
+    assert!(r.body.is_empty(), "hyper answers it itself: {r:?}");
+    assert_eq!(h.sim().total_api_calls(), 0);
+    h.shutdown().await;
+
+    let h = Harness::start_with_extra(
+        SimConfig::default(),
+        Extra {
+            server: "max_headers = 200",
+            ..Extra::default()
+        },
+    )
+    .await;
+    let r = raw(h.gw.proxy_addr(), request(&auth_line()).as_bytes()).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_uri_longer_than_max_uri_bytes_gets_a_zoho_shaped_414() {
     let h = Harness::start_with_extra(

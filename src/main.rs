@@ -25,9 +25,12 @@ enum Command {
     },
     /// Run the bundled Zoho CRM simulator alone.
     Simulate {
-        /// Listen address.
-        #[arg(long, default_value = "127.0.0.1:8100")]
-        listen: std::net::SocketAddr,
+        /// Listen address. Default: the config file's `listen`, or 127.0.0.1:8100 without one.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Simulator settings (TOML, every key in config/simulator.toml). Default: built-in.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Run the simulator and the gateway wired together, with the embedded demo config; first
     /// send a few hot reads and print the credits saved by route.
@@ -86,15 +89,39 @@ async fn run(command: Command) -> Result<(), BoxError> {
             tracing::info!("shutting down: draining in-flight requests");
             running.shutdown().await;
         }
-        Command::Simulate { listen } => {
+        Command::Simulate { listen, config } => {
             telemetry::init(&Default::default());
             let mut signals = Signals::register()?;
-            let sim = Simulator::spawn(SimConfig {
-                listen,
-                ..SimConfig::default()
-            })
-            .await?;
-            let (id, secret, refresh) = SimConfig::demo_credentials();
+            let mut sim_config = match &config {
+                Some(path) if !path.exists() => {
+                    return Err(format!("--config {}: file not found", path.display()).into());
+                }
+                Some(path) => figment::Figment::new()
+                    .merge(<figment::providers::Toml as figment::providers::Format>::file(path))
+                    .extract::<SimConfig>()
+                    .map_err(|e| format!("--config {}: {e}", path.display()))?,
+                None => SimConfig {
+                    listen: ([127, 0, 0, 1], 8100).into(),
+                    ..SimConfig::default()
+                },
+            };
+            if let Some(listen) = listen {
+                sim_config.listen = listen;
+            }
+            // The first configured client and refresh token (the demo ones by default).
+            let (id, secret, refresh) = sim_config
+                .clients
+                .first()
+                .and_then(|c| {
+                    let token = c.refresh_tokens.first()?;
+                    Some((
+                        c.client_id.clone(),
+                        c.client_secret.clone(),
+                        token.token.clone(),
+                    ))
+                })
+                .unwrap_or_else(SimConfig::demo_credentials);
+            let sim = Simulator::spawn(sim_config).await?;
             println!(
                 "Zoho CRM simulator on {}\n  client_id      {id}\n  client_secret  {secret}\n  refresh_token  {refresh}\n  token endpoint {}/oauth/v2/token\n  stats          {}/__simulator/stats",
                 sim.base_url(),

@@ -83,3 +83,65 @@ fn demo_config_carries_the_simulators_demo_credentials() {
     assert_eq!(literal(t.client_secret.as_ref().unwrap()), secret);
     assert_eq!(literal(t.refresh_token.as_ref().unwrap()), refresh);
 }
+
+/// `simulate --config FILE` runs the simulator with the settings of a `config/simulator.toml`
+/// style file (it could not be loaded before: `simulate` took only `--listen`); `--listen`
+/// overrides the file's address.
+#[tokio::test]
+async fn simulate_takes_a_config_file() {
+    let dir = std::env::temp_dir().join(format!("zoho-sim-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("simulator.toml");
+    let shipped = include_str!("../../config/simulator.toml");
+    assert!(shipped.contains("token_ttl = \"3600s\""));
+    std::fs::write(
+        &file,
+        shipped.replace("token_ttl = \"3600s\"", "token_ttl = \"120s\""),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zoho-gateway"))
+        .args(["simulate", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    });
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), first)
+        .await
+        .expect("the simulator prints its address within 10 s")
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("Zoho CRM simulator on ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .to_owned();
+    let (id, secret, refresh) = zoho_crm_simulator::SimConfig::demo_credentials();
+    let r = TestClient::new()
+        .send(
+            "POST",
+            &format!("{base}/oauth/v2/token"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            bytes::Bytes::from(format!(
+                "grant_type=refresh_token&client_id={id}&client_secret={secret}&refresh_token={refresh}"
+            )),
+        )
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        r.json()["expires_in"],
+        120,
+        "the file's token_ttl: {:?}",
+        r.body
+    );
+}

@@ -67,12 +67,31 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id: u64 = rand::random();
+    let id = next_request_id();
     let mut hex = [0u8; 16];
     for (i, digit) in hex.iter_mut().enumerate() {
         *digit = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
     }
     arena_value(&[&hex])
+}
+
+thread_local! {
+    /// Per-thread generator state for request ids, seeded from the OS generator once.
+    static ID_STATE: std::cell::Cell<u64> = std::cell::Cell::new(rand::random());
+}
+
+/// A 64-bit request id: SplitMix64 over per-thread state seeded at random (ids need to be
+/// unique for correlation, not unpredictable: they are no secret; `rand::random` per request cost
+/// a ChaCha block).
+fn next_request_id() -> u64 {
+    ID_STATE.with(|state| {
+        let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
 }
 
 /// Bytes per arena chunk: a chunk serves many responses' small values, and a response kept

@@ -438,22 +438,37 @@ pub fn decode_unreserved(path: &str) -> Cow<'_, str> {
 /// Requests whose path is not are refused before routing, so traversal spellings never reach
 /// a route or an upstream.
 pub fn is_normal_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let encoded = path.contains('%');
-    let lower_has = |needle: &[u8]| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
-    if encoded && (lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c")) {
-        return false;
+    if b.len() == 1 {
+        return true;
     }
-    path == "/"
-        || path[1..]
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    // One pass (this runs on every request): each segment is checked at its end.
+    let mut start = 1;
+    for i in 1..=b.len() {
+        match b.get(i) {
+            None | Some(b'/') => {
+                if matches!(&b[start..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                start = i + 1;
+            }
+            Some(b'\\') => return false,
+            Some(b'%') => {
+                let escape = b.get(i + 1..i + 3).unwrap_or(b"");
+                if [b"2e", b"2f", b"5c"]
+                    .iter()
+                    .any(|e| escape.eq_ignore_ascii_case(*e))
+                {
+                    return false;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    true
 }
 
 /// One `[routes.passthrough] allow` entry: a method and a [`PathTemplate`], whose last segment

@@ -111,6 +111,10 @@ pub enum GatewayError {
     /// HTTP/1.1, RFC 9112 §3.2; several credential headers).
     #[error("{0}")]
     InvalidRequest(&'static str),
+    /// The client asked for a stored answer only (`Cache-Control: only-if-cached`, RFC 9111
+    /// §5.2.1.7) and the cache has none it may serve: 504, as the RFC says.
+    #[error("no stored answer for an only-if-cached request")]
+    NotCached,
     /// A coalesced waiter reached its deadline before the shared fetch finished.
     #[error("timed out waiting for the shared upstream fetch")]
     WaitTimeout,
@@ -179,7 +183,7 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => {
+            GatewayError::WaitTimeout | GatewayError::UpstreamTimeout | GatewayError::NotCached => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => {
@@ -222,6 +226,7 @@ impl GatewayError {
             GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::TooManyWaiters => "too_many_waiters",
             GatewayError::UriTooLong => "uri_too_long",
+            GatewayError::NotCached => "not_cached",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal => "internal",
         }
@@ -240,6 +245,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::PayloadTooLarge
             | GatewayError::UriTooLong
+            | GatewayError::NotCached
             | GatewayError::BadRequestBody
             | GatewayError::RequestTimeout
             | GatewayError::InvalidRequest(_) => Blame::Client,
@@ -289,6 +295,7 @@ impl GatewayError {
             | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
             GatewayError::UpstreamBusy | GatewayError::CreditReserve { .. } => "TOO_MANY_REQUESTS",
             GatewayError::UriTooLong => "URI_TOO_LONG",
+            GatewayError::NotCached => "NOT_CACHED",
             GatewayError::Internal => "INTERNAL_SERVER_ERROR",
         }
     }

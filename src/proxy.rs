@@ -48,7 +48,7 @@ use crate::config::{ClientKey, GatewayConfig, Priority, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
 use crate::fleet::Fleet;
 use crate::gateway::{Tenant, jitter};
-use crate::headers;
+use crate::headers::{self, RequestHeads};
 use crate::route::{self, PathMatch, RouteId, RouteKind, RoutePolicy};
 use crate::token::AccessToken;
 use crate::upstream::breaker::Verdict;
@@ -134,6 +134,24 @@ impl RequestCtx {
 struct Directives {
     no_cache: bool,
     no_store: bool,
+    /// `max-age=N`: no stored answer older than N seconds (§5.2.1.1; `max-age=0` asks for a
+    /// fresh one, like `no-cache`).
+    max_age: Option<u64>,
+    /// `min-fresh=N`: only a stored answer fresh for N more seconds (§5.2.1.3).
+    min_fresh: Option<u64>,
+    /// `only-if-cached`: a stored answer or 504, never an upstream call (§5.2.1.7).
+    only_if_cached: bool,
+}
+
+impl Directives {
+    /// Whether the client refuses `entry` at `now` although it is fresh (`max-age`,
+    /// `min-fresh`); then it is fetched again, as for `no-cache`.
+    fn refuses(&self, entry: &CachedResponse, now: Instant) -> bool {
+        self.max_age.is_some_and(|max| entry.age(now) > max)
+            || self
+                .min_fresh
+                .is_some_and(|min| entry.remaining_ttl(now) < min)
+    }
 }
 
 /// What a miss needs besides its target: the client's directives and conditions, and the
@@ -215,7 +233,13 @@ impl Gateway {
         if head {
             headers_only(&mut resp);
         }
-        resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
+        let h = resp.headers_mut();
+        h.insert(&headers::REQUEST_ID, request_id);
+        // Every answer is one tenant's data for authenticated clients: no shared cache between
+        // the client and the gateway may store it, and a client's own cache revalidates (cheap:
+        // the gateway answers 304 from its cache). Relayed answers keep Zoho's own.
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static(headers::RESPONSE_CACHE_CONTROL));
         rec.finish(resp.status().as_u16());
         resp
     }
@@ -234,14 +258,6 @@ impl Gateway {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
-        if req.version() == http::Version::HTTP_11
-            && req.headers().get_all(header::HOST).iter().count() != 1
-        {
-            return Err(GatewayError::InvalidRequest(
-                "an HTTP/1.1 request needs exactly one Host header",
-            ));
-        }
         let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if target_len > cfg.max_uri_bytes {
             return Err(GatewayError::UriTooLong);
@@ -251,13 +267,20 @@ impl Gateway {
         if let std::borrow::Cow::Owned(decoded) = route::decode_unreserved(req.uri().path()) {
             *req.uri_mut() = with_path(req.uri(), decoded)?;
         }
+        // Every request header the path reads, in one pass.
+        let heads = RequestHeads::scan(req.headers());
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
+        if req.version() == http::Version::HTTP_11 && heads.hosts != 1 {
+            return Err(GatewayError::InvalidRequest(
+                "an HTTP/1.1 request needs exactly one Host header",
+            ));
+        }
         let path = req.uri().path();
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
         }
-        let mut external = req.headers().get_all(&headers::X_EXTERNAL).iter();
-        ctx.external = external.next().cloned();
-        if external.next().is_some() {
+        ctx.external = heads.external.cloned();
+        if heads.externals > 1 {
             return Err(GatewayError::InvalidRequest(
                 "send at most one X-EXTERNAL header",
             ));
@@ -268,12 +291,11 @@ impl Gateway {
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
             if policy.serves(req.method()) {
-                let auth =
-                    self.authenticate(cfg, req.headers(), req.extensions().get(), ctx.route)?;
+                let auth = self.authenticate(cfg, &heads, req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
                 ctx.priority = auth.client.priority;
                 return self
-                    .cached_route(cfg, started, &req, id, m, &auth, ctx)
+                    .cached_route(cfg, started, &req, &heads, id, m, &auth, ctx)
                     .await;
             }
         }
@@ -286,12 +308,8 @@ impl Gateway {
         {
             ctx.route = RouteKind::Passthrough;
             ctx.credits = 1;
-            let auth = self.authenticate(
-                cfg,
-                req.headers(),
-                req.extensions().get(),
-                RouteKind::Passthrough,
-            )?;
+            let auth =
+                self.authenticate(cfg, &heads, req.extensions().get(), RouteKind::Passthrough)?;
             ctx.tenant = Some(auth.client.tenant);
             ctx.priority = auth.client.priority;
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
@@ -332,6 +350,7 @@ impl Gateway {
         cfg: &GatewayConfig,
         started: Instant,
         req: &Request<B>,
+        heads: &RequestHeads<'_>,
         route: RouteId,
         m: PathMatch<'_>,
         auth: &Authenticated<'_>,
@@ -342,7 +361,11 @@ impl Gateway {
         let policy = cfg.route(route);
         let tenant = auth.client.tenant;
         let raw_query = req.uri().query().unwrap_or("");
-        let directives = client_directives(req.headers(), policy);
+        let directives = if heads.directives {
+            client_directives(req.headers(), policy)
+        } else {
+            Directives::default()
+        };
         let path = req.uri().path();
 
         let scope = KeyScope {
@@ -372,6 +395,7 @@ impl Gateway {
         };
         let key = match key {
             Ok(key) => key,
+            Err(_) if directives.only_if_cached => return Err(GatewayError::NotCached),
             Err(reason) => {
                 ctx.phase = CachePhase::Bypass(reason);
                 let started = Instant::now();
@@ -392,14 +416,31 @@ impl Gateway {
 
         // The client's `If-None-Match` / `If-Modified-Since`, answered from whatever entry is
         // served (never forwarded, never in the key; RFC 9110 §13).
-        let conditions = Conditions::from_headers(req.headers());
+        let conditions = heads
+            .conditional
+            .then(|| Conditions::from_headers(req.headers()))
+            .flatten();
         let conditions = conditions.as_ref();
         let now = self.clock.now_or(started);
-        match self
+        let mut directives = directives;
+        let lookup = match self
             .cache
             .lookup(&target.key, now, directives.no_cache)
             .await
         {
+            // Too old or not fresh enough for the client's `max-age` / `min-fresh`: fetched
+            // again, as for `no-cache`.
+            Lookup::Fresh(entry) | Lookup::StaleWhileRevalidate { entry, .. }
+                if directives.refuses(&entry, now) =>
+            {
+                directives.no_cache = true;
+                Lookup::Miss {
+                    stale: entry.usable_if_error(now).then_some(entry),
+                }
+            }
+            lookup => lookup,
+        };
+        match lookup {
             Lookup::Fresh(entry) => {
                 ctx.phase = CachePhase::Fresh;
                 Ok(cached_response(&entry, now, ctx.phase, conditions))
@@ -420,6 +461,7 @@ impl Gateway {
                 ctx.phase = CachePhase::Held;
                 Ok(held_response(&hold, now))
             }
+            Lookup::Miss { .. } if directives.only_if_cached => Err(GatewayError::NotCached),
             Lookup::Miss { stale } => {
                 let call = ctx.call(auth.credential.clone());
                 let miss = Miss {
@@ -762,11 +804,20 @@ fn client_directives(h: &HeaderMap, policy: &RoutePolicy) -> Directives {
     for v in h.get_all(header::CACHE_CONTROL) {
         seen_cache_control = true;
         for token in v.to_str().unwrap_or("").split(',') {
-            let name = token.split('=').next().unwrap_or("").trim();
+            let (name, arg) = token.split_once('=').unwrap_or((token, ""));
+            let name = name.trim();
+            // delta-seconds (RFC 9111 §1.2.2), optionally quoted; an invalid one is ignored.
+            let seconds = || arg.trim().trim_matches('"').parse::<u64>().ok();
             if name.eq_ignore_ascii_case("no-cache") {
                 d.no_cache = true;
             } else if name.eq_ignore_ascii_case("no-store") {
                 d.no_store = true;
+            } else if name.eq_ignore_ascii_case("max-age") {
+                d.max_age = seconds().or(d.max_age);
+            } else if name.eq_ignore_ascii_case("min-fresh") {
+                d.min_fresh = seconds().or(d.min_fresh);
+            } else if name.eq_ignore_ascii_case("only-if-cached") {
+                d.only_if_cached = true;
             }
         }
     }
@@ -776,8 +827,16 @@ fn client_directives(h: &HeaderMap, policy: &RoutePolicy) -> Directives {
     {
         d.no_cache = true;
     }
+    // `max-age=0`: no stored answer of any age (ages are whole seconds, so one stored within
+    // the second would pass a literal reading): fetched again, as Squid and Varnish do.
+    d.no_cache |= d.max_age == Some(0);
     d.no_cache &= policy.honor_no_cache;
     d.no_store &= policy.honor_no_store;
+    // `max-age` and `min-fresh` ask for a newer answer, as `no-cache` does.
+    if !policy.honor_no_cache {
+        d.max_age = None;
+        d.min_fresh = None;
+    }
     d
 }
 

@@ -466,27 +466,37 @@ pub fn decode_unreserved(path: &str) -> Cow<'_, str> {
 /// may strip `;…` from a segment, so `/crm/v8/Leads;x` could reach Zoho as another path than
 /// the one the gateway routed and keyed.
 pub fn is_normal_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') || path.contains(';') {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let bytes = path.as_bytes();
-    let refused_escape = |i: usize| {
-        let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
-        match (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-            (Some(hi), Some(lo)) => {
-                let c = (hi << 4 | lo) as u8;
-                c.is_ascii_control() || matches!(c, b'.' | b'/' | b'\\' | b';')
+    if b.len() == 1 {
+        return true;
+    }
+    // One pass (this runs on every request): each segment is checked at its end.
+    let mut start = 1;
+    for i in 1..=b.len() {
+        match b.get(i) {
+            None | Some(b'/') => {
+                if matches!(&b[start..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                start = i + 1;
             }
-            _ => false,
+            Some(b'\\' | b';') => return false,
+            Some(b'%') => {
+                let hex = |at: usize| b.get(at).and_then(|&d| (d as char).to_digit(16));
+                if let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) {
+                    let c = (hi << 4 | lo) as u8;
+                    if c.is_ascii_control() || matches!(c, b'.' | b'/' | b'\\' | b';') {
+                        return false;
+                    }
+                }
+            }
+            Some(_) => {}
         }
-    };
-    if path.contains('%') && (0..bytes.len()).any(|i| bytes[i] == b'%' && refused_escape(i)) {
-        return false;
     }
-    path == "/"
-        || path[1..]
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    true
 }
 
 /// One `[routes.passthrough] allow` entry: a method and a [`PathTemplate`], whose last segment

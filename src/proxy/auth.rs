@@ -26,25 +26,23 @@ impl Gateway {
     pub(super) fn authenticate<'c>(
         &self,
         cfg: &'c GatewayConfig,
-        h: &HeaderMap,
+        h: &RequestHeads<'_>,
         cert: Option<&PeerCert>,
         route: RouteKind,
     ) -> Result<Authenticated<'c>, GatewayError> {
-        if h.get_all(header::AUTHORIZATION).iter().count() > 1
-            || h.get_all(&headers::GATEWAY_KEY).iter().count() > 1
-        {
+        if h.authorizations > 1 || h.gateway_keys > 1 {
             return Err(GatewayError::InvalidRequest(
                 "conflicting credentials: send one Authorization and at most one X-Gateway-Key",
             ));
         }
-        let zoho_token = h.get(header::AUTHORIZATION).map(|v| {
+        let zoho_token = h.authorization.map(|v| {
             let v = v.as_bytes();
             let scheme = b"zoho-oauthtoken ";
             (v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme))
                 .then(|| v[scheme.len()..].trim_ascii())
                 .filter(|t| !t.is_empty())
         });
-        let from_header = h.get(&headers::GATEWAY_KEY).map(HeaderValue::as_bytes);
+        let from_header = h.gateway_key.map(HeaderValue::as_bytes);
         // Keys are looked up by SHA-256 digest (the table holds no plain keys; the lookup's
         // timing depends only on the digest) and confirmed with a constant-time comparison.
         let by_key = |presented: &[u8]| {
@@ -90,7 +88,7 @@ impl Gateway {
         mac.update(token);
         let partition: [u8; 32] = mac.finalize().into_bytes().into();
         let mut auth = h
-            .get(header::AUTHORIZATION)
+            .authorization
             .cloned()
             .ok_or(GatewayError::MissingZohoToken)?;
         auth.set_sensitive(true);

@@ -31,6 +31,7 @@
 //! - The cache fails open: nothing here returns an error; a miss just means an upstream call.
 
 mod conditional;
+mod local;
 mod phase;
 
 pub use conditional::{Conditions, Validators};
@@ -101,6 +102,9 @@ pub struct CachedResponse {
     /// Its resolved invalidation group ([`crate::route::group_hash`] of e.g. `records:leads`),
     /// for write-through invalidation; 0 until [`CachedResponse::with_group`].
     pub group: u64,
+    /// Set once the entry was replaced under its key or removed: per-thread copies
+    /// ([`local`]) stop answering with it.
+    pub superseded: std::sync::atomic::AtomicBool,
 }
 
 /// Where an entry stands at some instant.
@@ -162,7 +166,18 @@ impl CachedResponse {
             tenant,
             route,
             group: 0,
+            superseded: Default::default(),
         }
+    }
+
+    /// Whether the entry was replaced or removed from the cache since it was stored.
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn supersede(&self) {
+        self.superseded
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The entry with its resolved invalidation group (see [`CachedResponse::group`]).
@@ -351,7 +366,16 @@ pub struct ResponseCache {
     inner: moka::future::Cache<CacheKey, Arc<CachedResponse>>,
     holds: moka::sync::Cache<CacheKey, Arc<Hold>>,
     max_bytes: u64,
+    /// Process-unique id, naming this cache's entries in the per-thread front ([`local`]).
+    id: u64,
+    /// Bumped after every invalidation: per-thread copies filled before it stop answering.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+    /// Largest body kept in the per-thread front: 1/1024 of `max_bytes`, at most 16 KiB.
+    local_max_body: usize,
 }
+
+/// Ids of [`ResponseCache`]s.
+static CACHE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for ResponseCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -382,23 +406,30 @@ impl ResponseCache {
             .weigher(|_k: &CacheKey, v: &Arc<CachedResponse>| v.weight())
             .expire_after(PerEntryTtl { keep })
             .support_invalidation_closures();
-        if let Some(counter) = evictions {
-            let by_cause = [
+        let by_cause = evictions.map(|counter| {
+            [
                 counter.with_label_values(&["expired"]),
                 counter.with_label_values(&["size"]),
                 counter.with_label_values(&["explicit"]),
                 counter.with_label_values(&["replaced"]),
-            ];
-            builder = builder.eviction_listener(move |_k, _v, cause| {
-                let i = match cause {
-                    RemovalCause::Expired => 0,
-                    RemovalCause::Size => 1,
-                    RemovalCause::Explicit => 2,
-                    RemovalCause::Replaced => 3,
-                };
+            ]
+        });
+        builder = builder.eviction_listener(move |_k, v: Arc<CachedResponse>, cause| {
+            let i = match cause {
+                RemovalCause::Expired => 0,
+                RemovalCause::Size => 1,
+                RemovalCause::Explicit => 2,
+                RemovalCause::Replaced => 3,
+            };
+            // A replaced or removed answer must not be served from a per-thread copy; one
+            // evicted for space or expired may (it is still the latest answer for its key).
+            if matches!(cause, RemovalCause::Explicit | RemovalCause::Replaced) {
+                v.supersede();
+            }
+            if let Some(by_cause) = &by_cause {
                 by_cause[i].inc();
-            });
-        }
+            }
+        });
         let inner = builder.build();
         let holds = moka::sync::Cache::builder()
             .max_capacity(hold_bytes(max_bytes))
@@ -410,6 +441,44 @@ impl ResponseCache {
             inner,
             holds,
             max_bytes,
+            id: CACHE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            local_max_body: usize::try_from(max_bytes / 1024)
+                .unwrap_or(usize::MAX)
+                .min(16 * 1024),
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// After an invalidation took effect in moka: per-thread copies filled before stop answering
+    /// (a lookup reads the epoch before moka, so it cannot fill a slot with an invalidated entry
+    /// under the new epoch).
+    fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// A fresh entry for `key` from this thread's front ([`local`]), answered as `f(entry,
+    /// body)` — `body` is the thread's own copy of the entry's body — without touching moka or
+    /// anything another thread writes. `None`: not there; use [`ResponseCache::lookup`]. Every
+    /// [`local::SAMPLE`]th answer also reads the entry from moka (recency for its eviction
+    /// policy).
+    pub async fn serve_local<R>(
+        &self,
+        key: &CacheKey,
+        now: Instant,
+        f: impl FnOnce(&CachedResponse, &Bytes) -> R,
+    ) -> Option<R> {
+        match local::serve(self.id, self.epoch(), key, now, f) {
+            local::Served::Hit { answer, sample } => {
+                if sample {
+                    let _ = self.inner.get(key).await;
+                }
+                Some(answer)
+            }
+            local::Served::Miss => None,
         }
     }
 
@@ -417,10 +486,16 @@ impl ResponseCache {
     /// §5.2.1.4), so fresh and stale-while-revalidate entries are not served, but an expired
     /// entry may still stand in for a failure.
     pub async fn lookup(&self, key: &CacheKey, now: Instant, no_cache: bool) -> Lookup {
+        let epoch = self.epoch();
         let cached = self.inner.get(key).await;
         if let Some(entry) = cached.as_ref().filter(|_| !no_cache) {
             match entry.freshness(now) {
-                Freshness::Fresh => return Lookup::Fresh(entry.clone()),
+                Freshness::Fresh => {
+                    if entry.body.len() <= self.local_max_body && !entry.is_superseded() {
+                        local::offer(self.id, epoch, key, entry, now);
+                    }
+                    return Lookup::Fresh(entry.clone());
+                }
                 Freshness::StaleWhileRevalidate => {
                     return Lookup::StaleWhileRevalidate {
                         revalidate: self.held(key, now).is_none(),
@@ -484,6 +559,7 @@ impl ResponseCache {
     pub fn invalidate_all(&self) {
         self.inner.invalidate_all();
         self.holds.invalidate_all();
+        self.bump_epoch();
     }
 
     /// Drops the entries and holds of one tenant (`None`: every tenant) whose route is in
@@ -505,6 +581,7 @@ impl ResponseCache {
         let _ = self
             .holds
             .invalidate_entries_if(move |_k, h| matches(h.tenant, h.route));
+        self.bump_epoch();
     }
 
     /// How many entries (not holds) of one tenant (`None`: every tenant) and of `routes`
@@ -529,15 +606,22 @@ impl ResponseCache {
         let _ = self
             .holds
             .invalidate_entries_if(move |_k, h| h.tenant == tenant && h.group == group);
+        self.bump_epoch();
     }
 
     /// Drops the entry stored under `key`, if any.
     pub async fn remove(&self, key: &CacheKey) {
-        self.inner.invalidate(key).await;
+        if let Some(old) = self.inner.remove(key).await {
+            old.supersede();
+        }
     }
 
-    /// Stores `entry` under `key`, replacing any previous one.
+    /// Stores `entry` under `key`, replacing any previous one (which per-thread copies then stop
+    /// answering with: marked here, and by the removal listener should another insert race).
     pub async fn insert(&self, key: CacheKey, entry: Arc<CachedResponse>) {
+        if let Some(old) = self.inner.get(&key).await {
+            old.supersede();
+        }
         self.inner.insert(key, entry).await;
     }
 
@@ -620,6 +704,63 @@ mod tests {
             TenantId(0),
             RouteId(0),
         ))
+    }
+
+    /// The per-thread front answers only what the main cache would: never a replaced, removed
+    /// or invalidated entry, never a stale one.
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn the_thread_front_never_outlives_the_entry() {
+        let cache = ResponseCache::new(64 * 1024 * 1024, None);
+        let key = CacheKey([7; 32]);
+        let local = |cache: &ResponseCache| {
+            let cache = cache.clone();
+            async move {
+                cache
+                    .serve_local(&key, Instant::now(), |_e, body| body.clone())
+                    .await
+            }
+        };
+        cache
+            .insert(key, response(b"{\"a\":1}", Duration::from_secs(60)))
+            .await;
+        assert!(local(&cache).await.is_none(), "filled only by a lookup");
+        assert!(matches!(
+            cache.lookup(&key, Instant::now(), false).await,
+            Lookup::Fresh(_)
+        ));
+        assert_eq!(local(&cache).await.as_deref(), Some(&b"{\"a\":1}"[..]));
+        // Replaced under its key: the copy stops answering at once.
+        cache
+            .insert(key, response(b"{\"b\":2}", Duration::from_secs(60)))
+            .await;
+        assert!(local(&cache).await.is_none(), "replaced");
+        assert!(matches!(
+            cache.lookup(&key, Instant::now(), false).await,
+            Lookup::Fresh(_)
+        ));
+        assert_eq!(local(&cache).await.as_deref(), Some(&b"{\"b\":2}"[..]));
+        // Invalidated by group (lazily in moka): the epoch stops it.
+        cache.invalidate_group(TenantId(0), 0);
+        assert!(local(&cache).await.is_none(), "invalidated");
+        // Removed.
+        cache
+            .insert(key, response(b"{}", Duration::from_secs(60)))
+            .await;
+        cache.lookup(&key, Instant::now(), false).await;
+        assert!(local(&cache).await.is_some());
+        cache.remove(&key).await;
+        assert!(local(&cache).await.is_none(), "removed");
+        // Stale: the main path answers it (with its holds and refreshes).
+        cache
+            .insert(key, response(b"{}", Duration::from_secs(60)))
+            .await;
+        cache.lookup(&key, Instant::now(), false).await;
+        assert!(local(&cache).await.is_some());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(local(&cache).await.is_none(), "stale");
+        // Another cache in the same thread never sees this one's copies.
+        let other = ResponseCache::new(64 * 1024 * 1024, None);
+        assert!(local(&other).await.is_none());
     }
 
     #[test]

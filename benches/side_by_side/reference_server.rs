@@ -37,6 +37,28 @@ async fn main() -> Result<(), BoxError> {
     };
     let listener = TcpListener::bind(addr).await?;
     eprintln!("reference server on http://{}", listener.local_addr()?);
+    // `REFERENCE_LISTENER=gateway`: the same answer through the gateway's own listener
+    // (`zoho_gateway::server::serve`: hyper-util's auto builder, the sweeper, drain), to tell
+    // the listener's cost from the request path's.
+    if std::env::var("REFERENCE_LISTENER").as_deref() == Ok("gateway") {
+        let settings = zoho_gateway::server::ListenerSettings {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            drain_timeout: std::time::Duration::from_secs(1),
+            max_connections: 4096,
+            max_header_bytes: 16 * 1024,
+            http2_max_concurrent_streams: 100,
+            max_headers: 100,
+        };
+        let handler = move |_req: Request<Incoming>, _peer: SocketAddr| {
+            let mut resp = Response::new(Full::new(body.clone()));
+            *resp.headers_mut() = headers.clone();
+            async move { resp }
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        zoho_gateway::server::serve(listener, handler, settings, stop).await;
+        return Ok(());
+    }
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

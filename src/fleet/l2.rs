@@ -132,6 +132,7 @@ impl L2Entry {
             tenant,
             route,
             group: 0,
+            superseded: Default::default(),
             validators: crate::cache::Validators::new(
                 &http::HeaderMap::new(),
                 &self.body,

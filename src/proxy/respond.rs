@@ -74,6 +74,18 @@ pub(super) fn cached_response(
     phase: CachePhase,
     conditions: Option<&Conditions>,
 ) -> Response<Body> {
+    cached_response_with(entry, &entry.body, now, phase, conditions)
+}
+
+/// [`cached_response`] with `body` standing for the entry's body (the per-thread front's own
+/// copy of it).
+pub(super) fn cached_response_with(
+    entry: &CachedResponse,
+    body: &Bytes,
+    now: Instant,
+    phase: CachePhase,
+    conditions: Option<&Conditions>,
+) -> Response<Body> {
     // By the entry's own state: a fresh entry served in another phase (a `no-cache` request
     // answered from the cache under the credit reserve) still has time left.
     let ttl = if entry.is_fresh(now) {
@@ -84,7 +96,7 @@ pub(super) fn cached_response(
     let cache_status = phase.cache_status(false, Some(ttl), None);
     let mut resp = match conditions {
         Some(c) if not_modified(entry, c) => not_modified_response(entry, cache_status),
-        _ => entry_response(entry, cache_status),
+        _ => entry_response_with(entry, body, cache_status),
     };
     resp.headers_mut()
         .insert(header::AGE, seconds_value(entry.age(now)));
@@ -175,7 +187,16 @@ pub(super) fn held_response(hold: &Hold, now: Instant) -> Response<Body> {
 
 /// A response replaying `entry` with the given `Cache-Status`.
 pub(super) fn entry_response(entry: &CachedResponse, cache_status: HeaderValue) -> Response<Body> {
-    let mut resp = Response::new(Full::new(entry.body.clone()));
+    entry_response_with(entry, &entry.body, cache_status)
+}
+
+/// [`entry_response`] with `body` standing for the entry's body.
+fn entry_response_with(
+    entry: &CachedResponse,
+    body: &Bytes,
+    cache_status: HeaderValue,
+) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.clone()));
     *resp.status_mut() = entry.status;
     *resp.headers_mut() = response_headers(entry.headers.len());
     let h = resp.headers_mut();

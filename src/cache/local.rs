@@ -1,0 +1,138 @@
+//! The per-thread front of the response cache (L0): each worker thread keeps its hottest fresh
+//! entries, so that a hit writes to nothing another thread also writes — no reference count, no
+//! moka access bookkeeping, no shared read log. On a two-core machine under load those shared
+//! writes (cache lines moving between cores on every hit) were about half of a hit's cost
+//! (issue 14: `hit_path -- gateway_hit_threads/2` against `/1`).
+//!
+//! Each slot holds an entry of the main cache and **its own copy of the body** (a shared
+//! body's reference count would move between cores on every clone and drop). A slot answers
+//! only while all of these hold, checked on every use:
+//!
+//! - it belongs to this [`ResponseCache`](super::ResponseCache) (several gateways may share a
+//!   process, as the tests do) and the cache's **epoch** is the one it was filled under: every
+//!   invalidation (purge, write-through group, tenant removal, reload) bumps the epoch;
+//! - the entry has not been **superseded** (replaced by a newer answer under its key, or removed:
+//!   the main cache's removal listener marks it);
+//! - the entry is **fresh** at the request's instant (stale entries go the main path, with its
+//!   holds and background refreshes).
+//!
+//! So an L0 answer is always one the main cache would have given, except that an entry the main
+//! cache evicted for space may still be served while fresh from a slot that holds it (correct:
+//! nothing invalidated it). Memory: [`SLOTS`] slots per thread, bodies of at most
+//! [`ResponseCache`](super::ResponseCache)'s L0 limit (1/1024 of `max_bytes`, at most 16 KiB),
+//! so at most 64 × 2 × 16 KiB = 2 MiB per worker thread beyond the bound. moka still learns
+//! that a slot's entry is hot: every [`SAMPLE`]th L0 hit also reads it from moka.
+//!
+//! Slots are direct-mapped by the key (a SHA-256, so its first bytes are uniform). A newcomer
+//! takes a slot that is empty or no longer valid at once; a valid occupant is replaced only after
+//! as many conflicting misses as it had hits (halved each time), so a hot entry is not pushed out
+//! by a colder one.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::CachedResponse;
+use crate::canonical::CacheKey;
+
+/// Slots per thread.
+pub const SLOTS: usize = 64;
+
+/// One L0 hit in this many also reads the entry from moka (its recency and frequency).
+pub const SAMPLE: u32 = 32;
+
+struct Slot {
+    cache: u64,
+    epoch: u64,
+    key: CacheKey,
+    entry: Arc<CachedResponse>,
+    body: Bytes,
+    /// Hits since filled (halved by each conflicting miss).
+    hits: u32,
+}
+
+thread_local! {
+    static L0: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn index(key: &CacheKey) -> usize {
+    let b = &key.0;
+    let n = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    (n % SLOTS as u64) as usize
+}
+
+/// What [`serve`] found.
+pub enum Served<R> {
+    /// Answered from this thread's slot; `sample`: also read the entry from moka now.
+    Hit { answer: R, sample: bool },
+    /// Not in this thread's slots (or no longer valid there).
+    Miss,
+}
+
+/// Answers `key` from this thread's slot with `f(entry, body)` if the slot is valid for cache
+/// `cache` at `epoch` and the entry is fresh at `now`.
+pub fn serve<R>(
+    cache: u64,
+    epoch: u64,
+    key: &CacheKey,
+    now: Instant,
+    f: impl FnOnce(&CachedResponse, &Bytes) -> R,
+) -> Served<R> {
+    L0.with(|l0| {
+        let Ok(mut l0) = l0.try_borrow_mut() else {
+            return Served::Miss;
+        };
+        let Some(Some(slot)) = l0.get_mut(index(key)) else {
+            return Served::Miss;
+        };
+        if slot.cache != cache
+            || slot.key != *key
+            || slot.epoch != epoch
+            || slot.entry.is_superseded()
+            || !slot.entry.is_fresh(now)
+        {
+            return Served::Miss;
+        }
+        slot.hits = slot.hits.saturating_add(1);
+        Served::Hit {
+            answer: f(&slot.entry, &slot.body),
+            sample: slot.hits % SAMPLE == 0,
+        }
+    })
+}
+
+/// Offers `entry` (just found fresh in the main cache under `key`) to this thread's slot.
+pub fn offer(cache: u64, epoch: u64, key: &CacheKey, entry: &Arc<CachedResponse>, now: Instant) {
+    L0.with(|l0| {
+        let Ok(mut l0) = l0.try_borrow_mut() else {
+            return;
+        };
+        if l0.is_empty() {
+            l0.resize_with(SLOTS, || None);
+        }
+        let slot = &mut l0[index(key)];
+        if let Some(occupant) = slot {
+            let valid = occupant.cache == cache
+                && occupant.epoch == epoch
+                && !occupant.entry.is_superseded()
+                && occupant.entry.is_fresh(now);
+            if valid && occupant.key == *key && Arc::ptr_eq(&occupant.entry, entry) {
+                return;
+            }
+            if valid && occupant.hits > 0 {
+                occupant.hits /= 2;
+                return;
+            }
+        }
+        *slot = Some(Slot {
+            cache,
+            epoch,
+            key: *key,
+            entry: entry.clone(),
+            body: Bytes::copy_from_slice(&entry.body),
+            hits: 0,
+        });
+    });
+}

@@ -2,10 +2,14 @@
 //!
 //! A request records its count, its duration, the credits it saved and the cache tally. Kept in
 //! one atomic each, those cache lines move between cores on every request when two workers serve
-//! at once. Here each thread picks a shard once (round robin, [`shard_count`] shards) and a record
-//! is a `Relaxed` add into its own cache-line-padded shard; readers sum the shards. A sum read
-//! while requests are recorded is a moment's value, like any counter scrape: each shard's part is
-//! exact, the parts may be a few records apart in time.
+//! at once. Here every sharded value has [`shard_count`] cache-line-padded cells a thread can own,
+//! plus one shared cell. A thread takes a free cell on its first record and gives it back when it
+//! exits; while it owns it, it is the cell's only writer, so a record is a `Relaxed` load and
+//! store into a cache line no other core writes (no lock-prefixed read-modify-write). A thread
+//! that finds every cell taken (more live recording threads than cells), or records while its
+//! thread-locals are being destroyed, adds into the shared cell with `fetch_add`. Readers sum
+//! the cells. A sum read while requests are recorded is a moment's value, like any counter
+//! scrape: each cell's part is exact, the parts may be a few records apart in time.
 //!
 //! The prometheus crate has no sharded metric (its `local` metrics are per-thread buffers that
 //! the owning thread must flush, so a scrape would miss what a worker has not flushed yet), and
@@ -14,9 +18,8 @@
 //! the exposition the prometheus `IntCounterVec`/`HistogramVec` gave before (names, help, types,
 //! label pairs sorted by name, cumulative buckets, `_sum`, `_count`, only series that occurred).
 
-use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -30,10 +33,10 @@ use crate::cache::Outcome;
 /// Upper bound on [`shard_count`].
 const MAX_SHARDS: usize = 64;
 
-/// The number of shards of every sharded metric: twice the available parallelism, rounded up
-/// to a power of two, at most 64 (at least 2). The slack over one shard per core keeps the
-/// runtime's workers on distinct shards when other threads (the blocking pool, a test's own
-/// threads) have taken indices too.
+/// The number of cells threads can own in every sharded value: twice the available
+/// parallelism, rounded up to a power of two, at most 64 (at least 2). The slack over one cell
+/// per core keeps every runtime worker on a cell of its own while other threads that record (the
+/// blocking pool, a test's own threads) hold some too.
 pub fn shard_count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| {
@@ -42,32 +45,86 @@ pub fn shard_count() -> usize {
     })
 }
 
-/// The calling thread's shard, `< shard_count()`: assigned round robin on the thread's first
-/// record, then a thread-local read.
-fn shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    SHARD.with(|s| {
-        let i = s.get();
-        if i != usize::MAX {
-            return i;
+/// Bit `i` set: a live thread owns cell `i`.
+static OWNED: AtomicU64 = AtomicU64::new(0);
+
+/// The cell a thread writes: `< shard_count()` owned, `shard_count()` the shared one.
+struct Slot(usize);
+
+impl Slot {
+    /// The lowest free cell, or the shared one when all are taken. `Acquire`: the new owner
+    /// sees every store of the previous one (released in [`Slot::drop`]).
+    fn take() -> Slot {
+        let n = shard_count();
+        let all = u64::MAX >> (64 - n);
+        let mut owned = OWNED.load(Ordering::Relaxed);
+        loop {
+            let free = !owned & all;
+            if free == 0 {
+                return Slot(n);
+            }
+            let bit = free.trailing_zeros() as usize;
+            match OWNED.compare_exchange_weak(
+                owned,
+                owned | 1 << bit,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Slot(bit),
+                Err(now) => owned = now,
+            }
         }
-        let i = NEXT.fetch_add(1, Ordering::Relaxed) & (shard_count() - 1);
-        s.set(i);
-        i
-    })
+    }
 }
 
-/// One padded `T` per shard.
+impl Drop for Slot {
+    /// Gives the cell back when the thread exits (`Release`: after its last store).
+    fn drop(&mut self) {
+        if self.0 < shard_count() {
+            OWNED.fetch_and(!(1 << self.0), Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static SLOT: Slot = Slot::take();
+}
+
+/// The calling thread's cell: taken on its first record, then a thread-local read.
+fn slot() -> usize {
+    SLOT.try_with(|s| s.0).unwrap_or_else(|_| shard_count())
+}
+
+/// The calling thread's cell of `cells` (one per [`slot`] value, the shared one last), and
+/// whether the thread owns it.
+fn cell<T>(cells: &[CachePadded<T>]) -> (&T, bool) {
+    let shared = cells.len() - 1;
+    match slot() {
+        i if i < shared => (&cells[i], true),
+        _ => (&cells[shared], false),
+    }
+}
+
+/// Adds `n` (wrapping) into `c`, a cell's counter: a plain load and store when the thread
+/// `owns` the cell (its only writer, see [`Slot`]), a `fetch_add` into the shared cell.
+fn add(c: &AtomicU64, n: u64, owns: bool) {
+    if owns {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    } else {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One padded `T` per [`slot`] value: `shard_count()` owned cells and the shared one.
 fn shards<T: Default>() -> Box<[CachePadded<T>]> {
-    (0..shard_count()).map(|_| CachePadded::default()).collect()
+    (0..=shard_count())
+        .map(|_| CachePadded::default())
+        .collect()
 }
 
-/// A counter sharded per thread: [`ShardedCounter::inc`] adds to the calling thread's shard,
-/// [`ShardedCounter::get`] sums the shards. Memory: one cache line pair (128 bytes on x86-64)
-/// per shard.
+/// A counter sharded per thread: [`ShardedCounter::inc`] adds to the calling thread's cell,
+/// [`ShardedCounter::get`] sums the cells. Memory: one cache line pair (128 bytes on x86-64)
+/// per cell, `shard_count() + 1` cells.
 pub struct ShardedCounter {
     shards: Box<[CachePadded<AtomicU64>]>,
 }
@@ -80,7 +137,8 @@ impl ShardedCounter {
 
     /// Adds `n` (wrapping at `u64::MAX`).
     pub fn add(&self, n: u64) {
-        self.shards[shard()].fetch_add(n, Ordering::Relaxed);
+        let (c, owns) = cell(&self.shards);
+        add(c, n, owns);
     }
 
     /// The total over all threads.
@@ -151,16 +209,17 @@ impl Default for RequestCell {
 }
 
 /// `zoho_gateway_requests_total` and `zoho_gateway_request_duration_seconds`, sharded per
-/// thread. A `(route, outcome)`'s shards are allocated on its first request (series that never
-/// occur cost one empty `OnceLock` each): `512 × shard_count()` bytes per `(route, outcome)`
-/// seen, so at most `routes × 8 outcomes × 512 × shard_count()` (19 routes on 2 cores: 304 KiB;
-/// 64 shards, on 32 cores or more: 4.75 MiB). A request counter series is exported
+/// thread. A `(route, outcome)`'s cells are allocated on its first request (series that never
+/// occur cost one empty `OnceLock` each): `512 × (shard_count() + 1)` bytes per
+/// `(route, outcome)` seen, so at most `routes × 8 outcomes × 512 × (shard_count() + 1)`
+/// (19 routes on 2 cores: 380 KiB; 64 + 1 cells, on 32 cores or more: 4.8 MiB). A request
+/// counter series is exported
 /// once its count is non-zero, a histogram once its `(route, outcome)` has a request: what the
 /// `IntCounterVec` and `HistogramVec` resolved on first use exported before.
 #[derive(Clone)]
 pub(super) struct RequestMetrics(Arc<RequestTable>);
 
-/// A `(route, outcome)`'s cells, one per shard.
+/// A `(route, outcome)`'s cells, one per [`slot`] value.
 type RequestRow = Box<[CachePadded<RequestCell>]>;
 
 struct RequestTable {
@@ -204,8 +263,8 @@ impl RequestMetrics {
         })))
     }
 
-    /// Records one request of route index `route` (`< route_labels.len()`): three `Relaxed`
-    /// adds into the calling thread's shard.
+    /// Records one request of route index `route` (`< route_labels.len()`): three adds into
+    /// the calling thread's cell.
     pub(super) fn record(
         &self,
         method: MethodLabel,
@@ -215,13 +274,14 @@ impl RequestMetrics {
         took: Duration,
     ) {
         let row = self.0.rows[route * Outcome::ALL.len() + outcome.index()].get_or_init(shards);
-        let cell = &row[shard()];
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         // Prometheus' rule: the first bucket whose upper bound is >= the value.
         let bucket = DURATION_BUCKETS_NS.partition_point(|&bound| bound < ns);
-        cell.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        cell.sum_ns.fetch_add(ns, Ordering::Relaxed);
-        cell.requests[method as usize * CLASSES + class].fetch_add(1, Ordering::Relaxed);
+        let counts = method as usize * CLASSES + class;
+        let (c, owns) = cell(row);
+        add(&c.buckets[bucket], 1, owns);
+        add(&c.sum_ns, ns, owns);
+        add(&c.requests[counts], 1, owns);
     }
 }
 
@@ -287,7 +347,7 @@ impl Collector for RequestMetrics {
     }
 }
 
-/// The reasons of `zoho_gateway_credits_saved_total`, in shard order.
+/// The reasons of `zoho_gateway_credits_saved_total`, in cell order.
 const SAVED_REASONS: [Outcome; 5] = [
     Outcome::Hit,
     Outcome::Collapsed,
@@ -297,7 +357,7 @@ const SAVED_REASONS: [Outcome; 5] = [
 ];
 
 /// One tenant's `zoho_gateway_credits_saved_total`, sharded per thread (the `reason`s of
-/// [`SAVED_REASONS`]; 40 bytes, 128 padded, per shard).
+/// [`SAVED_REASONS`]; 40 bytes, 128 padded, per cell).
 pub(super) struct SavedCredits {
     shards: Box<[CachePadded<[AtomicU64; SAVED_REASONS.len()]>]>,
 }
@@ -307,7 +367,8 @@ impl SavedCredits {
     /// (miss, bypass, error) add nothing.
     pub(super) fn add(&self, outcome: Outcome, credits: u64) {
         if let Some(i) = SAVED_REASONS.iter().position(|&o| o == outcome) {
-            self.shards[shard()][i].fetch_add(credits, Ordering::Relaxed);
+            let (c, owns) = cell(&self.shards);
+            add(&c[i], credits, owns);
         }
     }
 
@@ -328,10 +389,10 @@ impl std::fmt::Debug for SavedCredits {
     }
 }
 
-/// `zoho_gateway_credits_saved_total`: per tenant name, the shards handed out by
+/// `zoho_gateway_credits_saved_total`: per tenant name, the cells handed out by
 /// [`CreditsSaved::tenant`]. Every reason of every tenant that was ever resolved is exported
 /// (from 0), and a tenant's counters outlive its removal from the configuration, as the
-/// `IntCounterVec` did. Memory: `128 × shard_count()` bytes per tenant name.
+/// `IntCounterVec` did. Memory: `128 × (shard_count() + 1)` bytes per tenant name.
 #[derive(Clone)]
 pub(super) struct CreditsSaved(Arc<CreditsTable>);
 
@@ -676,19 +737,46 @@ mod tests {
     }
 
     #[test]
+    fn an_exiting_thread_gives_its_cell_to_the_next_with_its_count() {
+        let counter = ShardedCounter::default();
+        let threads = 8 * shard_count();
+        let mut owned = 0;
+        for t in 0..threads as u64 {
+            let slot = std::thread::scope(|s| {
+                s.spawn(|| {
+                    counter.add(t);
+                    slot()
+                })
+                .join()
+                .unwrap()
+            });
+            owned += usize::from(slot < shard_count());
+        }
+        // Without giving cells back, at most `shard_count()` of these threads could own one.
+        assert!(owned > shard_count(), "{owned} of {threads}");
+        let threads = threads as u64;
+        assert_eq!(counter.get(), threads * (threads - 1) / 2);
+    }
+
+    #[test]
     fn records_from_many_threads_sum_at_read() {
-        const THREADS: u64 = 8;
+        // More threads alive at once than cells to own: some add into the shared cell.
+        let threads = shard_count() + 4;
         const EACH: u64 = 1000;
         let metrics = Arc::new(Metrics::register(1, labels(), false).unwrap());
         let counter = Arc::new(ShardedCounter::default());
         let saved = metrics.tenant("acme");
-        let barrier = Arc::new(std::sync::Barrier::new(THREADS as usize));
-        let shards: Vec<usize> = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..THREADS)
+        let (start, end) = (
+            std::sync::Barrier::new(threads),
+            std::sync::Barrier::new(threads),
+        );
+        let slots: Vec<usize> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..threads as u64)
                 .map(|t| {
-                    let (metrics, counter, saved, barrier) = (&metrics, &counter, &saved, &barrier);
+                    let (start, end) = (&start, &end);
+                    let (metrics, counter, saved) = (&metrics, &counter, &saved);
                     s.spawn(move || {
-                        barrier.wait();
+                        start.wait();
                         for i in 0..EACH {
                             // 1 µs .. 1000 µs: every thread spans several buckets.
                             let took = Duration::from_micros(i + 1);
@@ -702,18 +790,22 @@ mod tests {
                             counter.inc();
                             saved.record_outcome(Outcome::Hit, t + 1);
                         }
-                        shard()
+                        // No thread exits (and gives its cell back) before all have recorded.
+                        end.wait();
+                        slot()
                     })
                 })
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap()).collect()
         });
-        // The threads spread over more than one shard (round robin), so the sums below add
-        // shards, not one shared cell.
-        let distinct: std::collections::BTreeSet<_> = shards.iter().collect();
-        assert!(distinct.len() >= 2, "{shards:?}");
+        // Live threads own distinct cells; at least 4 of ours found none free.
+        let owned: Vec<_> = slots.iter().filter(|&&i| i < shard_count()).collect();
+        let distinct: std::collections::BTreeSet<_> = owned.iter().collect();
+        assert_eq!(distinct.len(), owned.len(), "{slots:?}");
+        assert!(slots.len() - owned.len() >= 4, "{slots:?}");
 
-        let total = THREADS * EACH;
+        let threads = threads as u64;
+        let total = threads * EACH;
         assert_eq!(counter.get(), total);
         assert_eq!(format!("{counter:?}"), format!("ShardedCounter({total})"));
         let text = String::from_utf8(metrics.render()).unwrap();
@@ -749,7 +841,7 @@ mod tests {
                 line(&format!(
                     "zoho_gateway_request_duration_seconds_bucket{hist},le=\"{le}\"}}"
                 )),
-                (THREADS * n).to_string(),
+                (threads * n).to_string(),
                 "le={le}"
             );
         }
@@ -759,11 +851,11 @@ mod tests {
         ))
         .parse()
         .unwrap();
-        assert_eq!(sum_s, (THREADS * EACH * (EACH + 1) / 2 * 1000) as f64 / 1e9);
+        assert_eq!(sum_s, (threads * EACH * (EACH + 1) / 2 * 1000) as f64 / 1e9);
         // Thread t saved t + 1 credits per hit.
         assert_eq!(
             line("zoho_gateway_credits_saved_total{reason=\"hit\",tenant=\"acme\"}"),
-            (EACH * THREADS * (THREADS + 1) / 2).to_string()
+            (EACH * threads * (threads + 1) / 2).to_string()
         );
     }
 }

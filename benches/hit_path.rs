@@ -94,6 +94,22 @@ fn bench_hit_path(c: &mut Criterion) {
             .body(Empty::<Bytes>::new())
             .unwrap()
     };
+    // `HIT_LOOP=N`: run N in-process hits on this thread and exit, for counting with
+    // `perf stat -e instructions:u` (N and 0, subtracted: instructions per hit, a figure the
+    // shared machine's noise does not move the way it moves wall time).
+    if let Some(n) = std::env::var("HIT_LOOP")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        rt.block_on(async {
+            for _ in 0..n {
+                let resp = gw.clone().handle(request(), peer).await;
+                assert!(resp.status().is_success());
+            }
+        });
+        eprintln!("HIT_LOOP: {n} hits");
+        std::process::exit(0);
+    }
     group.bench_function("gateway_hit_in_process", |b| {
         b.to_async(&rt).iter_batched(
             request,

@@ -230,10 +230,24 @@ impl CachedResponse {
 }
 
 /// `v` in a buffer of its own (`HeaderValue::from_bytes` copies; `clone` would share hyper's
-/// read buffer).
+/// read buffer), or a static value when it is one of Zoho's usual ones ([`INTERNED_VALUES`]):
+/// no buffer per entry, and replaying it writes to no reference count.
 fn owned_value(v: &HeaderValue) -> HeaderValue {
-    HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone())
+    INTERNED_VALUES
+        .iter()
+        .find(|s| s.as_bytes() == v.as_bytes())
+        .map(|s| HeaderValue::from_static(s))
+        .unwrap_or_else(|| HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone()))
 }
+
+/// Stored header values kept as statics: Zoho's JSON content types.
+const INTERNED_VALUES: &[&str] = &[
+    "application/json;charset=utf-8",
+    "application/json; charset=utf-8",
+    "application/json;charset=UTF-8",
+    "application/json; charset=UTF-8",
+    "application/json",
+];
 
 /// What a held key answers until its hold ends: the failed upstream answer (a 5xx or 429,
 /// relayed as received) or the gateway error of the failed attempt.

@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | tenant (org, data centre, token owner) | [`KeyScope::tenant`] bytes | the tenant's identity scope (its configured name and a one-way fingerprint of its API host and credentials, [`crate::config::TenantConfig::identity_scope`]) pins one Zoho org, data centre and token owner; new credentials or a new host (a live reload) never meet the old identity's entries. A client `X-CRM-ORG` header selects another org: the gateway must fold it into `tenant` or bypass the cache. |
 //! | credential identity | [`KeyScope::credential`] (presence byte + 32 bytes) | a digest of the caller's credential when answers may differ per user (user-scoped tokens); `None` when the tenant's own token is used for everybody. Never the raw token: tokens rotate hourly. |
-//! | HTTP method | [`KeyScope::method`] bytes, byte-exact | |
+//! | HTTP method | [`KeyScope::method`] bytes, byte-exact | the route's method: a `HEAD` is keyed as the `GET` it is answered from (RFC 9111 §4). |
 //! | API version (`v7` in `/crm/v7/...`) | [`KeyScope::version`] bytes, byte-exact | v7 and v8 may answer differently. |
-//! | route (path after the version) | [`KeyScope::route`] bytes, byte-exact | the gateway passes the concrete path, ids included. |
+//! | route (path after the version) | [`KeyScope::route`] bytes, byte-exact | the gateway passes the concrete path, ids included, after decoding percent-encoded unreserved characters (RFC 3986 §6.2.2.2, [`crate::route::decode_unreserved`]: `Lead%73` is `Leads`). |
 //! | `filters` | the typed canonical tree (below), or an "absent" tag | |
 //! | `page` | `u32`, default `1` filled in | omitting it equals `page=1`. |
 //! | `per_page` | `u32`, default `200` filled in | omitting it equals `per_page=200`. |
@@ -427,6 +427,10 @@ pub enum InvalidKind {
     /// Two parameters Zoho refuses together (e.g. `page` and `page_token`): Zoho's
     /// `AMBIGUITY_DURING_PROCESSING`.
     Conflict,
+    /// A comma-separated set with more items than Zoho accepts (more than 50 `fields` or 100
+    /// `ids` of a records read), on a parameter whose `max_items` is Zoho's limit
+    /// ([`SetOverflow::Reject`]): Zoho's `LIMIT_EXCEEDED`.
+    LimitExceeded,
 }
 
 impl InvalidKind {
@@ -442,6 +446,10 @@ impl InvalidKind {
             InvalidKind::Conflict => "AMBIGUITY_DURING_PROCESSING",
             InvalidKind::CriteriaSyntax | InvalidKind::TooManyValues => "INVALID_QUERY",
             InvalidKind::CriteriaLimitExceeded => "CRITERIA_LIMIT_EXCEEDED",
+            // Zoho's get-records answer to more than 50 `fields` or 100 `ids` (400, `details`
+            // `param_name` and `limit`; the simulator's records API, Zoho's v8 OpenAPI error
+            // codes).
+            InvalidKind::LimitExceeded => "LIMIT_EXCEEDED",
             InvalidKind::BadEncoding
             | InvalidKind::InvalidJson
             | InvalidKind::BadShape
@@ -481,6 +489,7 @@ impl InvalidKind {
             InvalidKind::NotInEnum => "not_in_enum",
             InvalidKind::RequiredParamMissing => "required_param_missing",
             InvalidKind::Conflict => "conflict",
+            InvalidKind::LimitExceeded => "limit_exceeded",
         }
     }
 }
@@ -496,6 +505,9 @@ pub struct InvalidQuery {
     pub message: String,
     /// Machine-readable kind.
     pub kind: InvalidKind,
+    /// The limit the parameter went over ([`InvalidKind::LimitExceeded`]: Zoho's
+    /// `details.limit`); `None` for other kinds.
+    pub limit: Option<u32>,
 }
 
 impl InvalidQuery {
@@ -508,6 +520,7 @@ impl InvalidQuery {
             param: param.into(),
             message: message.into(),
             kind,
+            limit: None,
         }
     }
 }
@@ -541,11 +554,15 @@ pub enum ParamKind {
     },
     /// A comma-separated set (`fields`, `ids`): Zoho's answer does not depend on the order or
     /// repetition of the items, so items are sorted and deduplicated; each stays byte-exact (no
-    /// trimming, no case folding). An empty value or an empty item, or more than `max_items`
-    /// items: [`NoCacheReason::UnsupportedSet`] (Zoho's reading is not documented).
+    /// trimming, no case folding). More than `max_items` items (counting repeats, not items
+    /// that are empty or all spaces, as Zoho counts): as `over_max` says, checked first. Then
+    /// an empty value or an empty item: [`NoCacheReason::UnsupportedSet`] (Zoho's reading is
+    /// not documented).
     Set {
-        /// Most items accepted for caching.
+        /// Most items accepted.
         max_items: usize,
+        /// What more than `max_items` items mean.
+        over_max: SetOverflow,
     },
     /// An opaque string (`page_token`, `cvid`, `email`): byte-exact after decoding.
     Opaque,
@@ -589,6 +606,46 @@ impl ParamSpec {
             required: false,
         }
     }
+}
+
+/// Which of a schema's parameters a request sent (bit `i` = the schema's parameter `i`;
+/// defaults filled in do not count). A pure function of the raw query, so the key memo keeps it
+/// with the key: whatever depends on it (a route's credit cost, `credit_cost_when`) is known on
+/// a hit without parsing the query again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SentParams(u16);
+
+impl SentParams {
+    /// Whether the schema's parameter at position `i` was sent.
+    pub fn contains(self, i: usize) -> bool {
+        i < MAX_SCHEMA_PARAMS && self.0 & (1 << i) != 0
+    }
+
+    fn from_flags(sent: &[bool; MAX_SCHEMA_PARAMS]) -> Self {
+        SentParams(
+            sent.iter()
+                .enumerate()
+                .filter(|(_, s)| **s)
+                .fold(0, |bits, (i, _)| bits | 1 << i),
+        )
+    }
+}
+
+// One bit per schema parameter.
+const _: () = assert!(MAX_SCHEMA_PARAMS <= 16);
+
+/// What a set parameter ([`ParamKind::Set`]) with more than `max_items` items means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetOverflow {
+    /// `max_items` is the gateway's bound, not Zoho's: the request is forwarded uncached
+    /// ([`NoCacheReason::UnsupportedSet`]) and Zoho answers. Default.
+    #[default]
+    Bypass,
+    /// `max_items` is Zoho's documented limit (50 `fields`, 100 `ids` of a records read):
+    /// answered locally with Zoho's 400 `LIMIT_EXCEEDED` ([`InvalidKind::LimitExceeded`]), no
+    /// credit spent.
+    Reject,
 }
 
 /// What a route does with query parameters its schema does not name.
@@ -666,7 +723,7 @@ impl ParamSchema {
                 ParamKind::Enum { values, default } => {
                     values.is_empty() || default.as_ref().is_some_and(|d| !values.contains(d))
                 }
-                ParamKind::Set { max_items } => *max_items == 0,
+                ParamKind::Set { max_items, .. } => *max_items == 0,
                 ParamKind::Filters(_) | ParamKind::Opaque | ParamKind::Criteria(_) => false,
             };
             if bad {
@@ -760,17 +817,24 @@ impl ParamSchema {
     /// schema alone). Only keys are memoised; uncacheable and invalid queries are worked out
     /// every time. Same outcomes as `canonicalize`.
     pub fn key(&self, scope: &KeyScope<'_>, raw_query: &str) -> KeyOutcome {
-        if let Some(key) = self.memo.get().get(scope, raw_query) {
-            return KeyOutcome::Key(key);
+        self.key_and_sent(scope, raw_query).0
+    }
+
+    /// [`ParamSchema::key`], and which of the schema's parameters the query sent: memoised with
+    /// the key (a hot query's comes back without decoding); for an uncacheable or invalid
+    /// query, found by decoding the parameter names only.
+    pub fn key_and_sent(&self, scope: &KeyScope<'_>, raw_query: &str) -> (KeyOutcome, SentParams) {
+        if let Some((key, sent)) = self.memo.get().get(scope, raw_query) {
+            return (KeyOutcome::Key(key), sent);
         }
         match self.canonicalize(raw_query) {
             Canonical::Key(q) => {
                 let key = cache_key(scope, &q);
-                self.memo.get().insert(scope, raw_query, key);
-                KeyOutcome::Key(key)
+                self.memo.get().insert(scope, raw_query, key, q.sent);
+                (KeyOutcome::Key(key), q.sent)
             }
-            Canonical::Uncacheable(r) => KeyOutcome::Uncacheable(r),
-            Canonical::Invalid(i) => KeyOutcome::Invalid(i),
+            Canonical::Uncacheable(r) => (KeyOutcome::Uncacheable(r), query::sent(raw_query, self)),
+            Canonical::Invalid(i) => (KeyOutcome::Invalid(i), query::sent(raw_query, self)),
         }
     }
 }
@@ -803,9 +867,17 @@ pub struct CanonicalQuery {
     /// Other parameters: decoded name, decoded value (`None` when the segment had no `=`);
     /// stably sorted by name.
     others: Vec<(Box<str>, Option<Box<str>>)>,
+    /// Which schema parameters the query sent (not part of the key: it follows from `values`
+    /// and the raw query, and only weighs credits).
+    sent: SentParams,
 }
 
 impl CanonicalQuery {
+    /// Which of the schema's parameters the query sent.
+    pub fn sent(&self) -> SentParams {
+        self.sent
+    }
+
     fn value(&self, name: &str) -> Option<&Value> {
         let i = self.names.iter().position(|n| n == name)?;
         self.values.get(i)
@@ -917,9 +989,25 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
                     },
                 }
             }
-            ParamKind::Set { max_items } => match parts.known[i].take() {
+            ParamKind::Set {
+                max_items,
+                over_max,
+            } => match parts.known[i].take() {
                 None => Value::Absent,
                 Some(v) => {
+                    if *over_max == SetOverflow::Reject {
+                        let counted = v.split(',').filter(|i| !i.trim().is_empty()).count();
+                        if counted > *max_items {
+                            return Err(Reject::Invalid(InvalidQuery {
+                                limit: u32::try_from(*max_items).ok(),
+                                ..InvalidQuery::new(
+                                    spec.name.clone(),
+                                    InvalidKind::LimitExceeded,
+                                    format!("at most {max_items} items in {}", spec.name),
+                                )
+                            }));
+                        }
+                    }
                     let mut items: Vec<Box<str>> = Vec::new();
                     for item in v.split(',') {
                         if item.is_empty() || items.len() == *max_items {
@@ -977,5 +1065,6 @@ fn canonicalize_inner(raw_query: &str, schema: &ParamSchema) -> Result<Canonical
         names: schema.names.clone(),
         values,
         others: parts.others,
+        sent: SentParams::from_flags(&sent),
     })
 }

@@ -47,6 +47,16 @@ impl Clock {
         }
     }
 
+    /// `read` — an instant the caller has just read from tokio's clock — for tokio's clock
+    /// (saves reading it again), or the manual clock's current instant.
+    #[inline]
+    pub fn now_or(&self, read: Instant) -> Instant {
+        match &self.manual {
+            None => read,
+            Some(m) => m.now(),
+        }
+    }
+
     /// Waits until this clock reads `deadline` or later: a tokio sleep, or for a manual clock,
     /// until a test advances it far enough.
     ///

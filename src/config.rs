@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::canonical::{CanonicalRules, FilterLimits, FilterMode, ParamSchema};
-use crate::route::{PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy};
+use crate::route::{
+    PathMatch, PathTemplate, RouteId, RouteKind, RouteLifetimes, RoutePolicy, SplitPath,
+};
 
 mod routes;
 mod zoho;
@@ -478,9 +480,10 @@ impl GatewayConfig {
     /// The first cached route whose template matches `path` (normal form, no query), whatever
     /// the method (the caller answers 405 for another method).
     pub fn match_route<'a>(&self, path: &'a str) -> Option<(RouteId, PathMatch<'a>)> {
+        let split = SplitPath::new(path);
         self.routes.iter().enumerate().find_map(|(i, r)| {
             r.template
-                .matches(path, &self.versions)
+                .matches_split(&split, &self.versions)
                 .map(|m| (RouteId(i as u16), m))
         })
     }
@@ -716,6 +719,7 @@ impl RawConfig {
             honor_no_cache: route.honor_no_cache,
             honor_no_store: route.honor_no_store,
             credit_cost: 1,
+            credit_cost_when: Vec::new(),
             group: "user_groups".to_owned(),
         };
         let mut routes = vec![count_route];

@@ -84,15 +84,20 @@ pub enum GatewayError {
         /// Short explanation, safe to show the client.
         message: String,
         /// Zoho's error code: `INVALID_DATA`, or `REQUIRED_PARAM_MISSING` for a missing
-        /// mandatory parameter.
+        /// mandatory parameter, `LIMIT_EXCEEDED` for too many items, ….
         code: &'static str,
+        /// The limit the parameter went over (`details.limit` of Zoho's `LIMIT_EXCEEDED`).
+        limit: Option<u32>,
     },
     /// No route of this gateway matches the path.
     #[error("unknown route")]
     UnknownRoute,
-    /// The route exists but not for this method.
+    /// The path is a route of this gateway, but not for this method (RFC 9110 §15.5.6).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods allowed on the path: the `Allow` header (RFC 9110 §10.2.1).
+        allow: HeaderValue,
+    },
     /// The request body exceeds the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -106,6 +111,10 @@ pub enum GatewayError {
     /// HTTP/1.1, RFC 9112 §3.2; several credential headers).
     #[error("{0}")]
     InvalidRequest(&'static str),
+    /// The client asked for a stored answer only (`Cache-Control: only-if-cached`, RFC 9111
+    /// §5.2.1.7) and the cache has none it may serve: 504, as the RFC says.
+    #[error("no stored answer for an only-if-cached request")]
+    NotCached,
     /// A coalesced waiter reached its deadline before the shared fetch finished.
     #[error("timed out waiting for the shared upstream fetch")]
     WaitTimeout,
@@ -168,13 +177,13 @@ impl GatewayError {
             GatewayError::NoPermission => StatusCode::FORBIDDEN,
             GatewayError::InvalidData { .. } => StatusCode::BAD_REQUEST,
             GatewayError::UnknownRoute => StatusCode::NOT_FOUND,
-            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::WaitTimeout | GatewayError::UpstreamTimeout => {
+            GatewayError::WaitTimeout | GatewayError::UpstreamTimeout | GatewayError::NotCached => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             GatewayError::UpstreamConnect(_) | GatewayError::UpstreamTooLarge => {
@@ -202,7 +211,7 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "missing_zoho_token",
             GatewayError::InvalidData { .. } => "invalid_data",
             GatewayError::UnknownRoute => "unknown_route",
-            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::BadRequestBody => "bad_request_body",
             GatewayError::RequestTimeout => "request_timeout",
@@ -217,6 +226,7 @@ impl GatewayError {
             GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::TooManyWaiters => "too_many_waiters",
             GatewayError::UriTooLong => "uri_too_long",
+            GatewayError::NotCached => "not_cached",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Internal => "internal",
         }
@@ -232,9 +242,10 @@ impl GatewayError {
             | GatewayError::MissingZohoToken
             | GatewayError::InvalidData { .. }
             | GatewayError::UnknownRoute
-            | GatewayError::MethodNotAllowed
+            | GatewayError::MethodNotAllowed { .. }
             | GatewayError::PayloadTooLarge
             | GatewayError::UriTooLong
+            | GatewayError::NotCached
             | GatewayError::BadRequestBody
             | GatewayError::RequestTimeout
             | GatewayError::InvalidRequest(_) => Blame::Client,
@@ -269,7 +280,10 @@ impl GatewayError {
             GatewayError::MissingZohoToken => "AUTHENTICATION_FAILURE",
             GatewayError::InvalidData { code, .. } => code,
             GatewayError::UnknownRoute => "INVALID_URL_PATTERN",
-            GatewayError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            // Zoho's code and message for a known path with a wrong method (its v8 OpenAPI
+            // examples, `response-400-invalidrequestmethodresponse1`); the status is RFC 9110's
+            // 405 with `Allow`, where Zoho says 400.
+            GatewayError::MethodNotAllowed { .. } => "INVALID_REQUEST_METHOD",
             GatewayError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             GatewayError::BadRequestBody | GatewayError::InvalidRequest(_) => "INVALID_REQUEST",
             GatewayError::RequestTimeout => "REQUEST_TIMEOUT",
@@ -281,6 +295,7 @@ impl GatewayError {
             | GatewayError::ShuttingDown => "SERVICE_UNAVAILABLE",
             GatewayError::UpstreamBusy | GatewayError::CreditReserve { .. } => "TOO_MANY_REQUESTS",
             GatewayError::UriTooLong => "URI_TOO_LONG",
+            GatewayError::NotCached => "NOT_CACHED",
             GatewayError::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -293,6 +308,9 @@ impl GatewayError {
                 "Please check if the URL trying to access is a correct one".to_owned()
             }
             GatewayError::InvalidData { message, .. } => message.clone(),
+            GatewayError::MethodNotAllowed { .. } => {
+                "The http request method type is not a valid one".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -303,7 +321,10 @@ impl GatewayError {
         details.insert("gateway".into(), json!(true));
         details.insert("kind".into(), json!(self.kind()));
         match self {
-            GatewayError::InvalidData { param, .. } => {
+            GatewayError::InvalidData { param, limit, .. } => {
+                if let Some(limit) = limit {
+                    details.insert("limit".into(), json!(limit));
+                }
                 details.insert("param_name".into(), json!(param));
             }
             GatewayError::TokenUnavailable { reason, .. } => {
@@ -357,6 +378,7 @@ mod tests {
             param: "filters".into(),
             message: "invalid JSON".into(),
             code: "INVALID_DATA",
+            limit: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["code"], "INVALID_DATA");

@@ -271,6 +271,20 @@ struct TenantTable {
     live: Vec<TenantId>,
 }
 
+/// A tenant borrowed from the live table ([`Gateway::tenant_ref`]); derefs to the [`Tenant`].
+pub(crate) struct TenantRef {
+    table: arc_swap::Guard<Arc<TenantTable>>,
+    index: usize,
+}
+
+impl std::ops::Deref for TenantRef {
+    type Target = Tenant;
+
+    fn deref(&self) -> &Tenant {
+        &self.table.slots[self.index]
+    }
+}
+
 /// Hit/miss tallies for `GET /admin/cache`. Hits and misses are counted on every request, so
 /// they are sharded per thread (a read sums the shards).
 #[derive(Debug, Default)]
@@ -537,6 +551,13 @@ impl Gateway {
         self.config.load_full()
     }
 
+    /// The current configuration as a short-lived guard: no reference count is touched (a
+    /// shared counter every worker would write on every request), so this is what the request
+    /// path loads once per request. Hold it for one request at most.
+    pub(crate) fn config_guard(&self) -> arc_swap::Guard<Arc<GatewayConfig>> {
+        self.config.load()
+    }
+
     /// Applies a new configuration without dropping the cache: TTLs and staleness windows,
     /// route policies (parameter schemas, versions, pass-through allowlist), client keys,
     /// request limits, the admin token, and tenants added, removed or changed (see the module
@@ -663,6 +684,15 @@ impl Gateway {
     /// slots are never removed).
     pub fn tenant(&self, id: TenantId) -> Arc<Tenant> {
         self.tenants.load().slots[id.index()].clone()
+    }
+
+    /// [`Gateway::tenant`] as a short-lived guard, for the request path: no reference count is
+    /// touched (see [`Gateway::config_guard`]). Hold it for one request at most.
+    pub(crate) fn tenant_ref(&self, id: TenantId) -> TenantRef {
+        TenantRef {
+            table: self.tenants.load(),
+            index: id.index(),
+        }
     }
 
     /// The live tenant named `name`.

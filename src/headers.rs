@@ -19,6 +19,10 @@ pub const API_CREDITS_REMAINING: &str = "x-api-credits-remaining";
 /// and part of the cache key (see the `canonical` module doc).
 pub static X_EXTERNAL: HeaderName = HeaderName::from_static("x-external");
 
+/// `Cache-Control` of the gateway's own answers (RFC 9111 §5.2.2.7 `private`, §5.2.2.4
+/// `no-cache`): never stored by a shared cache; a client's private cache must revalidate.
+pub const RESPONSE_CACHE_CONTROL: &str = "private, no-cache";
+
 /// `X-Forwarded-For`: the client's address, set on upstream requests.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
@@ -55,7 +59,7 @@ pub fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
 }
 
 /// The client's `X-Request-Id` if it is 1–128 visible ASCII characters, else a new random id
-/// (16 hex digits).
+/// (16 hex digits, built in the per-thread [`arena_value`] buffer: no allocation per request).
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&REQUEST_ID) {
         let b = v.as_bytes();
@@ -63,8 +67,119 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id: u64 = rand::random();
-    HeaderValue::try_from(format!("{id:016x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let id = next_request_id();
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    arena_value(&[&hex])
+}
+
+thread_local! {
+    /// Per-thread generator state for request ids, seeded from the OS generator once.
+    static ID_STATE: std::cell::Cell<u64> = std::cell::Cell::new(rand::random());
+}
+
+/// A 64-bit request id: SplitMix64 over per-thread state seeded at random (ids need to be
+/// unique for correlation, not unpredictable: they are no secret; `rand::random` per request cost
+/// a ChaCha block).
+fn next_request_id() -> u64 {
+    ID_STATE.with(|state| {
+        let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    })
+}
+
+/// Bytes per arena chunk: a chunk serves many responses' small values, and a response kept
+/// alive (a slow client) pins at most the chunk its values were cut from.
+const ARENA_CHUNK: usize = 1024;
+
+thread_local! {
+    /// Per-thread buffer that small per-response header values are cut from (see
+    /// [`arena_value`]).
+    static ARENA: std::cell::RefCell<bytes::BytesMut> =
+        std::cell::RefCell::new(bytes::BytesMut::new());
+}
+
+/// A header value holding the concatenation of `parts`, cut from a per-thread buffer: one
+/// allocation per [`ARENA_CHUNK`] bytes of values instead of one per value, and its reference
+/// count lives on the thread that writes the response (a value shared by every worker would
+/// bounce its count between cores on each clone and drop). For the values a response computes
+/// (`Age`, `Cache-Status`, the request id) or replays from an entry (validators).
+///
+/// The parts must be a valid header value (visible ASCII, spaces, tabs); anything else falls
+/// back to an empty value, which callers never produce.
+pub fn arena_value(parts: &[&[u8]]) -> HeaderValue {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let bytes = ARENA.with(|arena| {
+        let Ok(mut arena) = arena.try_borrow_mut() else {
+            return bytes::Bytes::from(parts.concat()); // not re-entered in practice
+        };
+        if arena.capacity() - arena.len() < len {
+            *arena = bytes::BytesMut::with_capacity(ARENA_CHUNK.max(len));
+        }
+        for part in parts {
+            arena.extend_from_slice(part);
+        }
+        arena.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The request headers the gateway reads, found in one pass over the request's map (a hit would
+/// otherwise hash about ten names into it). Values borrow the request.
+#[derive(Debug, Default)]
+pub struct RequestHeads<'r> {
+    /// `Host` lines (RFC 9112 §3.2: exactly one for HTTP/1.1).
+    pub hosts: usize,
+    /// The first `Authorization`, and how many were sent.
+    pub authorization: Option<&'r HeaderValue>,
+    /// `Authorization` lines.
+    pub authorizations: usize,
+    /// The first `X-Gateway-Key`, and how many were sent.
+    pub gateway_key: Option<&'r HeaderValue>,
+    /// `X-Gateway-Key` lines.
+    pub gateway_keys: usize,
+    /// The first `X-EXTERNAL`.
+    pub external: Option<&'r HeaderValue>,
+    /// `X-EXTERNAL` lines.
+    pub externals: usize,
+    /// Whether the client sent `Cache-Control` or `Pragma` (client directives to read).
+    pub directives: bool,
+    /// Whether the client sent `If-None-Match` or `If-Modified-Since` (conditions to read).
+    pub conditional: bool,
+}
+
+impl<'r> RequestHeads<'r> {
+    /// One pass over `h`.
+    pub fn scan(h: &'r HeaderMap) -> Self {
+        let mut heads = RequestHeads::default();
+        for (name, value) in h {
+            match name.as_str() {
+                "host" => heads.hosts += 1,
+                "authorization" => {
+                    heads.authorizations += 1;
+                    heads.authorization.get_or_insert(value);
+                }
+                "x-gateway-key" => {
+                    heads.gateway_keys += 1;
+                    heads.gateway_key.get_or_insert(value);
+                }
+                "x-external" => {
+                    heads.externals += 1;
+                    heads.external.get_or_insert(value);
+                }
+                "cache-control" | "pragma" => heads.directives = true,
+                "if-none-match" | "if-modified-since" => heads.conditional = true,
+                _ => {}
+            }
+        }
+        heads
+    }
 }
 
 #[cfg(test)]

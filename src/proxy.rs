@@ -48,7 +48,7 @@ use crate::config::{ClientKey, GatewayConfig, Priority, TenantId, key_digest};
 use crate::error::{Blame, GATEWAY_ERROR_HEADER, GatewayError};
 use crate::fleet::Fleet;
 use crate::gateway::{Tenant, jitter};
-use crate::headers;
+use crate::headers::{self, RequestHeads};
 use crate::route::{self, PathMatch, RouteId, RouteKind, RoutePolicy};
 use crate::token::AccessToken;
 use crate::upstream::breaker::Verdict;
@@ -134,6 +134,24 @@ impl RequestCtx {
 struct Directives {
     no_cache: bool,
     no_store: bool,
+    /// `max-age=N`: no stored answer older than N seconds (§5.2.1.1; `max-age=0` asks for a
+    /// fresh one, like `no-cache`).
+    max_age: Option<u64>,
+    /// `min-fresh=N`: only a stored answer fresh for N more seconds (§5.2.1.3).
+    min_fresh: Option<u64>,
+    /// `only-if-cached`: a stored answer or 504, never an upstream call (§5.2.1.7).
+    only_if_cached: bool,
+}
+
+impl Directives {
+    /// Whether the client refuses `entry` at `now` although it is fresh (`max-age`,
+    /// `min-fresh`); then it is fetched again, as for `no-cache`.
+    fn refuses(&self, entry: &CachedResponse, now: Instant) -> bool {
+        self.max_age.is_some_and(|max| entry.age(now) > max)
+            || self
+                .min_fresh
+                .is_some_and(|min| entry.remaining_ttl(now) < min)
+    }
 }
 
 /// What a miss needs besides its target: the client's directives and conditions, and the
@@ -178,10 +196,13 @@ impl Gateway {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let request_id = headers::request_id(req.headers());
-        let cfg = self.config();
+        // One guard (no shared reference count written) and one clock read per request: the
+        // start is also the deadline's base and a hit's "now".
+        let cfg = self.config_guard();
+        let started = Instant::now();
         let mut rec = Recorder {
-            gw: Arc::clone(&self),
-            started: Instant::now(),
+            gw: &self,
+            started,
             method: req.method().clone(),
             ctx: RequestCtx {
                 route: RouteKind::Unmatched,
@@ -194,13 +215,14 @@ impl Gateway {
                 request_id: request_id.clone(),
                 external: None,
                 upstream_took: None,
-                deadline: Instant::now() + cfg.request_timeout,
+                deadline: started + cfg.request_timeout,
             },
             done: false,
         };
         // `request_timeout` bounds every wait of this request (flight, upstream, body) through
         // `ctx.deadline`; a cache hit waits on nothing and arms no timer.
-        let result = self.handle_inner(cfg, req, &mut rec.ctx).await;
+        let head = req.method() == Method::HEAD;
+        let result = self.handle_inner(&cfg, started, req, &mut rec.ctx).await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
@@ -208,16 +230,27 @@ impl Gateway {
                 error_response(&err, rec.ctx.phase)
             }
         };
-        resp.headers_mut().insert(&headers::REQUEST_ID, request_id);
+        if head {
+            headers_only(&mut resp);
+        }
+        let h = resp.headers_mut();
+        h.insert(&headers::REQUEST_ID, request_id);
+        // Every answer is one tenant's data for authenticated clients: no shared cache between
+        // the client and the gateway may store it, and a client's own cache revalidates (cheap:
+        // the gateway answers 304 from its cache). Relayed answers keep Zoho's own.
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static(headers::RESPONSE_CACHE_CONTROL));
         rec.finish(resp.status().as_u16());
         resp
     }
 
-    /// Route → authenticate → (cached route | pass-through).
+    /// Route → authenticate → (cached route | pass-through). `started`: when the request
+    /// arrived.
     async fn handle_inner<B>(
         self: &Arc<Self>,
-        cfg: Arc<GatewayConfig>,
-        req: Request<B>,
+        cfg: &GatewayConfig,
+        started: Instant,
+        mut req: Request<B>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError>
     where
@@ -225,25 +258,29 @@ impl Gateway {
         B::Data: Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
-        if req.version() == http::Version::HTTP_11
-            && req.headers().get_all(header::HOST).iter().count() != 1
-        {
-            return Err(GatewayError::InvalidRequest(
-                "an HTTP/1.1 request needs exactly one Host header",
-            ));
-        }
         let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if target_len > cfg.max_uri_bytes {
             return Err(GatewayError::UriTooLong);
+        }
+        // RFC 3986 §6.2.2.2: `%73` is `s`. Decoded before routing, keys and the upstream
+        // call, which all read the request's path; dot segments are checked after it.
+        if let std::borrow::Cow::Owned(decoded) = route::decode_unreserved(req.uri().path()) {
+            *req.uri_mut() = with_path(req.uri(), decoded)?;
+        }
+        // Every request header the path reads, in one pass.
+        let heads = RequestHeads::scan(req.headers());
+        // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
+        if req.version() == http::Version::HTTP_11 && heads.hosts != 1 {
+            return Err(GatewayError::InvalidRequest(
+                "an HTTP/1.1 request needs exactly one Host header",
+            ));
         }
         let path = req.uri().path();
         if !route::is_normal_path(path) {
             return Err(GatewayError::UnknownRoute);
         }
-        let mut external = req.headers().get_all(&headers::X_EXTERNAL).iter();
-        ctx.external = external.next().cloned();
-        if external.next().is_some() {
+        ctx.external = heads.external.cloned();
+        if heads.externals > 1 {
             return Err(GatewayError::InvalidRequest(
                 "send at most one X-EXTERNAL header",
             ));
@@ -253,12 +290,13 @@ impl Gateway {
             ctx.route = RouteKind::Cached(id);
             let policy = cfg.route(id);
             ctx.credits = policy.credit_cost;
-            if *req.method() == policy.method {
-                let auth =
-                    self.authenticate(&cfg, req.headers(), req.extensions().get(), ctx.route)?;
+            if policy.serves(req.method()) {
+                let auth = self.authenticate(cfg, &heads, req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
                 ctx.priority = auth.client.priority;
-                return self.cached_route(&cfg, &req, id, m, &auth, ctx).await;
+                return self
+                    .cached_route(cfg, started, &req, &heads, id, m, &auth, ctx)
+                    .await;
             }
         }
         // Another method on a cached route's path (a write to `/crm/v7/Leads`) may still be
@@ -270,12 +308,8 @@ impl Gateway {
         {
             ctx.route = RouteKind::Passthrough;
             ctx.credits = 1;
-            let auth = self.authenticate(
-                &cfg,
-                req.headers(),
-                req.extensions().get(),
-                RouteKind::Passthrough,
-            )?;
+            let auth =
+                self.authenticate(cfg, &heads, req.extensions().get(), RouteKind::Passthrough)?;
             ctx.tenant = Some(auth.client.tenant);
             ctx.priority = auth.client.priority;
             ctx.phase = CachePhase::Bypass(BypassReason::Passthrough);
@@ -285,22 +319,38 @@ impl Gateway {
             // Boxed, like every path that calls upstream: the request's future stays as small
             // as a hit needs (hyper moves it on every request).
             let result =
-                Box::pin(self.by_deadline(ctx.deadline, self.passthrough(&cfg, req, tenant, call)))
+                Box::pin(self.by_deadline(ctx.deadline, self.passthrough(cfg, req, tenant, call)))
                     .await;
             ctx.upstream_took = Some(started.elapsed());
             return result;
         }
-        match cached {
-            Some(_) => Err(GatewayError::MethodNotAllowed),
-            None => Err(GatewayError::UnknownRoute),
+        // A known path (a cached route's, or an allowlisted rule's for another method) is a
+        // 405 naming what is allowed there (RFC 9110 §15.5.6); a path nothing matches, a 404.
+        let cached_methods = cached
+            .into_iter()
+            .flat_map(|(id, _)| cfg.route(id).allowed_methods());
+        let passthrough_methods = cfg
+            .passthrough
+            .iter()
+            .filter(|r| r.matches_path(path, &cfg.versions))
+            .map(|r| &r.method);
+        let mut allowed = cached_methods.chain(passthrough_methods).peekable();
+        if allowed.peek().is_none() {
+            return Err(GatewayError::UnknownRoute);
         }
+        Err(GatewayError::MethodNotAllowed {
+            allow: allow_header(allowed),
+        })
     }
 
     /// Any cached route, driven by its policy: canonicalise → key → lookup → respond.
+    #[allow(clippy::too_many_arguments)] // the request's parts as the path has them at hand
     async fn cached_route<B>(
         self: &Arc<Self>,
         cfg: &GatewayConfig,
+        started: Instant,
         req: &Request<B>,
+        heads: &RequestHeads<'_>,
         route: RouteId,
         m: PathMatch<'_>,
         auth: &Authenticated<'_>,
@@ -311,24 +361,32 @@ impl Gateway {
         let policy = cfg.route(route);
         let tenant = auth.client.tenant;
         let raw_query = req.uri().query().unwrap_or("");
-        let directives = client_directives(req.headers(), policy);
+        let directives = if heads.directives {
+            client_directives(req.headers(), policy)
+        } else {
+            Directives::default()
+        };
         let path = req.uri().path();
 
         let scope = KeyScope {
-            tenant: &self.tenant(tenant).cache_scope,
+            tenant: &auth.tenant.cache_scope,
             credential: auth.partition.as_ref(),
             method: policy.method.as_str(),
             version: m.version,
             route: m.rest,
             external: ctx.external.as_ref().map(HeaderValue::as_bytes),
         };
-        // A hot query's key comes from the schema's memo (no decode, parse or hash).
-        let key = match policy.schema.key(&scope, raw_query) {
+        // A hot query's key comes from the schema's memo (no decode, parse or hash), and with
+        // it which parameters it sent: the call's credit cost (`credit_cost_when`).
+        let (outcome, sent) = policy.schema.key_and_sent(&scope, raw_query);
+        ctx.credits = policy.cost_of(sent);
+        let key = match outcome {
             KeyOutcome::Invalid(bad) => {
                 return Err(GatewayError::InvalidData {
                     code: bad.kind.zoho_code(),
                     param: bad.param,
                     message: bad.message,
+                    limit: bad.limit,
                 });
             }
             KeyOutcome::Uncacheable(reason) => Err(BypassReason::Query(reason)),
@@ -337,6 +395,7 @@ impl Gateway {
         };
         let key = match key {
             Ok(key) => key,
+            Err(_) if directives.only_if_cached => return Err(GatewayError::NotCached),
             Err(reason) => {
                 ctx.phase = CachePhase::Bypass(reason);
                 let started = Instant::now();
@@ -357,14 +416,31 @@ impl Gateway {
 
         // The client's `If-None-Match` / `If-Modified-Since`, answered from whatever entry is
         // served (never forwarded, never in the key; RFC 9110 §13).
-        let conditions = Conditions::from_headers(req.headers());
+        let conditions = heads
+            .conditional
+            .then(|| Conditions::from_headers(req.headers()))
+            .flatten();
         let conditions = conditions.as_ref();
-        let now = self.clock.now();
-        match self
+        let now = self.clock.now_or(started);
+        let mut directives = directives;
+        let lookup = match self
             .cache
             .lookup(&target.key, now, directives.no_cache)
             .await
         {
+            // Too old or not fresh enough for the client's `max-age` / `min-fresh`: fetched
+            // again, as for `no-cache`.
+            Lookup::Fresh(entry) | Lookup::StaleWhileRevalidate { entry, .. }
+                if directives.refuses(&entry, now) =>
+            {
+                directives.no_cache = true;
+                Lookup::Miss {
+                    stale: entry.usable_if_error(now).then_some(entry),
+                }
+            }
+            lookup => lookup,
+        };
+        match lookup {
             Lookup::Fresh(entry) => {
                 ctx.phase = CachePhase::Fresh;
                 Ok(cached_response(&entry, now, ctx.phase, conditions))
@@ -385,6 +461,7 @@ impl Gateway {
                 ctx.phase = CachePhase::Held;
                 Ok(held_response(&hold, now))
             }
+            Lookup::Miss { .. } if directives.only_if_cached => Err(GatewayError::NotCached),
             Lookup::Miss { stale } => {
                 let call = ctx.call(auth.credential.clone());
                 let miss = Miss {
@@ -642,6 +719,58 @@ impl Gateway {
     }
 }
 
+/// `uri` with its path replaced by `path` (the query kept).
+fn with_path(uri: &http::Uri, path: String) -> Result<http::Uri, GatewayError> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| GatewayError::UnknownRoute)?,
+    );
+    http::Uri::from_parts(parts).map_err(|_| GatewayError::UnknownRoute)
+}
+
+/// An `Allow` header value (RFC 9110 §10.2.1): `methods` comma-separated, each once, in the
+/// order given.
+fn allow_header<'m>(methods: impl Iterator<Item = &'m Method>) -> HeaderValue {
+    let mut listed: Vec<&Method> = Vec::new();
+    for m in methods {
+        if !listed.contains(&m) {
+            listed.push(m);
+        }
+    }
+    let text = listed
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Method names are tokens: always a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("GET"))
+}
+
+/// The response to a `HEAD` (RFC 9110 §9.3.2): the same status and headers as the `GET`
+/// answer, with `Content-Length` = the length of the body a `GET` gets, and no body. hyper's
+/// HTTP/1 server would drop the body of a `HEAD` answer itself (and send the body's length),
+/// but its HTTP/2 server sends it: so the gateway drops it here, for both. No copy: the
+/// entry's body is shared, and only its length is read.
+fn headers_only(resp: &mut Response<Body>) {
+    let len = http_body::Body::size_hint(resp.body()).exact().unwrap_or(0);
+    let status = resp.status();
+    // 1xx, 204 and 304 answers have no content to measure (RFC 9110 §8.6).
+    let has_content = !(status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED);
+    if has_content && !resp.headers().contains_key(header::CONTENT_LENGTH) {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *resp.body_mut() = Full::new(Bytes::new());
+}
+
 /// Whether a 200's body may be stored: JSON (`application/json` or a `+json` type, RFC 6839)
 /// and not content-coded (the gateway stores and replays bodies as received and asks Zoho for
 /// no coding). An HTML maintenance page or a gzip body is relayed, never stored.
@@ -673,11 +802,20 @@ fn client_directives(h: &HeaderMap, policy: &RoutePolicy) -> Directives {
     for v in h.get_all(header::CACHE_CONTROL) {
         seen_cache_control = true;
         for token in v.to_str().unwrap_or("").split(',') {
-            let name = token.split('=').next().unwrap_or("").trim();
+            let (name, arg) = token.split_once('=').unwrap_or((token, ""));
+            let name = name.trim();
+            // delta-seconds (RFC 9111 §1.2.2), optionally quoted; an invalid one is ignored.
+            let seconds = || arg.trim().trim_matches('"').parse::<u64>().ok();
             if name.eq_ignore_ascii_case("no-cache") {
                 d.no_cache = true;
             } else if name.eq_ignore_ascii_case("no-store") {
                 d.no_store = true;
+            } else if name.eq_ignore_ascii_case("max-age") {
+                d.max_age = seconds().or(d.max_age);
+            } else if name.eq_ignore_ascii_case("min-fresh") {
+                d.min_fresh = seconds().or(d.min_fresh);
+            } else if name.eq_ignore_ascii_case("only-if-cached") {
+                d.only_if_cached = true;
             }
         }
     }
@@ -687,8 +825,16 @@ fn client_directives(h: &HeaderMap, policy: &RoutePolicy) -> Directives {
     {
         d.no_cache = true;
     }
+    // `max-age=0`: no stored answer of any age (ages are whole seconds, so one stored within
+    // the second would pass a literal reading): fetched again, as Squid and Varnish do.
+    d.no_cache |= d.max_age == Some(0);
     d.no_cache &= policy.honor_no_cache;
     d.no_store &= policy.honor_no_store;
+    // `max-age` and `min-fresh` ask for a newer answer, as `no-cache` does.
+    if !policy.honor_no_cache {
+        d.max_age = None;
+        d.min_fresh = None;
+    }
     d
 }
 

@@ -92,13 +92,45 @@ pub struct RoutePolicy {
     pub honor_no_cache: bool,
     /// Honour a client's `Cache-Control: no-store` (RFC 9111 §5.2.1.5).
     pub honor_no_store: bool,
-    /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`).
+    /// Zoho API credits one upstream call of this route costs (weighs `credits_saved`, the
+    /// credit budget and the reserve), unless a parameter of `credit_cost_when` was sent.
     pub credit_cost: u32,
+    /// Credits a call costs when the query sends a parameter: (position in `schema`, cost),
+    /// e.g. `cvid` → 3 on a records read (Zoho's credit table). The highest of
+    /// `credit_cost` and the costs of the parameters sent applies ([`RoutePolicy::cost_of`]).
+    pub credit_cost_when: Vec<(usize, u32)>,
     /// Invalidation group: a successful write to the group drops the tenant's entries of every
     /// route in it (see [`write_invalidates`]). It may name path parameters of the template,
     /// e.g. `records:{module}`: each stored entry remembers its group resolved against its own
     /// path ([`PathTemplate::resolve_group`]), so a write to `Leads` drops only `records:leads`.
     pub group: String,
+}
+
+impl RoutePolicy {
+    /// Whether a request with `method` takes this route's cached path: its own method, and
+    /// `HEAD` where that is `GET` (RFC 9111 §4: a `HEAD` is answered from the stored `GET`
+    /// response, under the same key, and a `HEAD` miss fetches with `GET`).
+    pub fn serves(&self, method: &http::Method) -> bool {
+        *method == self.method
+            || (self.method == http::Method::GET && *method == http::Method::HEAD)
+    }
+
+    /// Credits one upstream call costs for a query that sent `sent` (from the key memo or
+    /// the canonicaliser, [`crate::canonical::ParamSchema::key_and_sent`]): the highest of
+    /// `credit_cost` and the `credit_cost_when` costs of the parameters sent.
+    pub fn cost_of(&self, sent: crate::canonical::SentParams) -> u32 {
+        self.credit_cost_when
+            .iter()
+            .filter(|(param, _)| sent.contains(*param))
+            .map(|(_, cost)| *cost)
+            .fold(self.credit_cost, u32::max)
+    }
+
+    /// The methods this route serves, for an `Allow` header (RFC 9110 §10.2.1).
+    pub fn allowed_methods(&self) -> impl Iterator<Item = &http::Method> {
+        let head = (self.method == http::Method::GET).then_some(&http::Method::HEAD);
+        std::iter::once(&self.method).chain(head)
+    }
 }
 
 /// One path segment of a [`PathTemplate`].
@@ -134,6 +166,66 @@ pub struct PathMatch<'a> {
     pub rest: &'a str,
 }
 
+/// A path split into its segments once, so that a route table matches it without splitting
+/// it again per template: the end offset of each of the first [`SplitPath::MAX`] segments (a
+/// path with more only matches templates ending in `**`).
+#[derive(Clone, Copy, Debug)]
+pub struct SplitPath<'a> {
+    path: &'a str,
+    /// Byte offset just past segment `i` (its `/` or the end of the path).
+    ends: [u16; SplitPath::MAX],
+    /// Segments in the path (may exceed `MAX`).
+    count: usize,
+}
+
+impl<'a> SplitPath<'a> {
+    /// Segments whose bounds are kept.
+    pub const MAX: usize = 24;
+
+    /// Splits `path` (normal form: starts with `/`).
+    pub fn new(path: &'a str) -> Self {
+        let mut split = SplitPath {
+            path,
+            ends: [0; Self::MAX],
+            count: 0,
+        };
+        if path.len() > usize::from(u16::MAX) {
+            // Longer than any URI the gateway accepts: no segments, matches no template.
+            return split;
+        }
+        for (i, b) in path.bytes().enumerate().skip(1) {
+            if b == b'/' {
+                split.push(i);
+            }
+        }
+        split.push(path.len());
+        split
+    }
+
+    fn push(&mut self, end: usize) {
+        if self.count < Self::MAX {
+            self.ends[self.count] = end as u16;
+        }
+        self.count += 1;
+    }
+
+    /// How many segments the path has.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Offset just past segment `i` (`i < min(count, MAX)`).
+    fn end(&self, i: usize) -> usize {
+        usize::from(self.ends[i])
+    }
+
+    /// Segment `i` (`i < min(count, MAX)`).
+    fn segment(&self, i: usize) -> &'a str {
+        let start = if i == 0 { 1 } else { self.end(i - 1) + 1 };
+        &self.path[start..self.end(i)]
+    }
+}
+
 impl PathTemplate {
     /// Parses a template: it must start with `/crm/` and be in normal form.
     ///
@@ -143,6 +235,9 @@ impl PathTemplate {
         let path = path.trim();
         if !path.starts_with("/crm/") || !is_normal_path(path) {
             return Err("path must start with /crm/ and be in normal form".into());
+        }
+        if path.split('/').count() - 1 > SplitPath::MAX {
+            return Err(format!("path has more than {} segments", SplitPath::MAX));
         }
         let segments = path[1..]
             .split('/')
@@ -171,29 +266,43 @@ impl PathTemplate {
 
     /// Matches `path` (normal form, no query); `versions` are the values `{version}` may take.
     pub fn matches<'a>(&self, path: &'a str, versions: &[String]) -> Option<PathMatch<'a>> {
+        self.matches_split(&SplitPath::new(path), versions)
+    }
+
+    /// [`PathTemplate::matches`] on a path already split (one split for a whole route table).
+    pub fn matches_split<'a>(
+        &self,
+        path: &SplitPath<'a>,
+        versions: &[String],
+    ) -> Option<PathMatch<'a>> {
+        let rest = matches!(self.segments.last(), Some(Segment::Rest));
+        let fixed = self.segments.len() - usize::from(rest);
+        if fixed > SplitPath::MAX {
+            return None; // refused by `parse`
+        }
+        // Without `**` the segment counts must be equal; with it, at least one more segment.
+        if rest {
+            if path.count() <= fixed {
+                return None;
+            }
+        } else if path.count() != fixed {
+            return None;
+        }
         let mut m = PathMatch {
             version: "",
-            rest: "",
+            rest: path.path,
         };
-        let mut offset = 1;
-        let mut parts = path.get(1..)?.split('/');
-        let mut rest = false;
-        for seg in &self.segments {
-            let part = parts.next()?;
+        for (i, seg) in self.segments[..fixed].iter().enumerate() {
+            let part = path.segment(i);
             let ok = match seg {
                 Segment::Literal(l) => l == part,
                 Segment::Version => {
                     m.version = part;
-                    m.rest = &path[offset + part.len()..];
+                    m.rest = &path.path[path.end(i)..];
                     versions.iter().any(|v| v == part)
                 }
                 Segment::Id => {
                     (1..=32).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit())
-                }
-                // The rest of the path (already in normal form) matches, whatever it holds.
-                Segment::Rest => {
-                    rest = true;
-                    break;
                 }
                 Segment::Param(_) => {
                     !part.is_empty()
@@ -201,17 +310,11 @@ impl PathTemplate {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
                 }
+                Segment::Rest => unreachable!("`**` is only ever the last segment"),
             };
             if !ok {
                 return None;
             }
-            offset += part.len() + 1;
-        }
-        if !rest && parts.next().is_some() {
-            return None;
-        }
-        if m.version.is_empty() {
-            m.rest = path;
         }
         Some(m)
     }
@@ -282,27 +385,90 @@ pub fn group_hash(group: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// `path` with every percent-encoded *unreserved* character decoded (RFC 3986 §6.2.2.2:
+/// `%41`–`%5A`, `%61`–`%7A`, `%30`–`%39`, `%2D`, `%2E`, `%5F`, `%7E`, hex digits in either case,
+/// become `A`–`Z`, `a`–`z`, `0`–`9`, `-`, `.`, `_`, `~`), so `/crm/v8/Lead%73` and
+/// `/crm/v8/Leads` are one path. Nothing else is decoded: `%2F`, `%5C`, `%25`, `%20`, … and
+/// malformed escapes stay exactly as sent. Borrowed (no allocation) when there is nothing to
+/// decode, which is every path without `%`. Dot segments are for the caller to check *after*
+/// this (`%2E%2E` decodes to `..`; [`is_normal_path`]).
+pub fn decode_unreserved(path: &str) -> Cow<'_, str> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let unreserved_at = |bytes: &[u8], i: usize| -> Option<u8> {
+        let (hi, lo) = (hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?);
+        let c = hi << 4 | lo;
+        (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')).then_some(c)
+    };
+    if !path.contains('%') {
+        return Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let Some(first) =
+        (0..bytes.len()).find(|&i| bytes[i] == b'%' && unreserved_at(bytes, i).is_some())
+    else {
+        return Cow::Borrowed(path);
+    };
+    let mut out = String::with_capacity(path.len());
+    out.push_str(&path[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        match (bytes[i] == b'%')
+            .then(|| unreserved_at(bytes, i))
+            .flatten()
+        {
+            Some(c) => {
+                out.push(char::from(c));
+                i += 3;
+            }
+            None => {
+                // Copy up to the next `%` unchanged (keeps multi-byte characters whole).
+                let next = path[i + 1..].find('%').map_or(bytes.len(), |n| i + 1 + n);
+                out.push_str(&path[i..next]);
+                i = next;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Whether a path is in normal form: starts with `/`, no empty, `.` or `..` segment, no
 /// backslash, and no percent-encoded `.`, `/` or `\\` (`%2e`, `%2f`, `%5c`, any case).
 /// Requests whose path is not are refused before routing, so traversal spellings never reach
 /// a route or an upstream.
 pub fn is_normal_path(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let encoded = path.contains('%');
-    let lower_has = |needle: &[u8]| {
-        path.as_bytes()
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
-    if encoded && (lower_has(b"%2e") || lower_has(b"%2f") || lower_has(b"%5c")) {
-        return false;
+    if b.len() == 1 {
+        return true;
     }
-    path == "/"
-        || path[1..]
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    // One pass (this runs on every request): each segment is checked at its end.
+    let mut start = 1;
+    for i in 1..=b.len() {
+        match b.get(i) {
+            None | Some(b'/') => {
+                if matches!(&b[start..i], b"" | b"." | b"..") {
+                    return false;
+                }
+                start = i + 1;
+            }
+            Some(b'\\') => return false,
+            Some(b'%') => {
+                let escape = b.get(i + 1..i + 3).unwrap_or(b"");
+                if [b"2e", b"2f", b"5c"]
+                    .iter()
+                    .any(|e| escape.eq_ignore_ascii_case(*e))
+                {
+                    return false;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    true
 }
 
 /// One `[routes.passthrough] allow` entry: a method and a [`PathTemplate`], whose last segment
@@ -351,7 +517,13 @@ impl AllowRule {
     /// Whether `method` and `path` (normal form) match this rule; `versions` are the API
     /// versions `{version}` may take.
     pub fn matches(&self, method: &http::Method, path: &str, versions: &[String]) -> bool {
-        *method == self.method && self.template.matches(path, versions).is_some()
+        *method == self.method && self.matches_path(path, versions)
+    }
+
+    /// Whether `path` (normal form) matches this rule's template, whatever the method (for
+    /// the `Allow` header of a 405).
+    pub fn matches_path(&self, path: &str, versions: &[String]) -> bool {
+        self.template.matches(path, versions).is_some()
     }
 }
 
@@ -460,6 +632,42 @@ mod tests {
     }
 
     #[test]
+    fn only_unreserved_characters_are_decoded() {
+        for (raw, decoded) in [
+            ("/crm/v8/Lead%73", "/crm/v8/Leads"),
+            (
+                "/crm/v8/settings/user%5Fgroups",
+                "/crm/v8/settings/user_groups",
+            ),
+            (
+                "/crm/v8/settings/user%5fgroups",
+                "/crm/v8/settings/user_groups",
+            ),
+            ("/crm/%76%38/%4C%65ads", "/crm/v8/Leads"),
+            ("/crm/v8/a%2Db%2ec%7E", "/crm/v8/a-b.c~"),
+            ("/crm/v8/%2E%2E/x", "/crm/v8/../x"),
+            // Not unreserved, or not an escape: kept exactly.
+            ("/crm/v8/a%2Fb%2fc%5Cd", "/crm/v8/a%2Fb%2fc%5Cd"),
+            ("/crm/v8/a%20b%25c%zz%4", "/crm/v8/a%20b%25c%zz%4"),
+            ("/crm/v8/a%2541", "/crm/v8/a%2541"),
+            ("/crm/v8/é%41", "/crm/v8/éA"),
+        ] {
+            assert_eq!(decode_unreserved(raw), decoded, "{raw}");
+        }
+        for plain in ["/crm/v8/Leads", "/crm/v8/a%2Fb", "/crm/v8/%", "/crm/v8/%4"] {
+            assert!(
+                matches!(decode_unreserved(plain), Cow::Borrowed(_)),
+                "{plain}"
+            );
+        }
+        // Dot segments are checked after decoding.
+        assert!(!is_normal_path(&decode_unreserved("/crm/v8/%2e%2E/org")));
+        assert!(!is_normal_path(&decode_unreserved("/crm/v8/%2E/org")));
+        assert!(!is_normal_path(&decode_unreserved("/crm/v8%2Forg")));
+        assert!(is_normal_path(&decode_unreserved("/crm/v8/Lead%73")));
+    }
+
+    #[test]
     fn allow_rules_match_methods_and_segments() {
         let v: Vec<String> = vec!["v7".into()];
         let r = AllowRule::parse("PUT /crm/{version}/settings/user_groups/{id}").unwrap();
@@ -513,6 +721,15 @@ mod tests {
         // A cached route's template never treats `**` as a wildcard.
         let t = PathTemplate::parse("/crm/{version}/**").unwrap();
         assert!(t.matches("/crm/v7/x", &v).is_none());
+        // More segments than a split keeps bounds for: only `**` rules can match.
+        let deep = format!("/crm/v7{}", "/x".repeat(SplitPath::MAX + 3));
+        assert!(r.matches(&http::Method::GET, &deep, &v));
+        assert!(PathTemplate::parse(&deep).is_err());
+        let m = PathTemplate::parse("/crm/{version}/x/{id}")
+            .unwrap()
+            .matches("/crm/v7/x/42", &v)
+            .unwrap();
+        assert_eq!((m.version, m.rest), ("v7", "/x/42"));
     }
 
     #[test]

@@ -168,7 +168,9 @@ impl CachePhase {
     /// negative for a stale entry (RFC 9211 §2.6); `error`: the kind of a gateway-produced error,
     /// which replaces the phase's own `detail`.
     pub fn cache_status(self, stored: bool, ttl: Option<i64>, error: Option<&str>) -> HeaderValue {
-        let mut s = String::with_capacity(48);
+        // Written on the stack and cut from the per-thread header arena: no allocation per
+        // response (every answer carries one).
+        let mut s = StackString::<128>::default();
         s.push_str(CACHE_NAME);
         match self {
             CachePhase::Fresh
@@ -199,7 +201,50 @@ impl CachePhase {
             s.push_str("; detail=");
             s.push_str(detail);
         }
-        HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(CACHE_NAME))
+        if s.overflowed {
+            return HeaderValue::from_static(CACHE_NAME); // never: the longest value is ~70 bytes
+        }
+        crate::headers::arena_value(&[s.as_bytes()])
+    }
+}
+
+/// A fixed-capacity string on the stack; writes past the capacity set `overflowed`.
+struct StackString<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+    overflowed: bool,
+}
+
+impl<const N: usize> Default for StackString<N> {
+    fn default() -> Self {
+        StackString {
+            buf: [0; N],
+            len: 0,
+            overflowed: false,
+        }
+    }
+}
+
+impl<const N: usize> StackString<N> {
+    fn push_str(&mut self, s: &str) {
+        match self.buf.get_mut(self.len..self.len + s.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(s.as_bytes());
+                self.len += s.len();
+            }
+            None => self.overflowed = true,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl<const N: usize> std::fmt::Write for StackString<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push_str(s);
+        Ok(())
     }
 }
 

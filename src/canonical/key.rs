@@ -155,7 +155,8 @@ pub(super) fn schema_fingerprint(params: &[ParamSpec], unknown: UnknownParams) -
                     None => w.byte(N_ABSENT),
                 }
             }
-            ParamKind::Set { max_items } => w.count(*max_items),
+            // `over_max` is not written: no query over `max_items` has a key either way.
+            ParamKind::Set { max_items, .. } => w.count(*max_items),
             ParamKind::Opaque => {}
             ParamKind::Criteria(_) => {}
             ParamKind::Filters(rules) => {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::SentParams;
 use super::key::{CacheKey, KeyScope};
 
 /// The memo a [`ParamSchema`](super::ParamSchema) keeps for
@@ -75,10 +76,12 @@ pub struct KeyMemo {
     seed: u64,
 }
 
-/// One memoised query: its scope and raw query as length-prefixed bytes, and its key.
+/// One memoised query: its scope and raw query as length-prefixed bytes, its key, and which
+/// schema parameters it sent (what a route's credit cost depends on).
 struct Slot {
     id: Box<[u8]>,
     key: CacheKey,
+    sent: SentParams,
 }
 
 impl std::fmt::Debug for KeyMemo {
@@ -117,20 +120,19 @@ fn parts<'a>(scope: &'a KeyScope<'_>, raw_query: &'a str) -> [&'a [u8]; PARTS] {
     ]
 }
 
-/// Whether `id` is the length-prefixed concatenation of `parts`.
-fn same_id(id: &[u8], parts: &[&[u8]; PARTS]) -> bool {
-    let mut rest = id;
+/// Writes the length-prefixed concatenation of `parts` (a memo identity) into `out`.
+fn write_id(out: &mut Vec<u8>, parts: &[&[u8]; PARTS]) {
+    out.clear();
+    out.reserve(parts.iter().map(|p| p.len() + 4).sum());
     for part in parts {
-        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
-            return false;
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if len != part.len() || tail.len() < len || &tail[..len] != *part {
-            return false;
-        }
-        rest = &tail[len..];
+        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        out.extend_from_slice(part);
     }
-    rest.is_empty()
+}
+
+thread_local! {
+    /// Per-thread scratch for a lookup's identity bytes (no allocation per lookup once warm).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl KeyMemo {
@@ -145,42 +147,45 @@ impl KeyMemo {
         }
     }
 
-    fn slot(&self, parts: &[&[u8]; PARTS]) -> &ArcSwapOption<Slot> {
-        // Each part's hash seeds the next one's, with its length mixed in.
-        let h = parts.iter().fold(self.seed, |h, part| {
-            xxh3_64_with_seed(part, h.wrapping_add(part.len() as u64))
-        });
+    /// The slot of an identity: one XXH3 pass over all of its bytes.
+    fn slot(&self, id: &[u8]) -> &ArcSwapOption<Slot> {
+        let h = xxh3_64_with_seed(id, self.seed);
         &self.slots[(h % self.slots.len() as u64) as usize]
     }
 
-    /// The key memoised for `raw_query` in `scope`, if any.
-    pub fn get(&self, scope: &KeyScope<'_>, raw_query: &str) -> Option<CacheKey> {
+    /// The key (and sent parameters) memoised for `raw_query` in `scope`, if any: the identity
+    /// is written once into a per-thread buffer, hashed once and compared with the slot's in one
+    /// comparison.
+    pub fn get(&self, scope: &KeyScope<'_>, raw_query: &str) -> Option<(CacheKey, SentParams)> {
         if raw_query.len() > Self::MAX_QUERY_BYTES {
             return None;
         }
         let parts = parts(scope, raw_query);
-        let slot = self.slot(&parts).load();
-        slot.as_ref()
-            .filter(|s| same_id(&s.id, &parts))
-            .map(|s| s.key)
+        SCRATCH.with(|scratch| {
+            let Ok(mut id) = scratch.try_borrow_mut() else {
+                return None; // not re-entered in practice; a miss is always safe
+            };
+            write_id(&mut id, &parts);
+            let slot = self.slot(&id).load();
+            slot.as_ref()
+                .filter(|s| *s.id == id[..])
+                .map(|s| (s.key, s.sent))
+        })
     }
 
-    /// Remembers that `raw_query` in `scope` has `key` (the result of
-    /// [`canonicalize`](super::canonicalize) and [`cache_key`](super::cache_key) under this
-    /// memo's rules), replacing whatever held its slot.
-    pub fn insert(&self, scope: &KeyScope<'_>, raw_query: &str, key: CacheKey) {
+    /// Remembers that `raw_query` in `scope` has `key` and sent the parameters `sent` (the
+    /// result of [`canonicalize`](super::canonicalize) and [`cache_key`](super::cache_key)
+    /// under this memo's rules), replacing whatever held its slot.
+    pub fn insert(&self, scope: &KeyScope<'_>, raw_query: &str, key: CacheKey, sent: SentParams) {
         if raw_query.len() > Self::MAX_QUERY_BYTES {
             return;
         }
-        let parts = parts(scope, raw_query);
-        let mut id = Vec::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
-        for part in &parts {
-            id.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            id.extend_from_slice(part);
-        }
-        self.slot(&parts).store(Some(Arc::new(Slot {
+        let mut id = Vec::new();
+        write_id(&mut id, &parts(scope, raw_query));
+        self.slot(&id).store(Some(Arc::new(Slot {
             id: id.into_boxed_slice(),
             key,
+            sent,
         })));
     }
 }
@@ -204,8 +209,11 @@ mod tests {
     fn returns_only_what_was_stored_for_the_same_bytes_and_scope() {
         let memo = KeyMemo::new(64);
         let (k1, k2) = (CacheKey([1; 32]), CacheKey([2; 32]));
-        memo.insert(&scope("acme", None), "page=1", k1);
-        assert_eq!(memo.get(&scope("acme", None), "page=1"), Some(k1));
+        memo.insert(&scope("acme", None), "page=1", k1, SentParams::default());
+        assert_eq!(
+            memo.get(&scope("acme", None), "page=1").map(|(k, _)| k),
+            Some(k1)
+        );
         // Other bytes, other tenant, a credential, another version: not this entry.
         assert_eq!(memo.get(&scope("acme", None), "page=1&"), None);
         assert_eq!(memo.get(&scope("acme", None), "page=01"), None);
@@ -223,11 +231,11 @@ mod tests {
         // Field boundaries are part of the identity: "ab"+"c" is not "a"+"bc".
         let mut a = scope("ab", None);
         a.method = "cGET";
-        memo.insert(&a, "q", k2);
+        memo.insert(&a, "q", k2, SentParams::default());
         let mut b = scope("a", None);
         b.method = "bcGET";
         assert_eq!(memo.get(&b, "q"), None);
-        assert_eq!(memo.get(&a, "q"), Some(k2));
+        assert_eq!(memo.get(&a, "q").map(|(k, _)| k), Some(k2));
     }
 
     #[test]
@@ -235,10 +243,15 @@ mod tests {
         let memo = KeyMemo::new(8);
         for i in 0..1000u32 {
             let q = format!("page={i}");
-            memo.insert(&scope("t", None), &q, CacheKey([i as u8; 32]));
+            memo.insert(
+                &scope("t", None),
+                &q,
+                CacheKey([i as u8; 32]),
+                SentParams::default(),
+            );
             // The latest insert is always found; older ones may have been displaced.
             assert_eq!(
-                memo.get(&scope("t", None), &q),
+                memo.get(&scope("t", None), &q).map(|(k, _)| k),
                 Some(CacheKey([i as u8; 32]))
             );
         }
@@ -247,7 +260,12 @@ mod tests {
             .count();
         assert!(held <= 8, "{held}");
         let long = "a".repeat(KeyMemo::MAX_QUERY_BYTES + 1);
-        memo.insert(&scope("t", None), &long, CacheKey([9; 32]));
+        memo.insert(
+            &scope("t", None),
+            &long,
+            CacheKey([9; 32]),
+            SentParams::default(),
+        );
         assert_eq!(memo.get(&scope("t", None), &long), None);
     }
 }

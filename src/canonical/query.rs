@@ -3,7 +3,8 @@
 use std::borrow::Cow;
 
 use super::{
-    InvalidKind, InvalidQuery, MAX_SCHEMA_PARAMS, NoCacheReason, ParamSchema, Reject, UnknownParams,
+    InvalidKind, InvalidQuery, MAX_SCHEMA_PARAMS, NoCacheReason, ParamSchema, Reject, SentParams,
+    UnknownParams,
 };
 
 /// The query split into the schema's parameters (raw decoded values, by schema position) and
@@ -14,6 +15,20 @@ pub(super) struct Parts<'a> {
     pub(super) known: [Option<Cow<'a, str>>; MAX_SCHEMA_PARAMS],
     /// Decoded (name, value), value `None` for a segment without `=`; stably sorted by name.
     pub(super) others: Vec<(Box<str>, Option<Box<str>>)>,
+}
+
+/// Which of `schema`'s parameters `raw` names (for a query that has no key: names are
+/// form-decoded, a name that does not decode names nothing).
+pub(super) fn sent(raw: &str, schema: &ParamSchema) -> SentParams {
+    let mut flags = [false; MAX_SCHEMA_PARAMS];
+    for segment in raw.split('&').filter(|s| !s.is_empty()) {
+        let name = segment.split_once('=').map_or(segment, |(n, _)| n);
+        let Ok(name) = decode(name) else { continue };
+        if let Some(i) = schema.params().iter().position(|p| p.name == name) {
+            flags[i] = true;
+        }
+    }
+    SentParams::from_flags(&flags)
 }
 
 /// Splits `raw` on `&`, skips empty segments, form-decodes every name and value exactly once.

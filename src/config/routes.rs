@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::canonical::{CriteriaLimits, ParamKind, ParamSchema, ParamSpec, UnknownParams};
+use crate::canonical::{
+    CriteriaLimits, ParamKind, ParamSchema, ParamSpec, SetOverflow, UnknownParams,
+};
 use crate::route::{PathTemplate, RouteLifetimes, RoutePolicy};
 
 /// One `[[routes.cached]]` entry.
@@ -52,6 +54,13 @@ pub struct RawCachedRoute {
     /// Zoho API credits one call costs (Zoho's credit table: 1 for most reads). Default: `1`.
     #[serde(default = "one")]
     pub credit_cost: u32,
+    /// Credits one call costs when the query sends a parameter, by parameter name, e.g.
+    /// `{ cvid = 3 }` (Zoho's credit table: a records read with a custom view costs 3). Each
+    /// name must be one of `params`, each cost at least 1; when several are sent, the highest
+    /// cost (and at least `credit_cost`) applies. Weighs `credits_saved`, the credit budget and
+    /// the reserve. Default: none.
+    #[serde(default)]
+    pub credit_cost_when: BTreeMap<String, u32>,
     /// Invalidation group: writes to the group drop the tenant's entries (`user_groups`,
     /// `metadata`, `records:{module}`). Default: the route name.
     #[serde(default)]
@@ -100,9 +109,14 @@ pub enum RawParam {
     },
     /// A comma-separated set (order and duplicates do not matter).
     Set {
-        /// Most items cached. Default: `200`.
+        /// Most items accepted. Default: `200`.
         #[serde(default = "default_max_items")]
         max_items: usize,
+        /// More than `max_items` items: `bypass` (forwarded uncached; `max_items` is the
+        /// gateway's bound) or `reject` (`max_items` is Zoho's documented limit: Zoho's 400
+        /// `LIMIT_EXCEEDED` locally, no credit spent). Default: `bypass`.
+        #[serde(default)]
+        over_max_items: SetOverflow,
         /// Zoho requires it. Default: `false`.
         #[serde(default)]
         required: bool,
@@ -226,10 +240,12 @@ impl RawCachedRoute {
                     ),
                     RawParam::Set {
                         max_items,
+                        over_max_items,
                         required,
                     } => (
                         ParamKind::Set {
                             max_items: *max_items,
+                            over_max: *over_max_items,
                         },
                         *required,
                     ),
@@ -252,6 +268,21 @@ impl RawCachedRoute {
                 .with_exclusive(a, b)
                 .map_err(|e| ConfigError::invalid(key("exclusive"), a, e.to_string()))?;
         }
+        let mut credit_cost_when = Vec::new();
+        for (name, &cost) in &self.credit_cost_when {
+            let at = || key(&format!("credit_cost_when.{name}"));
+            let Some(param) = schema.params().iter().position(|p| p.name == *name) else {
+                return Err(ConfigError::invalid(
+                    at(),
+                    name,
+                    "not a parameter of this route's params",
+                ));
+            };
+            if cost == 0 {
+                return Err(ConfigError::invalid(at(), "0", "must be at least 1"));
+            }
+            credit_cost_when.push((param, cost));
+        }
         let group = self.group.clone().unwrap_or_else(|| self.name.clone());
         template
             .check_group(&group)
@@ -273,6 +304,7 @@ impl RawCachedRoute {
             honor_no_cache: self.honor_no_cache,
             honor_no_store: self.honor_no_store,
             credit_cost: self.credit_cost,
+            credit_cost_when,
             group,
         })
     }

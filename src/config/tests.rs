@@ -321,6 +321,14 @@ fn shipped_route_table_validates_and_routes_in_order() {
         assert_eq!(route("/crm/v9/org"), None);
         let records = cfg.routes.iter().find(|r| r.name == "records").unwrap();
         assert_eq!(records.group, "records:{module}");
+        // `credit_cost_when = { cvid = 3 }`: 3 with cvid, the route's 1 without.
+        let cvid = records
+            .schema
+            .params()
+            .iter()
+            .position(|p| p.name == "cvid")
+            .unwrap();
+        assert_eq!(records.credit_cost_when, [(cvid, 3)]);
         assert_eq!(records.lifetimes.ttl, Duration::from_secs(30));
         Ok(())
     });
@@ -348,6 +356,14 @@ fn bad_route_entries_name_their_key() {
         (
             "name = \"associated_users_count\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"",
             "routes.cached[0].name",
+        ),
+        (
+            "name = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"\ncredit_cost_when = { cvid = 3 }",
+            "routes.cached[0].credit_cost_when.cvid",
+        ),
+        (
+            "name = \"x\"\npath = \"/crm/{version}/x\"\nttl = \"1s\"\nparams.cvid = { type = \"string\" }\ncredit_cost_when = { cvid = 0 }",
+            "routes.cached[0].credit_cost_when.cvid",
         ),
     ] {
         let raw = RawConfig::from_toml_str(&format!("[[routes.cached]]\n{entry}\n")).unwrap();

@@ -3,11 +3,14 @@
 //! binding, and pass-through tenants' own Zoho tokens with their HMAC cache partition.
 
 use super::*;
+use crate::gateway::TenantRef;
 use crate::tls::PeerCert;
 
 /// A client authenticated for a route.
 pub(super) struct Authenticated<'a> {
     pub(super) client: &'a ClientKey,
+    /// The client's tenant.
+    pub(super) tenant: TenantRef,
     pub(super) credential: Credential,
     /// HMAC of the client's token, partitioning the cache (pass-through tenants).
     pub(super) partition: Option<[u8; 32]>,
@@ -23,25 +26,23 @@ impl Gateway {
     pub(super) fn authenticate<'c>(
         &self,
         cfg: &'c GatewayConfig,
-        h: &HeaderMap,
+        h: &RequestHeads<'_>,
         cert: Option<&PeerCert>,
         route: RouteKind,
     ) -> Result<Authenticated<'c>, GatewayError> {
-        if h.get_all(header::AUTHORIZATION).iter().count() > 1
-            || h.get_all(&headers::GATEWAY_KEY).iter().count() > 1
-        {
+        if h.authorizations > 1 || h.gateway_keys > 1 {
             return Err(GatewayError::InvalidRequest(
                 "conflicting credentials: send one Authorization and at most one X-Gateway-Key",
             ));
         }
-        let zoho_token = h.get(header::AUTHORIZATION).map(|v| {
+        let zoho_token = h.authorization.map(|v| {
             let v = v.as_bytes();
             let scheme = b"zoho-oauthtoken ";
             (v.len() > scheme.len() && v[..scheme.len()].eq_ignore_ascii_case(scheme))
                 .then(|| v[scheme.len()..].trim_ascii())
                 .filter(|t| !t.is_empty())
         });
-        let from_header = h.get(&headers::GATEWAY_KEY).map(HeaderValue::as_bytes);
+        let from_header = h.gateway_key.map(HeaderValue::as_bytes);
         // Keys are looked up by SHA-256 digest (the table holds no plain keys; the lookup's
         // timing depends only on the digest) and confirmed with a constant-time comparison.
         let by_key = |presented: &[u8]| {
@@ -67,10 +68,11 @@ impl Gateway {
         if client.routes.as_ref().is_some_and(|r| !r.contains(&route)) {
             return Err(GatewayError::NoPermission);
         }
-        let tenant = self.tenant(client.tenant);
+        let tenant = self.tenant_ref(client.tenant);
         let Some(hmac_key) = tenant.config.pass_through_hmac.as_ref() else {
             return Ok(Authenticated {
                 client,
+                tenant,
                 credential: Credential::Managed,
                 partition: None,
             });
@@ -86,12 +88,13 @@ impl Gateway {
         mac.update(token);
         let partition: [u8; 32] = mac.finalize().into_bytes().into();
         let mut auth = h
-            .get(header::AUTHORIZATION)
+            .authorization
             .cloned()
             .ok_or(GatewayError::MissingZohoToken)?;
         auth.set_sensitive(true);
         Ok(Authenticated {
             client,
+            tenant,
             credential: Credential::Client(auth),
             partition: Some(partition),
         })

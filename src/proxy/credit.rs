@@ -1,5 +1,6 @@
 //! Zoho's daily credit budget on the request path (see [`crate::credits`]): every upstream
-//! answer is charged to the tenant's ledger at the route's `credit_cost`, and under the
+//! answer is charged to the tenant's ledger at its call's cost (the route's `credit_cost`,
+//! weighed by `credit_cost_when`), and under the
 //! tenant's `credit_reserve` a client without `priority = "high"` starts no upstream call:
 //!
 //! - a miss with an expired entry still in its stale-if-error window gets that entry
@@ -15,14 +16,11 @@
 use super::*;
 
 impl Gateway {
-    /// Charges an upstream answer to the tenant's credit ledger (the route's `credit_cost`,
-    /// unless Zoho did not charge it) and keeps Zoho's `X-API-CREDITS-REMAINING`.
-    pub(super) fn record_credits(&self, t: &Tenant, route: RouteKind, resp: &UpstreamResponse) {
+    /// Charges an upstream answer to the tenant's credit ledger (`cost`: the call's, its
+    /// route's `credit_cost` weighed by the parameters sent; 1 for pass-through; unless Zoho
+    /// did not charge it) and keeps Zoho's `X-API-CREDITS-REMAINING`.
+    pub(super) fn record_credits(&self, t: &Tenant, cost: u32, resp: &UpstreamResponse) {
         if crate::credits::charged(resp.status) {
-            let cost = match route {
-                RouteKind::Cached(id) => self.config().route(id).credit_cost,
-                RouteKind::Passthrough | RouteKind::Unmatched => 1,
-            };
             t.credits.spend(u64::from(cost));
         }
         if let Some(left) = crate::credits::reported_remaining(&resp.headers) {

@@ -6,15 +6,15 @@ use crate::cache::{Hold, Outcome, STORED_HEADERS};
 
 /// Measures and logs a request exactly once: at the end, or — if the client went away and the
 /// request's future was dropped — on drop, with status 499 (client closed request).
-pub(super) struct Recorder {
-    pub(super) gw: Arc<Gateway>,
+pub(super) struct Recorder<'g> {
+    pub(super) gw: &'g Gateway,
     pub(super) started: Instant,
     pub(super) method: Method,
     pub(super) ctx: RequestCtx,
     pub(super) done: bool,
 }
 
-impl Recorder {
+impl Recorder<'_> {
     pub(super) fn finish(&mut self, status: u16) {
         self.done = true;
         let gw = &self.gw;
@@ -36,7 +36,7 @@ impl Recorder {
             Outcome::Miss | Outcome::Collapsed => gw.tally.misses.inc(),
             _ => {}
         }
-        let tenant = ctx.tenant.map(|id| gw.tenant(id));
+        let tenant = ctx.tenant.map(|id| gw.tenant_ref(id));
         if let Some(t) = &tenant {
             t.metrics.record_outcome(outcome, u64::from(ctx.credits));
         }
@@ -54,7 +54,7 @@ impl Recorder {
     }
 }
 
-impl Drop for Recorder {
+impl Drop for Recorder<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.finish(CLIENT_CLOSED_REQUEST);
@@ -87,8 +87,38 @@ pub(super) fn cached_response(
         _ => entry_response(entry, cache_status),
     };
     resp.headers_mut()
-        .insert(header::AGE, HeaderValue::from(entry.age(now)));
+        .insert(header::AGE, seconds_value(entry.age(now)));
     resp
+}
+
+/// A whole number of seconds as a header value (`Age`, `Retry-After`), cut from the per-thread
+/// header arena.
+fn seconds_value(secs: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = secs;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    headers::arena_value(&[&digits[at..]])
+}
+
+/// Headers a response built here may carry: the entry's stored ones plus `ETag`,
+/// `Last-Modified`, `Cache-Status`, `Age`, `Cache-Control`, `X-Request-Id` (sized once, so
+/// the map never grows while the response is built).
+fn response_headers(stored: usize) -> HeaderMap {
+    HeaderMap::with_capacity(stored + 6)
+}
+
+/// An entry's validator for a response: copied into the per-thread header arena rather than
+/// shared, so that serving a hot entry does not write to a reference count every worker uses.
+fn validator(v: &HeaderValue) -> HeaderValue {
+    headers::arena_value(&[v.as_bytes()])
 }
 
 /// A flight's answer (`phase`: miss or collapsed); `stored` is said by the leader only; `304
@@ -120,11 +150,12 @@ fn not_modified(entry: &CachedResponse, conditions: &Conditions) -> bool {
 fn not_modified_response(entry: &CachedResponse, cache_status: HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    *resp.headers_mut() = response_headers(0);
     let h = resp.headers_mut();
-    h.insert(header::ETAG, entry.validators.etag.clone());
+    h.insert(header::ETAG, validator(&entry.validators.etag));
     h.insert(
         header::LAST_MODIFIED,
-        entry.validators.last_modified.clone(),
+        validator(&entry.validators.last_modified),
     );
     h.insert(&headers::CACHE_STATUS, cache_status);
     resp
@@ -146,15 +177,17 @@ pub(super) fn held_response(hold: &Hold, now: Instant) -> Response<Body> {
 pub(super) fn entry_response(entry: &CachedResponse, cache_status: HeaderValue) -> Response<Body> {
     let mut resp = Response::new(Full::new(entry.body.clone()));
     *resp.status_mut() = entry.status;
+    *resp.headers_mut() = response_headers(entry.headers.len());
     let h = resp.headers_mut();
+    // Stored values are interned when common (`Content-Type`), so cloning them is free.
     for (name, value) in &entry.headers {
         h.append(name.clone(), value.clone());
     }
     if entry.status == StatusCode::OK {
-        h.insert(header::ETAG, entry.validators.etag.clone());
+        h.insert(header::ETAG, validator(&entry.validators.etag));
         h.insert(
             header::LAST_MODIFIED,
-            entry.validators.last_modified.clone(),
+            validator(&entry.validators.last_modified),
         );
     }
     h.insert(&headers::CACHE_STATUS, cache_status);
@@ -192,8 +225,8 @@ pub(super) fn error_response(err: &GatewayError, phase: CachePhase) -> Response<
         &headers::CACHE_STATUS,
         phase.cache_status(false, None, Some(err.kind())),
     );
-    if matches!(err, GatewayError::MethodNotAllowed) {
-        h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+    if let GatewayError::MethodNotAllowed { allow } = err {
+        h.insert(header::ALLOW, allow.clone());
     }
     if let Some(secs) = err.retry_after_secs() {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -26,7 +26,8 @@ pub(super) struct CallCtx {
     pub(super) external: Option<HeaderValue>,
     /// The client's claim on the tenant's credit reserve.
     pub(super) priority: Priority,
-    /// Zoho API credits one upstream call of this request costs (its route's `credit_cost`).
+    /// Zoho API credits one upstream call of this request costs (its route's `credit_cost`,
+    /// weighed by the parameters sent: [`RoutePolicy::cost_of`]).
     pub(super) cost: u32,
 }
 
@@ -297,7 +298,7 @@ impl Gateway {
             if let Some(code) = upstream::ZohoThrottle::classify(r.status, &r.body) {
                 t.metrics.record_throttled(code);
             }
-            self.record_credits(t, up.route, r);
+            self.record_credits(t, up.call.cost, r);
         }
         result
     }

@@ -232,6 +232,88 @@ async fn client_no_cache_and_no_store() {
     assert_eq!(h.calls(), 3);
 }
 
+#[tokio::test]
+async fn client_max_age_min_fresh_and_only_if_cached() {
+    let h = Harness::start().await;
+    let url = name_filter("equal", "Tier1");
+    // only-if-cached on a cold key: 504 from the gateway, no upstream call (RFC 9111 §5.2.1.7).
+    let cold = h
+        .get_with(&url, &[("cache-control", "only-if-cached")])
+        .await;
+    cold.assert_gateway_error(504, "NOT_CACHED", "not_cached");
+    assert_eq!(h.calls(), 0);
+    h.get(&url).await;
+    assert_eq!(h.calls(), 1);
+    let cached = h
+        .get_with(&url, &[("cache-control", "only-if-cached")])
+        .await;
+    assert!(
+        cached.cache_status().contains("; hit"),
+        "{}",
+        cached.cache_status()
+    );
+    h.advance(Duration::from_secs(5));
+    // Younger than the client's max-age: a hit; older: fetched again (max-age=0 as no-cache).
+    let young = h.get_with(&url, &[("cache-control", "max-age=60")]).await;
+    assert!(
+        young.cache_status().contains("; hit"),
+        "{}",
+        young.cache_status()
+    );
+    assert_eq!(h.calls(), 1);
+    let old = h.get_with(&url, &[("cache-control", "max-age=2")]).await;
+    assert!(
+        old.cache_status().contains("fwd=miss; stored"),
+        "{}",
+        old.cache_status()
+    );
+    assert_eq!(h.calls(), 2);
+    let zero = h.get_with(&url, &[("cache-control", "max-age=0")]).await;
+    assert!(
+        zero.cache_status().contains("fwd=miss"),
+        "{}",
+        zero.cache_status()
+    );
+    assert_eq!(h.calls(), 3);
+    // Not fresh for long enough for the client's min-fresh: fetched again.
+    let picky = h
+        .get_with(&url, &[("cache-control", "min-fresh=100000")])
+        .await;
+    assert!(
+        picky.cache_status().contains("fwd=miss"),
+        "{}",
+        picky.cache_status()
+    );
+    assert_eq!(h.calls(), 4);
+    let easy = h.get_with(&url, &[("cache-control", "min-fresh=1")]).await;
+    assert!(
+        easy.cache_status().contains("; hit"),
+        "{}",
+        easy.cache_status()
+    );
+    assert_eq!(h.calls(), 4);
+}
+
+#[tokio::test]
+async fn answers_are_private_to_downstream_caches() {
+    let h = Harness::start().await;
+    let url = name_filter("equal", "Tier1");
+    let miss = h.get(&url).await;
+    let hit = h.get(&url).await;
+    let error = h
+        .get("/crm/v7/settings/user_groups/actions/associated_users_count?filters=%7B")
+        .await;
+    assert_eq!(error.status, 400);
+    for r in [&miss, &hit, &error] {
+        assert_eq!(
+            r.header("cache-control"),
+            Some("private, no-cache"),
+            "{}",
+            r.status
+        );
+    }
+}
+
 const WRITES: &str = r#"
 [routes.passthrough]
 allow = [

@@ -769,8 +769,8 @@ async fn traversal_spellings_and_other_routes_are_answered_locally() {
             .as_bytes(),
         )
         .await;
-        r.assert_gateway_error(405, "METHOD_NOT_ALLOWED", "method_not_allowed");
-        assert_eq!(r.header("allow"), Some("GET"), "{method}");
+        r.assert_gateway_error(405, "INVALID_REQUEST_METHOD", "method_not_allowed");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method}");
     }
     assert_eq!(h.sim().total_api_calls(), 0);
 }

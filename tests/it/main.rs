@@ -8,6 +8,7 @@ mod count_endpoint;
 mod credits;
 mod criteria_meaning;
 mod demo;
+mod edges;
 mod fleet;
 mod fleet_replicas;
 mod hardening;

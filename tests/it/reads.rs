@@ -408,7 +408,9 @@ allow = ["GET /crm/{version}/**"]"#,
             Bytes::from_static(b"{}"),
         )
         .await;
-    assert_eq!(post.status, StatusCode::NOT_FOUND);
+    // A known path, another method: 405 naming the one allowed.
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET"));
     for bad in [
         "/crm/v1/settings/user_groups",
         "/crm/v7",

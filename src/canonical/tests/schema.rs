@@ -9,7 +9,13 @@ fn records() -> ParamSchema {
         min: 1,
         max,
     };
-    let mut fields = ParamSpec::new("fields", ParamKind::Set { max_items: 3 });
+    let mut fields = ParamSpec::new(
+        "fields",
+        ParamKind::Set {
+            max_items: 3,
+            over_max: SetOverflow::Bypass,
+        },
+    );
     fields.required = true;
     ParamSchema::new(
         vec![
@@ -71,6 +77,39 @@ fn odd_sets_bypass() {
             s.canonicalize(q),
             Canonical::Uncacheable(NoCacheReason::UnsupportedSet),
             "{q}"
+        );
+    }
+}
+
+/// A set whose `max_items` is Zoho's limit: more items (repeats count, empty or all-space
+/// items do not, as Zoho counts) are Zoho's `LIMIT_EXCEEDED`, answered locally; up to the
+/// limit, the set is keyed as usual, and odd sets within it still bypass.
+#[test]
+fn sets_over_zohos_limit_are_limit_exceeded() {
+    let mut spec = ParamSpec::new(
+        "fields",
+        ParamKind::Set {
+            max_items: 3,
+            over_max: SetOverflow::Reject,
+        },
+    );
+    spec.required = true;
+    let s = ParamSchema::new(vec![spec], UnknownParams::Bypass).unwrap();
+    for q in ["fields=a,b,c,d", "fields=a,a,a,a", "fields=a,b,,c,d"] {
+        let bad = invalid_of(&s, q);
+        assert_eq!(
+            (bad.param.as_ref(), bad.kind, bad.limit),
+            ("fields", InvalidKind::LimitExceeded, Some(3)),
+            "{q}"
+        );
+        assert_eq!(bad.kind.zoho_code(), "LIMIT_EXCEEDED");
+    }
+    assert_eq!(key_of(&s, "fields=c,b,a"), key_of(&s, "fields=a,b,c"));
+    assert_eq!(key_of(&s, "fields=b,a,b"), key_of(&s, "fields=a,b"));
+    for q in ["fields=a,,b", "fields=a,+,b"] {
+        assert!(
+            !matches!(s.canonicalize(q), Canonical::Invalid(_)),
+            "{q}: within the limit"
         );
     }
 }
@@ -169,7 +208,10 @@ fn memoised_keys_are_the_computed_keys_and_clones_start_empty() {
     let fresh = key_of(&schema, q);
     // First call computes and memoises, the second answers from the memo: same key.
     assert_eq!(schema.key(&SCOPE, q), KeyOutcome::Key(fresh));
-    assert_eq!(schema.memo.get().get(&SCOPE, q), Some(fresh));
+    assert_eq!(
+        schema.memo.get().get(&SCOPE, q).map(|(k, _)| k),
+        Some(fresh)
+    );
     assert_eq!(schema.key(&SCOPE, q), KeyOutcome::Key(fresh));
     // Another scope is another key, never the memoised one.
     let other = KeyScope {
@@ -228,4 +270,28 @@ fn criteria_parameters_share_keys_by_meaning() {
     );
     let bad = invalid_of(&s, "criteria=(Last_Name:equals");
     assert_eq!(bad.kind.zoho_code(), "INVALID_QUERY");
+}
+
+/// Which parameters a query sent: the same from the canonical form, the memo and the name-only
+/// scan of a query without a key; defaults filled in do not count.
+#[test]
+fn sent_params_come_with_the_key() {
+    let s = records();
+    let at = |name: &str| s.params().iter().position(|p| p.name == name).unwrap();
+    let (outcome, sent) = s.key_and_sent(&SCOPE, "fields=a&page_token=t");
+    assert!(matches!(outcome, KeyOutcome::Key(_)));
+    assert!(sent.contains(at("fields")) && sent.contains(at("page_token")));
+    assert!(!sent.contains(at("page")), "a default is not sent");
+    // Memoised: the same answer without canonicalising again.
+    assert_eq!(
+        s.key_and_sent(&SCOPE, "fields=a&page_token=t"),
+        (outcome, sent)
+    );
+    // Uncacheable (a set over max_items) and invalid queries still say what they sent.
+    let (outcome, sent) = s.key_and_sent(&SCOPE, "fields=a,b,c,d&page%5Ftoken=t");
+    assert!(matches!(outcome, KeyOutcome::Uncacheable(_)));
+    assert!(sent.contains(at("page_token")) && !sent.contains(at("sort_order")));
+    let (outcome, sent) = s.key_and_sent(&SCOPE, "sort_order=ASC&fields=a");
+    assert!(matches!(outcome, KeyOutcome::Invalid(_)));
+    assert!(sent.contains(at("sort_order")) && sent.contains(at("fields")));
 }

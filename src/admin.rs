@@ -116,8 +116,8 @@ async fn admin_api<B>(gw: &Gateway, req: &Request<B>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/admin/cache") => {
             gw.cache().run_pending_tasks().await;
-            let hits = gw.tally().hits.load(Ordering::Relaxed);
-            let misses = gw.tally().misses.load(Ordering::Relaxed);
+            let hits = gw.tally().hits.get();
+            let misses = gw.tally().misses.get();
             let ratio = if hits + misses == 0 {
                 0.0
             } else {

@@ -48,7 +48,7 @@ use crate::credits::CreditLedger;
 use crate::error::GatewayError;
 use crate::fleet::generation::Scope;
 use crate::fleet::{Fleet, FleetEvent, FleetSetupError};
-use crate::metrics::{Metrics, TenantMetrics};
+use crate::metrics::{Metrics, ShardedCounter, TenantMetrics};
 use crate::proxy::FetchResult;
 use crate::route::RouteId;
 use crate::token::TokenManager;
@@ -285,13 +285,14 @@ impl std::ops::Deref for TenantRef {
     }
 }
 
-/// Hit/miss tallies for `GET /admin/cache`.
+/// Hit/miss tallies for `GET /admin/cache`. Hits and misses are counted on every request, so
+/// they are sharded per thread (a read sums the shards).
 #[derive(Debug, Default)]
 pub struct CacheTally {
     /// Requests answered from the cache (fresh or stale).
-    pub hits: AtomicU64,
+    pub hits: ShardedCounter,
     /// Requests that needed an upstream answer (led or joined a flight).
-    pub misses: AtomicU64,
+    pub misses: ShardedCounter,
     /// Answers stored in the cache.
     pub stores: AtomicU64,
 }

@@ -3,16 +3,24 @@
 //!
 //! Names are `zoho_gateway_<subsystem>_<name>_<unit>`; labels come only from closed sets (route
 //! template, [`Outcome`], status class, configured tenant name), never from paths, filter values,
-//! keys or tokens. Request counters for every `(route, outcome, status class)` are resolved once
-//! at start-up, so the hot path does an array index and an atomic add, no label hashing.
+//! keys or tokens. The metrics every request records (its count and duration, the credits it
+//! saved, the cache tally: [`ShardedCounter`]) are sharded per thread (`metrics/shard.rs`): the
+//! hot path does an array index and a few `Relaxed` adds into cache lines no other core writes,
+//! no label hashing; a scrape sums the shards.
 
-use std::sync::OnceLock;
+mod shard;
+
+pub use shard::{ShardedCounter, shard_count};
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+
+use shard::{CreditsSaved, RequestMetrics, SavedCredits};
 
 use crate::cache::Outcome;
 use crate::credits::CreditSnapshot;
@@ -118,11 +126,8 @@ pub struct TenantMetrics {
     pub circuit_open: IntGauge,
     /// 1 while token refreshes are locked out after Zoho's throttle.
     pub token_lockout: IntGauge,
-    saved_hit: IntCounter,
-    saved_collapsed: IntCounter,
-    saved_stale: IntCounter,
-    saved_held: IntCounter,
-    saved_rejected: IntCounter,
+    /// Credits saved, by reason (sharded per thread).
+    saved: Arc<SavedCredits>,
     /// Zoho throttling answers by code, in [`ZohoThrottle::ALL`] order (created at 0, so the
     /// first 429 shows as an increase).
     throttled: [IntCounter; 3],
@@ -147,14 +152,7 @@ impl TenantMetrics {
     /// collapsed or a local rejection): `credits`, the route's cost per call. Other outcomes
     /// spent credits and count nothing.
     pub fn record_outcome(&self, outcome: Outcome, credits: u64) {
-        match outcome {
-            Outcome::Hit => self.saved_hit.inc_by(credits),
-            Outcome::Collapsed => self.saved_collapsed.inc_by(credits),
-            Outcome::Stale => self.saved_stale.inc_by(credits),
-            Outcome::Held => self.saved_held.inc_by(credits),
-            Outcome::Rejected => self.saved_rejected.inc_by(credits),
-            Outcome::Miss | Outcome::Bypass | Outcome::Error => {}
-        }
+        self.saved.add(outcome, credits);
     }
 }
 
@@ -164,19 +162,14 @@ pub struct Metrics {
     /// `route` label values, in [`RouteKind::index`] order (cached routes, then `passthrough`,
     /// `unmatched`).
     route_labels: Vec<String>,
-    requests_vec: IntCounterVec,
-    durations_vec: HistogramVec,
-    /// `(method, route, outcome, status class)` → counter, resolved on first use (series that
-    /// never occur are not exported), then an index and an atomic add.
-    requests: Vec<OnceLock<IntCounter>>,
-    /// `(route, outcome)` → histogram, resolved on first use.
-    durations: Vec<OnceLock<Histogram>>,
+    /// Client request counts and durations, sharded per thread.
+    requests: RequestMetrics,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_throttled: IntCounterVec,
     token_refreshes: IntCounterVec,
     token_expiry: IntGaugeVec,
-    credits_saved: IntCounterVec,
+    credits_saved: CreditsSaved,
     stale_served: IntCounterVec,
     upstream_in_flight: IntGaugeVec,
     upstream_queue_depth: IntGaugeVec,
@@ -224,29 +217,7 @@ impl Metrics {
         fleet: bool,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let requests_vec = IntCounterVec::new(
-            Opts::new(
-                "zoho_gateway_requests_total",
-                "Client requests by method, route template, cache outcome and status class.",
-            ),
-            &["method", "route", "outcome", "status_class"],
-        )?;
-        let durations_vec = HistogramVec::new(
-            HistogramOpts::new(
-                "zoho_gateway_request_duration_seconds",
-                "Client request duration, from headers read to response ready, by route and outcome.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            &["route", "outcome"],
-        )?;
-        let routes = route_labels.len();
-        let requests =
-            (0..MethodLabel::ALL.len() * routes * Outcome::ALL.len() * STATUS_CLASSES.len())
-                .map(|_| OnceLock::new())
-                .collect();
-        let durations = (0..routes * Outcome::ALL.len())
-            .map(|_| OnceLock::new())
-            .collect();
+        let requests = RequestMetrics::new(route_labels.clone())?;
         let upstream_requests = IntCounterVec::new(
             Opts::new(
                 "zoho_gateway_upstream_requests_total",
@@ -283,13 +254,7 @@ impl Metrics {
             ),
             &["tenant"],
         )?;
-        let credits_saved = IntCounterVec::new(
-            Opts::new(
-                "zoho_gateway_credits_saved_total",
-                "Zoho API credits saved: requests answered without an upstream call, by tenant and reason.",
-            ),
-            &["tenant", "reason"],
-        )?;
+        let credits_saved = CreditsSaved::new()?;
         let stale_served = IntCounterVec::new(
             Opts::new(
                 "zoho_gateway_stale_served_total",
@@ -380,8 +345,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        registry.register(Box::new(requests_vec.clone()))?;
-        registry.register(Box::new(durations_vec.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_requests.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_throttled.clone()))?;
@@ -414,10 +378,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             route_labels,
-            requests_vec,
-            durations_vec,
             requests,
-            durations,
             upstream_requests,
             upstream_duration,
             upstream_throttled,
@@ -444,7 +405,8 @@ impl Metrics {
         })
     }
 
-    /// Records one finished client request (called exactly once per request).
+    /// Records one finished client request (called exactly once per request): a count and a
+    /// duration, added into the calling thread's shard.
     pub fn record_request(
         &self,
         method: &http::Method,
@@ -453,30 +415,14 @@ impl Metrics {
         status: u16,
         took: Duration,
     ) {
-        let method = MethodLabel::of(method);
-        let routes = self.route_labels.len();
-        let route = route.index(routes - 2);
-        let per_route = route * Outcome::ALL.len() + outcome.index();
-        let class = status_index(status);
-        let i = (method as usize * routes * Outcome::ALL.len() + per_route) * STATUS_CLASSES.len()
-            + class;
-        let label = self.route_labels[route].as_str();
-        self.requests[i]
-            .get_or_init(|| {
-                self.requests_vec.with_label_values(&[
-                    method.as_str(),
-                    label,
-                    outcome.as_str(),
-                    STATUS_CLASSES[class],
-                ])
-            })
-            .inc();
-        self.durations[per_route]
-            .get_or_init(|| {
-                self.durations_vec
-                    .with_label_values(&[label, outcome.as_str()])
-            })
-            .observe(took.as_secs_f64());
+        let route = route.index(self.route_labels.len() - 2);
+        self.requests.record(
+            MethodLabel::of(method),
+            route,
+            outcome,
+            status_index(status),
+            took,
+        );
     }
 
     /// The `route` label of `route`.
@@ -518,17 +464,12 @@ impl Metrics {
 
     /// Pre-resolved per-tenant handles, so the hot path does not hash labels.
     pub fn tenant(&self, tenant: &str) -> TenantMetrics {
-        let saved = |o: Outcome| self.credits_saved.with_label_values(&[tenant, o.as_str()]);
         TenantMetrics {
             upstream_in_flight: self.upstream_in_flight.with_label_values(&[tenant]),
             upstream_queue_depth: self.upstream_queue_depth.with_label_values(&[tenant]),
             circuit_open: self.circuit_open.with_label_values(&[tenant]),
             token_lockout: self.token_lockout.with_label_values(&[tenant]),
-            saved_hit: saved(Outcome::Hit),
-            saved_collapsed: saved(Outcome::Collapsed),
-            saved_stale: saved(Outcome::Stale),
-            saved_held: saved(Outcome::Held),
-            saved_rejected: saved(Outcome::Rejected),
+            saved: self.credits_saved.tenant(tenant),
             throttled: ZohoThrottle::ALL.map(|c| {
                 self.upstream_throttled
                     .with_label_values(&[tenant, c.as_str()])

@@ -32,10 +32,10 @@ impl Recorder<'_> {
             _ => {}
         }
         match outcome {
-            Outcome::Hit | Outcome::Stale => gw.tally.hits.fetch_add(1, Ordering::Relaxed),
-            Outcome::Miss | Outcome::Collapsed => gw.tally.misses.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
+            Outcome::Hit | Outcome::Stale => gw.tally.hits.inc(),
+            Outcome::Miss | Outcome::Collapsed => gw.tally.misses.inc(),
+            _ => {}
+        }
         let tenant = ctx.tenant.map(|id| gw.tenant_ref(id));
         if let Some(t) = &tenant {
             t.metrics.record_outcome(outcome, u64::from(ctx.credits));

@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;

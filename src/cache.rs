@@ -105,6 +105,9 @@ pub struct CachedResponse {
     /// Set once the entry was replaced under its key or removed: per-thread copies
     /// ([`local`]) stop answering with it.
     pub superseded: std::sync::atomic::AtomicBool,
+    /// When the entry entered this replica's cache (set by [`ResponseCache::insert`]): the base
+    /// of the fleet tier's `l1_ttl` for per-thread copies.
+    pub inserted: std::sync::OnceLock<Instant>,
 }
 
 /// Where an entry stands at some instant.
@@ -167,6 +170,7 @@ impl CachedResponse {
             route,
             group: 0,
             superseded: Default::default(),
+            inserted: Default::default(),
         }
     }
 
@@ -372,6 +376,8 @@ pub struct ResponseCache {
     epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Largest body kept in the per-thread front: 1/1024 of `max_bytes`, at most 16 KiB.
     local_max_body: usize,
+    /// The fleet tier's L1 bound (`redis.l1_ttl`), if any.
+    keep: Option<Duration>,
 }
 
 /// Ids of [`ResponseCache`]s.
@@ -421,11 +427,8 @@ impl ResponseCache {
                 RemovalCause::Explicit => 2,
                 RemovalCause::Replaced => 3,
             };
-            // A replaced or removed answer must not be served from a per-thread copy; one
-            // evicted for space or expired may (it is still the latest answer for its key).
-            if matches!(cause, RemovalCause::Explicit | RemovalCause::Replaced) {
-                v.supersede();
-            }
+            // Whatever the cause, a per-thread copy must not outlive the entry in moka.
+            v.supersede();
             if let Some(by_cause) = &by_cause {
                 by_cause[i].inc();
             }
@@ -446,6 +449,7 @@ impl ResponseCache {
             local_max_body: usize::try_from(max_bytes / 1024)
                 .unwrap_or(usize::MAX)
                 .min(16 * 1024),
+            keep,
         }
     }
 
@@ -473,8 +477,13 @@ impl ResponseCache {
     ) -> Option<R> {
         match local::serve(self.id, self.epoch(), key, now, f) {
             local::Served::Hit { answer, sample } => {
-                if sample {
-                    let _ = self.inner.get(key).await;
+                if let Some(served) = sample {
+                    // Boxed: this runs on 1 hit in 32 and would otherwise enlarge every request's
+                    // future (see `proxy::tests::the_request_future_stays_small`).
+                    let current = Box::pin(self.inner.get(key)).await;
+                    if current.as_ref().map(|e| Arc::as_ptr(e) as usize) != Some(served) {
+                        local::forget(self.id, key, served);
+                    }
                 }
                 Some(answer)
             }
@@ -492,7 +501,13 @@ impl ResponseCache {
             match entry.freshness(now) {
                 Freshness::Fresh => {
                     if entry.body.len() <= self.local_max_body && !entry.is_superseded() {
-                        local::offer(self.id, epoch, key, entry, now);
+                        let fresh_until = entry.stored_at + entry.ttl;
+                        let until = match (self.keep, entry.inserted.get()) {
+                            (Some(keep), Some(at)) => fresh_until.min(*at + keep),
+                            (Some(_), None) => now, // never inserted here: no copy
+                            (None, _) => fresh_until,
+                        };
+                        local::offer(self.id, epoch, key, entry, now, until);
                     }
                     return Lookup::Fresh(entry.clone());
                 }
@@ -622,6 +637,7 @@ impl ResponseCache {
         if let Some(old) = self.inner.get(&key).await {
             old.supersede();
         }
+        entry.inserted.get_or_init(Instant::now);
         self.inner.insert(key, entry).await;
     }
 
@@ -758,6 +774,42 @@ mod tests {
         assert!(local(&cache).await.is_some());
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(local(&cache).await.is_none(), "stale");
+        // Evicted for space and then stored anew: the old copy must not answer.
+        let small = ResponseCache::new(64 * 1024, None);
+        small
+            .insert(key, response(b"{\"v\":1}", Duration::from_secs(60)))
+            .await;
+        small.lookup(&key, Instant::now(), false).await;
+        assert!(local(&small).await.is_some());
+        for i in 0..400u16 {
+            let mut k = [0u8; 32];
+            k[..2].copy_from_slice(&i.to_le_bytes());
+            k[31] = 1;
+            let other = CacheKey(k);
+            small
+                .insert(other, response(b"{}", Duration::from_secs(60)))
+                .await;
+            small.get(&other).await;
+            small.get(&other).await;
+        }
+        small.run_pending_tasks().await;
+        assert!(
+            small.get(&key).await.is_none(),
+            "the probe needs the entry evicted"
+        );
+        assert!(local(&small).await.is_none(), "evicted for space");
+        small
+            .insert(key, response(b"{\"v\":2}", Duration::from_secs(60)))
+            .await;
+        assert!(local(&small).await.is_none(), "a newer answer exists");
+        // The fleet tier's L1 bound (`redis.l1_ttl`) holds for copies too.
+        let kept = ResponseCache::with_keep(64 * 1024 * 1024, None, Some(Duration::from_secs(2)));
+        kept.insert(key, response(b"{}", Duration::from_secs(60)))
+            .await;
+        kept.lookup(&key, Instant::now(), false).await;
+        assert!(local(&kept).await.is_some());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(local(&kept).await.is_none(), "past l1_ttl");
         // Another cache in the same thread never sees this one's copies.
         let other = ResponseCache::new(64 * 1024 * 1024, None);
         assert!(local(&other).await.is_none());

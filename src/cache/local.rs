@@ -11,17 +11,19 @@
 //! - it belongs to this [`ResponseCache`](super::ResponseCache) (several gateways may share a
 //!   process, as the tests do) and the cache's **epoch** is the one it was filled under: every
 //!   invalidation (purge, write-through group, tenant removal, reload) bumps the epoch;
-//! - the entry has not been **superseded** (replaced by a newer answer under its key, or removed:
-//!   the main cache's removal listener marks it);
-//! - the entry is **fresh** at the request's instant (stale entries go the main path, with its
-//!   holds and background refreshes).
+//! - the entry is still in the main cache: not **superseded** (replaced under its key, removed,
+//!   evicted for space or expired: the main cache marks it, in `insert`/`remove` and in its
+//!   removal listener for every cause), and every [`SAMPLE`]th L0 hit reads the key from moka
+//!   (which also tells moka's eviction policy the entry is hot) and drops the slot if moka no
+//!   longer returns that very entry;
+//! - the request's instant is before the slot's **deadline**: the end of the entry's freshness
+//!   (stale entries go the main path, with its holds and background refreshes), and, with the
+//!   fleet tier's `redis.l1_ttl`, `l1_ttl` after the entry entered this cache.
 //!
-//! So an L0 answer is always one the main cache would have given, except that an entry the main
-//! cache evicted for space may still be served while fresh from a slot that holds it (correct:
-//! nothing invalidated it). Memory: [`SLOTS`] slots per thread, bodies of at most
-//! [`ResponseCache`](super::ResponseCache)'s L0 limit (1/1024 of `max_bytes`, at most 16 KiB),
-//! so at most 64 × 2 × 16 KiB = 2 MiB per worker thread beyond the bound. moka still learns
-//! that a slot's entry is hot: every [`SAMPLE`]th L0 hit also reads it from moka.
+//! So an L0 answer is one the main cache would have given. Memory: [`SLOTS`] slots per thread,
+//! bodies of at most [`ResponseCache`](super::ResponseCache)'s L0 limit (1/1024 of `max_bytes`,
+//! at most 16 KiB), so at most 64 × 2 × 16 KiB = 2 MiB (plus the entries' small headers) per
+//! worker thread beyond the bound; a slot keeps its entry alive until the slot is reused.
 //!
 //! Slots are direct-mapped by the key (a SHA-256, so its first bytes are uniform). A newcomer
 //! takes a slot that is empty or no longer valid at once; a valid occupant is replaced only after
@@ -49,8 +51,12 @@ struct Slot {
     key: CacheKey,
     entry: Arc<CachedResponse>,
     body: Bytes,
-    /// Hits since filled (halved by each conflicting miss).
+    /// The slot answers only before this instant (see the module doc).
+    until: Instant,
+    /// Hits since filled (halved by each conflicting miss; saturating).
     hits: u32,
+    /// Hits counted for sampling (wrapping).
+    sampled: u32,
 }
 
 thread_local! {
@@ -65,8 +71,10 @@ fn index(key: &CacheKey) -> usize {
 
 /// What [`serve`] found.
 pub enum Served<R> {
-    /// Answered from this thread's slot; `sample`: also read the entry from moka now.
-    Hit { answer: R, sample: bool },
+    /// Answered from this thread's slot; `sample`: the entry (as a pointer, for comparison
+    /// only) when moka should be read now — then [`forget`] the slot unless moka still holds
+    /// that entry.
+    Hit { answer: R, sample: Option<usize> },
     /// Not in this thread's slots (or no longer valid there).
     Miss,
 }
@@ -80,7 +88,7 @@ pub fn serve<R>(
     now: Instant,
     f: impl FnOnce(&CachedResponse, &Bytes) -> R,
 ) -> Served<R> {
-    L0.with(|l0| {
+    L0.try_with(|l0| {
         let Ok(mut l0) = l0.try_borrow_mut() else {
             return Served::Miss;
         };
@@ -91,21 +99,46 @@ pub fn serve<R>(
             || slot.key != *key
             || slot.epoch != epoch
             || slot.entry.is_superseded()
-            || !slot.entry.is_fresh(now)
+            || now >= slot.until
         {
             return Served::Miss;
         }
         slot.hits = slot.hits.saturating_add(1);
+        slot.sampled = slot.sampled.wrapping_add(1);
         Served::Hit {
             answer: f(&slot.entry, &slot.body),
-            sample: slot.hits % SAMPLE == 0,
+            sample: (slot.sampled % SAMPLE == 0).then_some(Arc::as_ptr(&slot.entry) as usize),
         }
     })
+    .unwrap_or(Served::Miss)
 }
 
-/// Offers `entry` (just found fresh in the main cache under `key`) to this thread's slot.
-pub fn offer(cache: u64, epoch: u64, key: &CacheKey, entry: &Arc<CachedResponse>, now: Instant) {
-    L0.with(|l0| {
+/// Empties this thread's slot for `key` if it holds `entry` of cache `cache` (moka no longer
+/// returns that entry).
+pub fn forget(cache: u64, key: &CacheKey, entry: usize) {
+    let _ = L0.try_with(|l0| {
+        if let Ok(mut l0) = l0.try_borrow_mut()
+            && let Some(slot) = l0.get_mut(index(key))
+            && slot
+                .as_ref()
+                .is_some_and(|s| s.cache == cache && Arc::as_ptr(&s.entry) as usize == entry)
+        {
+            *slot = None;
+        }
+    });
+}
+
+/// Offers `entry` (just found fresh in the main cache under `key`) to this thread's slot, to
+/// answer until `until` at most.
+pub fn offer(
+    cache: u64,
+    epoch: u64,
+    key: &CacheKey,
+    entry: &Arc<CachedResponse>,
+    now: Instant,
+    until: Instant,
+) {
+    let _ = L0.try_with(|l0| {
         let Ok(mut l0) = l0.try_borrow_mut() else {
             return;
         };
@@ -117,11 +150,14 @@ pub fn offer(cache: u64, epoch: u64, key: &CacheKey, entry: &Arc<CachedResponse>
             let valid = occupant.cache == cache
                 && occupant.epoch == epoch
                 && !occupant.entry.is_superseded()
-                && occupant.entry.is_fresh(now);
-            if valid && occupant.key == *key && Arc::ptr_eq(&occupant.entry, entry) {
+                && now < occupant.until;
+            let same_key = occupant.cache == cache && occupant.key == *key;
+            if valid && same_key && Arc::ptr_eq(&occupant.entry, entry) {
                 return;
             }
-            if valid && occupant.hits > 0 {
+            // Another key's hot entry keeps its slot for a while; a newer entry of the same key
+            // always takes it.
+            if valid && !same_key && occupant.hits > 0 {
                 occupant.hits /= 2;
                 return;
             }
@@ -132,7 +168,9 @@ pub fn offer(cache: u64, epoch: u64, key: &CacheKey, entry: &Arc<CachedResponse>
             key: *key,
             entry: entry.clone(),
             body: Bytes::copy_from_slice(&entry.body),
+            until,
             hits: 0,
+            sampled: 0,
         });
     });
 }

@@ -133,6 +133,7 @@ impl L2Entry {
             route,
             group: 0,
             superseded: Default::default(),
+            inserted: Default::default(),
             validators: crate::cache::Validators::new(
                 &http::HeaderMap::new(),
                 &self.body,

@@ -331,6 +331,10 @@ async fn a_write_invalidates_its_tenant_only() {
     let h = Harness::start_with(SimConfig::default(), WRITES).await;
     let url = with_filters(SEED_CURL);
     let a = h.get(&url).await;
+    // Hits before the write: the first takes a per-thread copy, the next are answered from it.
+    for _ in 0..3 {
+        assert!(h.get(&url).await.cache_status().contains("; hit"));
+    }
     let b_key = [("x-gateway-key", KEY_B)];
     let b = h.client.get(&h.url(&url), &b_key).await;
     assert_eq!(

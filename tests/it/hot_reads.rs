@@ -638,15 +638,8 @@ async fn a_write_to_one_module_refreshes_its_reads_and_leaves_the_rest_cached() 
     let search = format!("{V}/Leads/search?criteria=(Company:equals:Zulu%20Co)");
     let contacts = format!("{V}/Contacts?fields=Last_Name");
     let get_b = |path: String| {
-        let (client, url) = (h.client.clone(), h.url(&path));
-        async move {
-            client
-                .get(
-                    &url,
-                    &[("authorization", &format!("Zoho-oauthtoken {KEY_B}"))],
-                )
-                .await
-        }
+        let h = &h;
+        async move { h.get_as(KEY_B, &path).await }
     };
     for p in [&leads, &lead, &search, &contacts] {
         assert!(h.get(p).await.status.is_success(), "{p}");

@@ -276,15 +276,8 @@ allow = ["DELETE /crm/{version}/settings/user_groups/{id}"]"#,
     .await;
     let q = name_filter("equal", "Tier1");
     let get_b = |q: String| {
-        let (client, url) = (h.client.clone(), h.url(&q));
-        async move {
-            client
-                .get(
-                    &url,
-                    &[("authorization", &format!("Zoho-oauthtoken {KEY_B}"))],
-                )
-                .await
-        }
+        let h = &h;
+        async move { h.get_as(KEY_B, &q).await }
     };
     // Warm both tenants' tokens, then make both keys fail once: both are held.
     let seed = h.get(&with_filters(SEED_CURL)).await;

@@ -129,10 +129,15 @@ impl Harness {
 
     /// GET through the gateway with the tenant-A key.
     pub async fn get(&self, path_and_query: &str) -> Resp {
+        self.get_as(KEY, path_and_query).await
+    }
+
+    /// GET through the gateway with gateway key `key` (`Authorization: Zoho-oauthtoken`).
+    pub async fn get_as(&self, key: &str, path_and_query: &str) -> Resp {
         self.client
             .get(
                 &self.url(path_and_query),
-                &[("authorization", &format!("Zoho-oauthtoken {KEY}"))],
+                &[("authorization", &format!("Zoho-oauthtoken {key}"))],
             )
             .await
     }

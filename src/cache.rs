@@ -464,6 +464,12 @@ impl ResponseCache {
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
+    /// Process-unique id of this cache (and so of its gateway): per-thread memos name their
+    /// entries with it.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// A fresh entry for `key` from this thread's front ([`local`]), answered as `f(entry,
     /// body)` — `body` is the thread's own copy of the entry's body — without touching moka or
     /// anything another thread writes. `None`: not there; use [`ResponseCache::lookup`]. Every

@@ -366,6 +366,9 @@ pub struct Gateway {
     pub(crate) stop_waiting: tokio_util::sync::CancellationToken,
     /// The fleet tier (`[redis]`), when configured.
     pub(crate) fleet: Option<Arc<Fleet>>,
+    /// Bumped after every reload has stored its config and tenants: what the per-thread memo
+    /// of hot requests (`proxy::hot`) was filled under.
+    pub(crate) generation: AtomicU64,
 }
 
 impl Gateway {
@@ -438,6 +441,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             stop_waiting: tokio_util::sync::CancellationToken::new(),
             fleet,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -678,6 +682,7 @@ impl Gateway {
             live: new.tenants.iter().map(|t| t.id).collect(),
         }));
         self.config.store(Arc::new(new));
+        self.generation.fetch_add(1, Ordering::Release);
 
         for t in &removed {
             t.stop.cancel();

@@ -27,6 +27,7 @@
 
 mod auth;
 mod credit;
+mod hot;
 mod passthrough;
 mod respond;
 mod shared;
@@ -157,6 +158,31 @@ impl Directives {
     }
 }
 
+/// Remembers in this thread's memo of hot requests what the full path found for a plain
+/// request that was answered fresh (`hot`: its probe and the generation read before the
+/// config it was worked out under).
+fn remember(
+    hot: Option<(&hot::Probe<'_>, u64)>,
+    gateway: u64,
+    target: &Target<'_>,
+    auth: &Authenticated<'_>,
+    ctx: &RequestCtx,
+) {
+    if let Some((probe, generation)) = hot {
+        probe.fill(
+            gateway,
+            generation,
+            hot::Known {
+                route: target.route,
+                tenant: target.tenant,
+                priority: auth.client.priority,
+                credits: ctx.credits,
+                key: target.key,
+            },
+        );
+    }
+}
+
 /// What a miss needs besides its target: the client's directives and conditions, and the
 /// expired entry that may stand in for a failure.
 struct Miss<'c> {
@@ -199,6 +225,9 @@ impl Gateway {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let request_id = headers::request_id(req.headers());
+        // Read before the config: a hot-request memo slot filled under this generation was
+        // worked out under this config or a newer one (see `hot`).
+        let generation = self.generation.load(Ordering::Acquire);
         // One guard (no shared reference count written) and one clock read per request: the
         // start is also the deadline's base and a hit's "now".
         let cfg = self.config_guard();
@@ -225,7 +254,9 @@ impl Gateway {
         // `request_timeout` bounds every wait of this request (flight, upstream, body) through
         // `ctx.deadline`; a cache hit waits on nothing and arms no timer.
         let head = req.method() == Method::HEAD;
-        let result = self.handle_inner(&cfg, started, req, &mut rec.ctx).await;
+        let result = self
+            .handle_inner(&cfg, generation, started, req, &mut rec.ctx)
+            .await;
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
@@ -248,10 +279,11 @@ impl Gateway {
     }
 
     /// Route → authenticate → (cached route | pass-through). `started`: when the request
-    /// arrived.
+    /// arrived; `generation`: the gateway's reload generation, read before `cfg`.
     async fn handle_inner<B>(
         self: &Arc<Self>,
         cfg: &GatewayConfig,
+        generation: u64,
         started: Instant,
         mut req: Request<B>,
         ctx: &mut RequestCtx,
@@ -267,11 +299,39 @@ impl Gateway {
         }
         // RFC 3986 §6.2.2.2: `%73` is `s`. Decoded before routing, keys and the upstream
         // call, which all read the request's path; dot segments are checked after it.
-        if let std::borrow::Cow::Owned(decoded) = route::decode_unreserved(req.uri().path()) {
+        let rewritten = match route::decode_unreserved(req.uri().path()) {
+            std::borrow::Cow::Owned(decoded) => Some(decoded),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let raw = rewritten.is_none();
+        if let Some(decoded) = rewritten {
             *req.uri_mut() = with_path(req.uri(), decoded)?;
         }
         // Every request header the path reads, in one pass.
         let heads = RequestHeads::scan(req.headers());
+        // A plain request this thread has seen under this generation: straight to this
+        // thread's front of the cache (route, client and key as the full path found them).
+        let probe = raw.then(|| hot::Probe::of(&req, &heads)).flatten();
+        let mut fill = probe.as_ref();
+        if let Some(known) = probe
+            .as_ref()
+            .and_then(|p| p.lookup(self.cache.id(), generation))
+        {
+            let now = self.clock.now_or(started);
+            let local = self.cache.serve_local(&known.key, now, |entry, body| {
+                cached_response_with(entry, body, now, CachePhase::Fresh, None)
+            });
+            if let Some(resp) = local.await {
+                ctx.route = RouteKind::Cached(known.route);
+                ctx.tenant = Some(known.tenant);
+                ctx.priority = known.priority;
+                ctx.credits = known.credits;
+                ctx.phase = CachePhase::Fresh;
+                return Ok(resp);
+            }
+            // Still right, only not in this thread's front: the full path refills the front.
+            fill = None;
+        }
         // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host header.
         if req.version() == http::Version::HTTP_11 && heads.hosts != 1 {
             return Err(GatewayError::InvalidRequest(
@@ -297,8 +357,9 @@ impl Gateway {
                 let auth = self.authenticate(cfg, &heads, req.extensions().get(), ctx.route)?;
                 ctx.tenant = Some(auth.client.tenant);
                 ctx.priority = auth.client.priority;
+                let hot = fill.map(|probe| (probe, generation));
                 return self
-                    .cached_route(cfg, started, &req, &heads, id, m, &auth, ctx)
+                    .cached_route(cfg, started, &req, &heads, id, m, &auth, hot, ctx)
                     .await;
             }
         }
@@ -357,6 +418,7 @@ impl Gateway {
         route: RouteId,
         m: PathMatch<'_>,
         auth: &Authenticated<'_>,
+        hot: Option<(&hot::Probe<'_>, u64)>,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         // The upstream call context (`ctx.call`, forwarding headers) is built only where a call
@@ -434,6 +496,7 @@ impl Gateway {
             });
             if let Some(resp) = local.await {
                 ctx.phase = CachePhase::Fresh;
+                remember(hot, self.cache.id(), &target, auth, ctx);
                 return Ok(resp);
             }
         }
@@ -458,6 +521,7 @@ impl Gateway {
         match lookup {
             Lookup::Fresh(entry) => {
                 ctx.phase = CachePhase::Fresh;
+                remember(hot, self.cache.id(), &target, auth, ctx);
                 Ok(cached_response(&entry, now, ctx.phase, conditions))
             }
             Lookup::StaleWhileRevalidate { entry, revalidate } => {

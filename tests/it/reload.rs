@@ -365,3 +365,41 @@ async fn a_reload_changing_a_listener_is_refused_and_names_the_keys() {
     );
     assert_eq!(h.gw.gateway().config().upstream.max_retries, 2);
 }
+
+/// A client's key replaced by a reload is refused at once, also for a request this gateway has
+/// answered over and over (each worker thread remembers a hot request's client and key: that
+/// memo must not outlive the reload), while the new key shares the same cached answer.
+#[tokio::test]
+async fn a_rekeyed_client_old_key_is_refused_even_for_a_hot_request() {
+    let (_, _, r1) = SimConfig::demo_credentials();
+    let mut sim_url = String::new();
+    let h = Harness::start_configured(sim_config(), |url| {
+        sim_url = url.to_owned();
+        validated(&config(url, &[("a", r1.as_str())]))
+    })
+    .await;
+    let q = question("a");
+    // Enough hits for every worker thread to have answered it from its own memo.
+    for i in 0..16 {
+        let r = ask(&h, "a", &q).await;
+        assert_eq!(r.status, 200, "{i}: {:?}", r.body);
+    }
+    assert_eq!(h.calls(), 1);
+    let rekeyed = config(&sim_url, &[("a", r1.as_str())]).replace("\"key-a\"", "\"key-a-2\"");
+    h.gw.reload(validated(&rekeyed)).expect("reload");
+    for _ in 0..8 {
+        let old = ask(&h, "a", &q).await;
+        assert_eq!(
+            old.status, 401,
+            "the old key after the reload: {:?}",
+            old.body
+        );
+        let new = h
+            .client
+            .get(&h.url(&q), &[("x-gateway-key", "key-a-2")])
+            .await;
+        assert_eq!(new.status, 200, "{:?}", new.body);
+        assert!(new.cache_status().contains("hit"), "{}", new.cache_status());
+    }
+    assert_eq!(h.calls(), 1);
+}

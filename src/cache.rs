@@ -32,6 +32,7 @@
 
 mod conditional;
 mod local;
+pub use local::Prepared;
 mod phase;
 
 pub use conditional::{Conditions, Validators};
@@ -479,7 +480,7 @@ impl ResponseCache {
         &self,
         key: &CacheKey,
         now: Instant,
-        f: impl FnOnce(&CachedResponse, &Bytes) -> R,
+        f: impl FnOnce(&CachedResponse, &Bytes, &mut Prepared) -> R,
     ) -> Option<R> {
         match local::serve(self.id, self.epoch(), key, now, f) {
             local::Served::Hit { answer, sample } => {
@@ -738,7 +739,7 @@ mod tests {
             let cache = cache.clone();
             async move {
                 cache
-                    .serve_local(&key, Instant::now(), |_e, body| body.clone())
+                    .serve_local(&key, Instant::now(), |_e, body, _| body.clone())
                     .await
             }
         };

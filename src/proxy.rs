@@ -57,8 +57,7 @@ use crate::upstream::{self, UpstreamResponse};
 use auth::Authenticated;
 use hmac::{Hmac, Mac};
 use respond::{
-    Recorder, cached_response, cached_response_with, error_response, fetched_response,
-    held_response,
+    Recorder, cached_response, error_response, fetched_response, front_response, held_response,
 };
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -318,9 +317,11 @@ impl Gateway {
             .and_then(|p| p.lookup(self.cache.id(), generation))
         {
             let now = self.clock.now_or(started);
-            let local = self.cache.serve_local(&known.key, now, |entry, body| {
-                cached_response_with(entry, body, now, CachePhase::Fresh, None)
-            });
+            let local = self
+                .cache
+                .serve_local(&known.key, now, |entry, body, prepared| {
+                    front_response(entry, body, prepared, now, None)
+                });
             if let Some(resp) = local.await {
                 ctx.route = RouteKind::Cached(known.route);
                 ctx.tenant = Some(known.tenant);
@@ -491,9 +492,11 @@ impl Gateway {
         // writes to nothing another thread writes (see `cache::local`). Only for requests that
         // would take any fresh entry.
         if !directives.no_cache && directives.max_age.is_none() && directives.min_fresh.is_none() {
-            let local = self.cache.serve_local(&target.key, now, |entry, body| {
-                cached_response_with(entry, body, now, CachePhase::Fresh, conditions)
-            });
+            let local = self
+                .cache
+                .serve_local(&target.key, now, |entry, body, prepared| {
+                    front_response(entry, body, prepared, now, conditions)
+                });
             if let Some(resp) = local.await {
                 ctx.phase = CachePhase::Fresh;
                 remember(hot, self.cache.id(), &target, auth, ctx);

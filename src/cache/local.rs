@@ -45,6 +45,17 @@ pub const SLOTS: usize = 64;
 /// One L0 hit in this many also reads the entry from moka (its recency and frequency).
 pub const SAMPLE: u32 = 32;
 
+/// What the request path keeps with a slot to answer from it faster: a response head built
+/// once for the entry, and the per-second values last written into it (filled and read by
+/// `proxy::respond`; dropped with the slot).
+#[derive(Default)]
+pub struct Prepared {
+    /// The entry's response head with placeholders for the per-request values.
+    pub head: Option<http::HeaderMap>,
+    /// `(ttl, age)` in whole seconds, and their `Cache-Status` and `Age` values.
+    pub stamp: Option<(u64, u64, http::HeaderValue, http::HeaderValue)>,
+}
+
 struct Slot {
     cache: u64,
     epoch: u64,
@@ -57,6 +68,7 @@ struct Slot {
     hits: u32,
     /// Hits counted for sampling (wrapping).
     sampled: u32,
+    prepared: Prepared,
 }
 
 thread_local! {
@@ -79,14 +91,14 @@ pub enum Served<R> {
     Miss,
 }
 
-/// Answers `key` from this thread's slot with `f(entry, body)` if the slot is valid for cache
-/// `cache` at `epoch` and the entry is fresh at `now`.
+/// Answers `key` from this thread's slot with `f(entry, body, prepared)` if the slot is valid
+/// for cache `cache` at `epoch` and the entry is fresh at `now`.
 pub fn serve<R>(
     cache: u64,
     epoch: u64,
     key: &CacheKey,
     now: Instant,
-    f: impl FnOnce(&CachedResponse, &Bytes) -> R,
+    f: impl FnOnce(&CachedResponse, &Bytes, &mut Prepared) -> R,
 ) -> Served<R> {
     L0.try_with(|l0| {
         let Ok(mut l0) = l0.try_borrow_mut() else {
@@ -106,7 +118,7 @@ pub fn serve<R>(
         slot.hits = slot.hits.saturating_add(1);
         slot.sampled = slot.sampled.wrapping_add(1);
         Served::Hit {
-            answer: f(&slot.entry, &slot.body),
+            answer: f(&slot.entry, &slot.body, &mut slot.prepared),
             sample: (slot.sampled % SAMPLE == 0).then_some(Arc::as_ptr(&slot.entry) as usize),
         }
     })
@@ -171,6 +183,7 @@ pub fn offer(
             until,
             hits: 0,
             sampled: 0,
+            prepared: Prepared::default(),
         });
     });
 }

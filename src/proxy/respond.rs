@@ -2,7 +2,7 @@
 //! recording each request once. Every `Cache-Status` comes from the request's [`CachePhase`].
 
 use super::*;
-use crate::cache::{Hold, Outcome, STORED_HEADERS};
+use crate::cache::{Hold, Outcome, Prepared, STORED_HEADERS};
 
 /// Measures and logs a request exactly once: at the end, or — if the client went away and the
 /// request's future was dropped — on drop, with status 499 (client closed request).
@@ -100,6 +100,67 @@ pub(super) fn cached_response_with(
     };
     resp.headers_mut()
         .insert(header::AGE, seconds_value(entry.age(now)));
+    resp
+}
+
+/// A fresh entry answered from this thread's front of the cache (`prepared`: its slot's
+/// response head, built on the slot's first answer). Same response as [`cached_response_with`]
+/// in [`CachePhase::Fresh`]; per answer, one clone of the prepared head with the `Cache-Status`
+/// and `Age` values of the current second (written once per second and slot) instead of a
+/// header map built and every stored header hashed again. The head already holds
+/// `Cache-Control` and an `X-Request-Id` placeholder, so [`Gateway::handle`]'s inserts replace
+/// values without growing the map.
+pub(super) fn front_response(
+    entry: &CachedResponse,
+    body: &Bytes,
+    prepared: &mut Prepared,
+    now: Instant,
+    conditions: Option<&Conditions>,
+) -> Response<Body> {
+    if conditions.is_some() || !entry.is_fresh(now) {
+        return cached_response_with(entry, body, now, CachePhase::Fresh, conditions);
+    }
+    let (ttl, age) = (entry.remaining_ttl(now), entry.age(now));
+    let (status_value, age_value) = match &prepared.stamp {
+        Some((t, a, s, v)) if *t == ttl && *a == age => (s.clone(), v.clone()),
+        _ => {
+            let s = CachePhase::Fresh.cache_status(false, Some(ttl as i64), None);
+            let v = seconds_value(age);
+            prepared.stamp = Some((ttl, age, s.clone(), v.clone()));
+            (s, v)
+        }
+    };
+    let head = prepared.head.get_or_insert_with(|| {
+        // Placeholders first, so a clone finds them in order without hashing.
+        let mut head = response_headers(entry.headers.len());
+        head.insert(&headers::CACHE_STATUS, HeaderValue::from_static(""));
+        head.insert(header::AGE, HeaderValue::from_static(""));
+        let full = entry_response_with(entry, body, HeaderValue::from_static(""));
+        for (name, value) in full.headers() {
+            if name != headers::CACHE_STATUS {
+                head.append(name.clone(), value.clone());
+            }
+        }
+        head.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static(headers::RESPONSE_CACHE_CONTROL));
+        head.insert(&headers::REQUEST_ID, HeaderValue::from_static(""));
+        head
+    });
+    let mut h = head.clone();
+    let mut values = h.iter_mut();
+    match (values.next(), values.next()) {
+        (Some((n1, v1)), Some((n2, v2))) if n1 == headers::CACHE_STATUS && n2 == header::AGE => {
+            *v1 = status_value;
+            *v2 = age_value;
+        }
+        _ => {
+            h.insert(&headers::CACHE_STATUS, status_value);
+            h.insert(header::AGE, age_value);
+        }
+    }
+    let mut resp = Response::new(Full::new(body.clone()));
+    *resp.status_mut() = entry.status;
+    *resp.headers_mut() = h;
     resp
 }
 

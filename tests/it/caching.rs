@@ -564,3 +564,49 @@ async fn admin_methods_and_bearer_scheme() {
         .await;
     assert_eq!(two.status, 400, "{:?}", two.body);
 }
+
+/// A hit answered from a worker thread's front of the cache (a hot request: the thread's memo
+/// of route, client and key, then its own copy of the entry and a prepared response head) is
+/// the same answer as the hit the main cache gave: status, every header but the request id,
+/// and body. `Gateway::handle` on the test's single thread: the second request fills the
+/// thread's front, the third and fourth are answered from it.
+#[tokio::test]
+async fn a_hit_from_the_threads_front_is_the_answer_the_cache_gave() {
+    let h = Harness::start_with(SimConfig::default(), NO_JITTER).await;
+    let gw = h.gw.gateway().clone();
+    let q = starts_with("Tier", 1);
+    let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let req = http::Request::get(q.as_str())
+            .header("host", "gw")
+            .header("x-gateway-key", KEY)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let resp = gw.clone().handle(req, peer).await;
+        let (parts, body) = resp.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .unwrap()
+            .to_bytes();
+        let mut head: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .filter(|(n, _)| n.as_str() != "x-request-id")
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        head.sort();
+        answers.push((parts.status, head, body));
+    }
+    assert_eq!(h.calls(), 1);
+    let (status, head, body) = &answers[1];
+    assert!(
+        head.iter()
+            .any(|(n, v)| n == "cache-status" && v.contains("hit")),
+        "{head:?}"
+    );
+    assert!(head.iter().any(|(n, _)| n == "etag"), "{head:?}");
+    for front in &answers[2..] {
+        assert_eq!((&front.0, &front.1, &front.2), (status, head, body));
+    }
+}

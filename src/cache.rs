@@ -472,17 +472,31 @@ impl ResponseCache {
     }
 
     /// A fresh entry for `key` from this thread's front ([`local`]), answered as `f(entry,
-    /// body)` — `body` is the thread's own copy of the entry's body — without touching moka or
-    /// anything another thread writes. `None`: not there; use [`ResponseCache::lookup`]. Every
-    /// [`local::SAMPLE`]th answer also reads the entry from moka (recency for its eviction
-    /// policy).
+    /// body, prepared)` — `body` is the thread's own copy of the entry's body, `prepared` what
+    /// the caller keeps with the slot — without touching moka or anything another thread
+    /// writes, and without waiting. `None`: not there, or this is the [`local::SAMPLE`]th
+    /// answer, which must also read the entry from moka (recency for its eviction policy): use
+    /// [`ResponseCache::serve_local`], then [`ResponseCache::lookup`].
+    pub fn serve_front<R>(
+        &self,
+        key: &CacheKey,
+        now: Instant,
+        f: impl FnOnce(&CachedResponse, &Bytes, &mut Prepared) -> R,
+    ) -> Option<R> {
+        match local::serve(self.id, self.epoch(), key, now, true, f) {
+            local::Served::Hit { answer, .. } => Some(answer),
+            local::Served::Miss => None,
+        }
+    }
+
+    /// [`ResponseCache::serve_front`], also on the turns that read moka (so: async).
     pub async fn serve_local<R>(
         &self,
         key: &CacheKey,
         now: Instant,
         f: impl FnOnce(&CachedResponse, &Bytes, &mut Prepared) -> R,
     ) -> Option<R> {
-        match local::serve(self.id, self.epoch(), key, now, f) {
+        match local::serve(self.id, self.epoch(), key, now, false, f) {
             local::Served::Hit { answer, sample } => {
                 if let Some(served) = sample {
                     // Boxed: this runs on 1 hit in 32 and would otherwise enlarge every request's

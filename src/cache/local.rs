@@ -92,12 +92,15 @@ pub enum Served<R> {
 }
 
 /// Answers `key` from this thread's slot with `f(entry, body, prepared)` if the slot is valid
-/// for cache `cache` at `epoch` and the entry is fresh at `now`.
+/// for cache `cache` at `epoch` and the entry is fresh at `now`. `unsampled`: only if this
+/// answer is not a sampling turn (one that must read moka); a declined turn is left for the
+/// next call.
 pub fn serve<R>(
     cache: u64,
     epoch: u64,
     key: &CacheKey,
     now: Instant,
+    unsampled: bool,
     f: impl FnOnce(&CachedResponse, &Bytes, &mut Prepared) -> R,
 ) -> Served<R> {
     L0.try_with(|l0| {
@@ -113,6 +116,9 @@ pub fn serve<R>(
             || slot.entry.is_superseded()
             || now >= slot.until
         {
+            return Served::Miss;
+        }
+        if unsampled && slot.sampled.wrapping_add(1) % SAMPLE == 0 {
             return Served::Miss;
         }
         slot.hits = slot.hits.saturating_add(1);

@@ -75,6 +75,22 @@ fn bench(c: &mut Criterion) {
     ];
     // Built once, as the gateway does per route (config validation).
     let schema = ParamSchema::associated_users_count(rules.clone());
+    // `CANON_LOOP=N`: canonicalise and key the seed (curl spelling) N times on this thread and
+    // exit, for counting CPU time with `perf stat -e task-clock` (N and 0, subtracted: CPU per
+    // key, a figure the shared machine's load moves much less than it moves wall time).
+    if let Some(n) = std::env::var("CANON_LOOP")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        for _ in 0..n {
+            let Canonical::Key(cq) = schema.canonicalize(black_box(&curl)) else {
+                unreachable!("the seed canonicalises")
+            };
+            black_box(cache_key(&SCOPE, &cq));
+        }
+        eprintln!("CANON_LOOP: {n} keys");
+        std::process::exit(0);
+    }
     let mut group = c.benchmark_group("canonicalize_and_key");
     for (name, q, is_key) in cases {
         assert_eq!(

@@ -1,9 +1,9 @@
 //! The response cache: a moka future cache bounded in **bytes**, keyed by
 //! [`CacheKey`](crate::canonical::CacheKey).
 //!
-//! - **Weight** of an entry = key (32) + body + stored headers + validators (their bytes and
-//!   `HeaderValue`s, [`Validators::weight`]) + a fixed per-entry
-//!   overhead ([`ENTRY_OVERHEAD`]); `max_bytes` bounds the sum. moka applies the bound during its
+//! - **Weight** of an entry = key (32) + body + stored headers ([`StoredHeaders::weight`]) +
+//!   validators ([`Validators::weight`]) + a fixed per-entry overhead ([`ENTRY_OVERHEAD`]);
+//!   `max_bytes` bounds the sum. moka applies the bound during its
 //!   maintenance, which [`ResponseCache::run_maintenance`] also runs on a timer so the bound holds
 //!   under write bursts.
 //! - **Freshness** is judged by the gateway with its [`Clock`](crate::clock::Clock) (tokio's, so
@@ -34,15 +34,17 @@ mod conditional;
 mod local;
 pub use local::Prepared;
 mod phase;
+mod stored;
 
 pub use conditional::{Conditions, Validators};
 pub use phase::{BypassReason, CACHE_NAME, CachePhase, Outcome};
+pub use stored::{CompactDuration, Inserted, StoredHeaders, StoredLifetimes};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, StatusCode, header};
 use moka::Expiry;
 use moka::notification::RemovalCause;
 use tokio::time::Instant;
@@ -54,14 +56,18 @@ use crate::error::GatewayError;
 use crate::route::RouteId;
 use crate::upstream::UpstreamResponse;
 
-/// Fixed bytes charged per entry for the key, the `Arc`, the header `Vec`, the allocator's
-/// rounding, and moka's node and bookkeeping (hash table slot, access-order deque node, timer
-/// wheel node for the per-entry expiry, frequency sketch). Measured, not guessed: 20 000
-/// entries with a 200-byte body and a `Content-Type` cost 1 142 bytes of RSS each, i.e.
-/// ~875 bytes beyond key, body and header bytes; this rounds that up with ~15 % margin. The
-/// `rss_per_entry` probe in this module's tests fails when an entry costs more resident memory
-/// than its weight.
-pub const ENTRY_OVERHEAD: u32 = 1024;
+/// Fixed bytes charged per entry beyond what [`CachedResponse::weight`] counts separately (key,
+/// body, stored headers, validators): the entry's struct in its `Arc` (120 + 16 bytes), the
+/// body's shared-buffer header, the allocator's headers and rounding, and moka's node and
+/// bookkeeping (the key's own `Arc`, entry info, value entry, deque nodes for access order,
+/// write order (invalidation closures need it) and the per-entry expiry's timer wheel, hash
+/// table slot, and the frequency sketch once the cache is half full). Measured, not guessed:
+/// `cargo bench --bench memory -- entries 20000` (369-byte bodies, an interned
+/// `Content-Type`) costs 713–718 bytes of RSS per entry beyond its body, i.e. ≈ 600 beyond
+/// key, headers and validators; this rounds that up with ~15 % margin. The `rss_per_entry`
+/// probe in this module's tests fails when an entry costs more resident memory than its
+/// weight.
+pub const ENTRY_OVERHEAD: u32 = 704;
 
 /// Response headers kept with an upstream answer and replayed (`Retry-After` only ever comes
 /// with 429 / 5xx answers, which are relayed but never stored as cache entries;
@@ -74,13 +80,15 @@ pub const STORED_HEADERS: &[HeaderName] = &[
     header::RETRY_AFTER,
 ];
 
-/// An upstream answer as kept in the cache (and handed to coalesced waiters).
+/// An upstream answer as kept in the cache (and handed to coalesced waiters). Compact, since
+/// every entry carries one (issue 14): 120 bytes and, with its body and validators, three
+/// allocations (see [`stored`]); `the_entry_stays_small` guards the size.
 #[derive(Debug)]
 pub struct CachedResponse {
     /// Upstream status.
     pub status: StatusCode,
     /// The replayable headers ([`STORED_HEADERS`]).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: StoredHeaders,
     /// Body bytes: an exact-size buffer of its own (see the module doc), shared, never copied
     /// on hits.
     pub body: Bytes,
@@ -88,14 +96,10 @@ pub struct CachedResponse {
     pub validators: Validators,
     /// When the upstream response arrived.
     pub stored_at: Instant,
-    /// `Age` the upstream reported, seconds (RFC 9111 §5.1), 0 when absent.
-    pub upstream_age: u64,
-    /// Freshness lifetime from `stored_at`.
-    pub ttl: Duration,
-    /// How long after expiry the entry may be served while a background refresh runs.
-    pub stale_while_revalidate: Duration,
-    /// How long after expiry the entry may be served when the refresh fails.
-    pub stale_if_error: Duration,
+    /// `Age` the upstream reported, seconds (RFC 9111 §5.1), 0 when absent (saturating).
+    pub upstream_age: u32,
+    /// Freshness lifetime and stale windows from `stored_at`.
+    pub lifetimes: StoredLifetimes,
     /// Its tenant (for per-tenant invalidation).
     pub tenant: TenantId,
     /// Its route (for per-route purge).
@@ -108,7 +112,7 @@ pub struct CachedResponse {
     pub superseded: std::sync::atomic::AtomicBool,
     /// When the entry entered this replica's cache (set by [`ResponseCache::insert`]): the base
     /// of the fleet tier's `l1_ttl` for per-thread copies.
-    pub inserted: std::sync::OnceLock<Instant>,
+    pub inserted: Inserted,
 }
 
 /// Where an entry stands at some instant.
@@ -146,16 +150,13 @@ impl CachedResponse {
         tenant: TenantId,
         route: RouteId,
     ) -> Self {
-        let headers = STORED_HEADERS
-            .iter()
-            .filter_map(|name| Some((name.clone(), owned_value(resp.headers.get(name)?))))
-            .collect();
+        let headers = StoredHeaders::from_map(&resp.headers);
         let upstream_age = resp
             .headers
             .get(header::AGE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |age| u32::try_from(age).unwrap_or(u32::MAX));
         let validators = Validators::new(&resp.headers, &resp.body, std::time::SystemTime::now());
         CachedResponse {
             status: resp.status,
@@ -164,9 +165,7 @@ impl CachedResponse {
             body: Bytes::copy_from_slice(&resp.body),
             stored_at,
             upstream_age,
-            ttl: lifetimes.ttl,
-            stale_while_revalidate: lifetimes.stale_while_revalidate,
-            stale_if_error: lifetimes.stale_if_error,
+            lifetimes: lifetimes.into(),
             tenant,
             route,
             group: 0,
@@ -191,16 +190,21 @@ impl CachedResponse {
         self
     }
 
+    /// When the entry stops being fresh: `stored_at` + its TTL.
+    pub fn expires(&self) -> Instant {
+        self.stored_at + self.lifetimes.ttl()
+    }
+
     /// Where the entry stands at `now`.
     pub fn freshness(&self, now: Instant) -> Freshness {
-        let expires = self.stored_at + self.ttl;
+        let expires = self.expires();
         if now < expires {
             return Freshness::Fresh;
         }
         let stale_for = now - expires;
-        if stale_for < self.stale_while_revalidate {
+        if stale_for < self.lifetimes.stale_while_revalidate() {
             Freshness::StaleWhileRevalidate
-        } else if stale_for < self.stale_if_error {
+        } else if stale_for < self.lifetimes.stale_if_error() {
             Freshness::StaleIfError
         } else {
             Freshness::Expired
@@ -209,65 +213,40 @@ impl CachedResponse {
 
     /// Whether the entry may stand in for a failed refresh at `now`.
     pub fn usable_if_error(&self, now: Instant) -> bool {
-        now < self.stored_at + self.ttl + self.stale_if_error
+        now < self.expires() + self.lifetimes.stale_if_error()
     }
 
     /// Seconds since expiry at `now` (0 while fresh).
     pub fn staleness(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.stored_at + self.ttl)
-            .as_secs()
+        now.saturating_duration_since(self.expires()).as_secs()
     }
 
     /// Weighted size in bytes (see the module doc).
     pub fn weight(&self) -> u32 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len())
-            .sum();
-        let validators = self.validators.weight();
-        let total = ENTRY_OVERHEAD as usize + 32 + self.body.len() + headers + validators;
+        let total = ENTRY_OVERHEAD as usize
+            + 32
+            + self.body.len()
+            + self.headers.weight()
+            + self.validators.weight();
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 
     /// Whether the entry is still fresh at `now`.
     pub fn is_fresh(&self, now: Instant) -> bool {
-        now < self.stored_at + self.ttl
+        now < self.expires()
     }
 
     /// `Age` at `now`, whole seconds: time since the upstream response was received plus the
     /// upstream's own `Age` (RFC 9111 §4.2.3, with no clock skew between us and our own clock).
     pub fn age(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.stored_at).as_secs() + self.upstream_age
+        now.saturating_duration_since(self.stored_at).as_secs() + u64::from(self.upstream_age)
     }
 
     /// Remaining freshness at `now`, whole seconds (the `ttl` of `Cache-Status`, RFC 9211 §2.6).
     pub fn remaining_ttl(&self, now: Instant) -> u64 {
-        (self.stored_at + self.ttl)
-            .saturating_duration_since(now)
-            .as_secs()
+        self.expires().saturating_duration_since(now).as_secs()
     }
 }
-
-/// `v` in a buffer of its own (`HeaderValue::from_bytes` copies; `clone` would share hyper's
-/// read buffer), or a static value when it is one of Zoho's usual ones ([`INTERNED_VALUES`]):
-/// no buffer per entry, and replaying it writes to no reference count.
-fn owned_value(v: &HeaderValue) -> HeaderValue {
-    INTERNED_VALUES
-        .iter()
-        .find(|s| s.as_bytes() == v.as_bytes())
-        .map(|s| HeaderValue::from_static(s))
-        .unwrap_or_else(|| HeaderValue::from_bytes(v.as_bytes()).unwrap_or_else(|_| v.clone()))
-}
-
-/// Stored header values kept as statics: Zoho's JSON content types.
-const INTERNED_VALUES: &[&str] = &[
-    "application/json;charset=utf-8",
-    "application/json; charset=utf-8",
-    "application/json;charset=UTF-8",
-    "application/json; charset=UTF-8",
-    "application/json",
-];
 
 /// What a held key answers until its hold ends: the failed upstream answer (a 5xx or 429,
 /// relayed as received) or the gateway error of the failed attempt.
@@ -330,14 +309,21 @@ impl Expiry<CacheKey, Arc<Hold>> for HoldExpiry {
 
 impl Hold {
     /// Bytes this hold accounts for: the held upstream answer's weight
-    /// ([`CachedResponse::weight`]) or, for a gateway error, [`ENTRY_OVERHEAD`] and the key.
+    /// ([`CachedResponse::weight`]) or, for a gateway error, [`HELD_ERROR_WEIGHT`].
     pub fn weight(&self) -> u32 {
         match &self.answer {
             Ok(r) => r.weight(),
-            Err(_) => ENTRY_OVERHEAD + 32,
+            Err(_) => HELD_ERROR_WEIGHT,
         }
     }
 }
+
+/// Bytes charged for a hold that keeps a gateway error: moka's node (≈ 420 bytes, as for an
+/// entry), the `Hold` in its `Arc` (≈ 160) and the error's own allocations (an upstream
+/// connection error keeps its source chain, a few hundred bytes). Kept at the 1 056 bytes it
+/// was before entries were made compact ([`ENTRY_OVERHEAD`] then 1 024, plus the key): not
+/// measured apart, and holds are few (bounded by [`hold_bytes`]).
+pub const HELD_ERROR_WEIGHT: u32 = 1024 + 32;
 
 /// The byte bound of the holds: a sixteenth of `cache.max_bytes`, at least 1 MiB. Held upstream
 /// answers (a failing Zoho's 5xx and 429 bodies, up to `max_body_bytes` each) are weighed like
@@ -360,7 +346,8 @@ impl Expiry<CacheKey, Arc<CachedResponse>> for PerEntryTtl {
         value: &Arc<CachedResponse>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let life = value.ttl + value.stale_while_revalidate.max(value.stale_if_error);
+        let l = value.lifetimes;
+        let life = l.ttl() + l.stale_while_revalidate().max(l.stale_if_error());
         Some(self.keep.map_or(life, |keep| life.min(keep)))
     }
 }
@@ -522,9 +509,9 @@ impl ResponseCache {
             match entry.freshness(now) {
                 Freshness::Fresh => {
                     if entry.body.len() <= self.local_max_body && !entry.is_superseded() {
-                        let fresh_until = entry.stored_at + entry.ttl;
-                        let until = match (self.keep, entry.inserted.get()) {
-                            (Some(keep), Some(at)) => fresh_until.min(*at + keep),
+                        let fresh_until = entry.expires();
+                        let until = match (self.keep, entry.inserted.get(entry.stored_at)) {
+                            (Some(keep), Some(at)) => fresh_until.min(at + keep),
                             (Some(_), None) => now, // never inserted here: no copy
                             (None, _) => fresh_until,
                         };
@@ -658,7 +645,7 @@ impl ResponseCache {
         if let Some(old) = self.inner.get(&key).await {
             old.supersede();
         }
-        entry.inserted.get_or_init(Instant::now);
+        entry.inserted.set_once(entry.stored_at, Instant::now());
         self.inner.insert(key, entry).await;
     }
 
@@ -713,7 +700,7 @@ impl ResponseCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
+    use http::{HeaderMap, HeaderValue};
 
     fn response(body: &[u8], ttl: Duration) -> Arc<CachedResponse> {
         let mut headers = HeaderMap::new();
@@ -834,6 +821,13 @@ mod tests {
         // Another cache in the same thread never sees this one's copies.
         let other = ResponseCache::new(64 * 1024 * 1024, None);
         assert!(local(&other).await.is_none());
+    }
+
+    /// Every cached entry carries one, so its size is memory per entry (issue 14).
+    #[test]
+    fn the_entry_stays_small() {
+        let size = std::mem::size_of::<CachedResponse>();
+        assert!(size <= 120, "CachedResponse is {size} bytes");
     }
 
     #[test]
@@ -977,7 +971,7 @@ mod tests {
             !pinned.contains(&entry.body.as_ptr()),
             "body shares the read buffer"
         );
-        let (_, ct) = &entry.headers[0];
+        let (_, ct) = entry.headers.iter().next().unwrap();
         assert_eq!(ct.len(), 24);
         assert!(
             !pinned.contains(&ct.as_bytes().as_ptr()),

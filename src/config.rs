@@ -167,8 +167,8 @@ impl Default for RawServer {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawCache {
-    /// Bound on the weighted size of all entries (key + body + stored headers + a measured
-    /// per-entry overhead, [`crate::cache::ENTRY_OVERHEAD`]), bytes.
+    /// Bound on the weighted size of all entries (key + body + stored headers + validators + a
+    /// measured per-entry overhead, [`crate::cache::ENTRY_OVERHEAD`]), bytes.
     /// Default: 268435456 (256 MiB).
     pub max_bytes: u64,
     /// How long a request that joins another's in-flight fetch waits before it gets a 504

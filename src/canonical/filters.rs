@@ -646,18 +646,21 @@ impl<'a> Parser<'a, '_> {
     fn string(&mut self) -> Result<Cow<'a, str>, Reject> {
         self.pos += 1;
         let start = self.pos;
-        loop {
-            match self.peek() {
-                None => return Err(self.syntax("unterminated string")),
-                Some(b'"') => {
-                    let s = &self.text[start..self.pos];
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(0..=0x1f) => return Err(self.syntax("control character in string")),
-                Some(_) => self.pos += 1,
+        // The run up to the closing quote, an escape or a control character, in one scan.
+        let run = self.src[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .unwrap_or(self.src.len() - start);
+        self.pos = start + run;
+        match self.peek() {
+            None => return Err(self.syntax("unterminated string")),
+            Some(b'"') => {
+                let s = &self.text[start..self.pos];
+                self.pos += 1;
+                return Ok(Cow::Borrowed(s));
             }
+            Some(b'\\') => {}
+            Some(_) => return Err(self.syntax("control character in string")),
         }
         // Slow path: escapes present.
         let mut out = String::with_capacity(self.pos - start + 16);

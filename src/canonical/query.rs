@@ -45,6 +45,9 @@ pub(super) fn split<'a>(raw: &'a str, schema: &ParamSchema) -> Result<Parts<'a>,
         others: Vec::new(),
     };
     let mut repeated = false;
+    // Every byte of `raw` but the `&` and `=` separators (query characters themselves) is in a
+    // name or a value, so checking those as they are decoded checks the whole query.
+    let mut unencoded = false;
     for segment in raw.split('&') {
         if segment.is_empty() {
             continue;
@@ -53,8 +56,10 @@ pub(super) fn split<'a>(raw: &'a str, schema: &ParamSchema) -> Result<Parts<'a>,
             Some((n, v)) => (n, Some(v)),
             None => (segment, None),
         };
-        let name = decode(name)?;
-        let value = value.map(decode).transpose()?;
+        let name = decode_checked(name, &mut unencoded)?;
+        let value = value
+            .map(|v| decode_checked(v, &mut unencoded))
+            .transpose()?;
         let Some(i) = schema.params().iter().position(|p| p.name == name) else {
             parts
                 .others
@@ -68,7 +73,7 @@ pub(super) fn split<'a>(raw: &'a str, schema: &ParamSchema) -> Result<Parts<'a>,
         // A known parameter without `=` is taken as an empty value (not a number / not JSON).
         *slot = Some(value.unwrap_or(Cow::Borrowed("")));
     }
-    if raw.bytes().any(|b| !is_query_char(b)) {
+    if unencoded {
         return Err(Reject::Uncacheable(NoCacheReason::UnencodedCharacter));
     }
     if repeated {
@@ -94,25 +99,32 @@ pub(super) fn split<'a>(raw: &'a str, schema: &ParamSchema) -> Result<Parts<'a>,
     Ok(parts)
 }
 
-/// RFC 3986 `query` characters (pchar / "/" / "?"), plus `%` whose escapes `decode` checks.
-fn is_query_char(b: u8) -> bool {
-    QUERY_OK[usize::from(b)]
-}
+/// What [`decode_checked`] does with a byte of the raw query.
+const PLAIN: u8 = 0;
+const PERCENT: u8 = 1;
+const PLUS: u8 = 2;
+/// Not allowed unencoded in a query by RFC 3986: copied as it is, and noted.
+const UNENCODED: u8 = 3;
 
-const QUERY_OK: [bool; 256] = {
-    let mut t = [false; 256];
+/// Byte classes: RFC 3986 `query` characters (pchar / "/" / "?") are [`PLAIN`], except `%` and
+/// `+`, which decode; every other byte is [`UNENCODED`].
+const CLASS: [u8; 256] = {
+    let mut t = [UNENCODED; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric();
+        if (i as u8).is_ascii_alphanumeric() {
+            t[i] = PLAIN;
+        }
         i += 1;
     }
-    let extra = b"-._~!$&'()*+,;=:@/?%";
+    let extra = b"-._~!$&'()*,;=:@/?";
     let mut j = 0;
     while j < extra.len() {
-        t[extra[j] as usize] = true;
+        t[extra[j] as usize] = PLAIN;
         j += 1;
     }
+    t[b'%' as usize] = PERCENT;
+    t[b'+' as usize] = PLUS;
     t
 };
 
@@ -136,41 +148,56 @@ const HEX: [u8; 256] = {
 /// Form-decodes one name or value: `+` → space, `%XX` → byte; the result must be UTF-8.
 /// Borrows when there is nothing to decode.
 pub(super) fn decode(s: &str) -> Result<Cow<'_, str>, Reject> {
+    decode_checked(s, &mut false)
+}
+
+/// [`decode`] in the same pass as the query-character check: sets `unencoded` when `s` holds a
+/// byte RFC 3986 does not allow unencoded in a query (which is copied as it is).
+fn decode_checked<'s>(s: &'s str, unencoded: &mut bool) -> Result<Cow<'s, str>, Reject> {
     let bytes = s.as_bytes();
-    let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
-        return Ok(Cow::Borrowed(s));
-    };
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(&bytes[..first]);
-    let mut rest = &bytes[first..];
-    while let Some((&b, tail)) = rest.split_first() {
-        match b {
-            b'%' => {
-                let (hi, lo) = match tail {
-                    [h, l, ..] => (HEX[usize::from(*h)], HEX[usize::from(*l)]),
+    let mut at = 0;
+    // Borrow while there is nothing to decode.
+    loop {
+        let Some(&b) = bytes.get(at) else {
+            return Ok(Cow::Borrowed(s));
+        };
+        match CLASS[usize::from(b)] {
+            PLAIN => {}
+            UNENCODED => *unencoded = true,
+            _ => break,
+        }
+        at += 1;
+    }
+    // The decoded text is never longer than `s`.
+    let mut out = vec![0u8; bytes.len()];
+    out[..at].copy_from_slice(&bytes[..at]);
+    let mut len = at;
+    while let Some(&b) = bytes.get(at) {
+        out[len] = match CLASS[usize::from(b)] {
+            PERCENT => {
+                let (hi, lo) = match bytes.get(at + 1..at + 3) {
+                    Some(&[h, l]) => (HEX[usize::from(h)], HEX[usize::from(l)]),
                     _ => (0xFF, 0xFF),
                 };
                 if (hi | lo) & 0xF0 != 0 {
                     return Err(bad_encoding("invalid percent-encoding"));
                 }
-                out.push(hi << 4 | lo);
-                rest = &tail[2..];
+                at += 3;
+                hi << 4 | lo
             }
-            b'+' => {
-                out.push(b' ');
-                rest = tail;
+            PLUS => {
+                at += 1;
+                b' '
             }
-            _ => {
-                // Copy the run up to the next escape in one go.
-                let run = rest
-                    .iter()
-                    .position(|&b| b == b'%' || b == b'+')
-                    .unwrap_or(rest.len());
-                out.extend_from_slice(&rest[..run]);
-                rest = &rest[run..];
+            class => {
+                *unencoded |= class == UNENCODED;
+                at += 1;
+                b
             }
-        }
+        };
+        len += 1;
     }
+    out.truncate(len);
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| bad_encoding("percent-decoded bytes are not UTF-8"))

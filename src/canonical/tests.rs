@@ -3,6 +3,7 @@
 use super::*;
 
 mod criteria;
+mod golden;
 mod props;
 mod schema;
 mod table;

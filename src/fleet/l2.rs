@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::generation::{GENERATION_TTL, Scope};
 use super::{Fleet, Op, Unavailable};
-use crate::cache::{CachedResponse, Lifetimes};
+use crate::cache::{CachedResponse, Lifetimes, StoredHeaders};
 use crate::canonical::CacheKey;
 use crate::config::TenantId;
 use crate::route::RouteId;
@@ -94,15 +94,11 @@ impl L2Entry {
         let age_ms = ms(now.saturating_duration_since(e.stored_at));
         L2Entry {
             status: e.status.as_u16(),
-            headers: e.headers.clone(),
+            headers: e.headers.to_vec(),
             body: e.body.clone(),
             stored_at_unix_ms: now_unix_ms.saturating_sub(age_ms),
-            upstream_age: e.upstream_age,
-            lifetimes: Lifetimes {
-                ttl: e.ttl,
-                stale_while_revalidate: e.stale_while_revalidate,
-                stale_if_error: e.stale_if_error,
-            },
+            upstream_age: u64::from(e.upstream_age),
+            lifetimes: e.lifetimes.get(),
             generation,
         }
     }
@@ -122,13 +118,11 @@ impl L2Entry {
         let since = Duration::from_millis(now_unix_ms.saturating_sub(self.stored_at_unix_ms));
         CachedResponse {
             status: StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK),
-            headers: self.headers.clone(),
+            headers: StoredHeaders::from_pairs(&self.headers),
             body: self.body.clone(),
             stored_at: now.checked_sub(since).unwrap_or(now),
-            upstream_age: self.upstream_age,
-            ttl: self.lifetimes.ttl,
-            stale_while_revalidate: self.lifetimes.stale_while_revalidate,
-            stale_if_error: self.lifetimes.stale_if_error,
+            upstream_age: u32::try_from(self.upstream_age).unwrap_or(u32::MAX),
+            lifetimes: self.lifetimes.into(),
             tenant,
             route,
             group: 0,

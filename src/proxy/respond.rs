@@ -190,8 +190,8 @@ fn response_headers(stored: usize) -> HeaderMap {
 
 /// An entry's validator for a response: copied into the per-thread header arena rather than
 /// shared, so that serving a hot entry does not write to a reference count every worker uses.
-fn validator(v: &HeaderValue) -> HeaderValue {
-    headers::arena_value(&[v.as_bytes()])
+fn validator(v: &[u8]) -> HeaderValue {
+    headers::arena_value(&[v])
 }
 
 /// A flight's answer (`phase`: miss or collapsed); `stored` is said by the leader only; `304
@@ -225,10 +225,10 @@ fn not_modified_response(entry: &CachedResponse, cache_status: HeaderValue) -> R
     *resp.status_mut() = StatusCode::NOT_MODIFIED;
     *resp.headers_mut() = response_headers(0);
     let h = resp.headers_mut();
-    h.insert(header::ETAG, validator(&entry.validators.etag));
+    h.insert(header::ETAG, validator(entry.validators.etag()));
     h.insert(
         header::LAST_MODIFIED,
-        validator(&entry.validators.last_modified),
+        validator(entry.validators.last_modified()),
     );
     h.insert(&headers::CACHE_STATUS, cache_status);
     resp
@@ -262,14 +262,14 @@ fn entry_response_with(
     *resp.headers_mut() = response_headers(entry.headers.len());
     let h = resp.headers_mut();
     // Stored values are interned when common (`Content-Type`), so cloning them is free.
-    for (name, value) in &entry.headers {
-        h.append(name.clone(), value.clone());
+    for (name, value) in entry.headers.iter() {
+        h.append(name.clone(), value);
     }
     if entry.status == StatusCode::OK {
-        h.insert(header::ETAG, validator(&entry.validators.etag));
+        h.insert(header::ETAG, validator(entry.validators.etag()));
         h.insert(
             header::LAST_MODIFIED,
-            validator(&entry.validators.last_modified),
+            validator(entry.validators.last_modified()),
         );
     }
     h.insert(&headers::CACHE_STATUS, cache_status);

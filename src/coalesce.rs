@@ -102,17 +102,18 @@ impl<K: Hash + Eq, V> Drop for Land<K, V> {
     }
 }
 
-/// One caller counted in [`Flight::waiting`] while it waits.
-struct Waiting<'f, V>(&'f Flight<V>);
+/// One caller counted in [`Flight::waiting`] while it waits (counted under the map's lock,
+/// so [`SingleFlight::waiters`] sees a flight's leader from the flight's start).
+struct Waiting<V>(Slot<V>);
 
-impl<'f, V> Waiting<'f, V> {
-    fn join(flight: &'f Flight<V>) -> Self {
+impl<V> Waiting<V> {
+    fn join(flight: &Slot<V>) -> Self {
         flight.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(flight)
+        Waiting(Arc::clone(flight))
     }
 }
 
-impl<V> Drop for Waiting<'_, V> {
+impl<V> Drop for Waiting<V> {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
@@ -191,10 +192,10 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (flight, role) = {
+        let (waiting, role) = {
             let mut map = self.map();
             match map.get(&key) {
-                Some(flight) => (Arc::clone(flight), Role::Follower),
+                Some(flight) => (Waiting::join(flight), Role::Follower),
                 None => {
                     let flight = Arc::new(Flight {
                         outcome: OnceLock::new(),
@@ -202,6 +203,7 @@ where
                         waiting: AtomicUsize::new(0),
                     });
                     map.insert(key.clone(), Arc::clone(&flight));
+                    let waiting = Waiting::join(&flight);
                     drop(map);
                     let land = Land {
                         owner: Arc::clone(self),
@@ -214,7 +216,7 @@ where
                         let _ = land.flight.outcome.set(Some(value));
                         drop(land);
                     });
-                    (flight, Role::Leader)
+                    (waiting, Role::Leader)
                 }
             }
         };
@@ -222,7 +224,7 @@ where
             Role::Leader => leader_deadline,
             Role::Follower => follower_deadline,
         };
-        let _waiting = Waiting::join(&flight);
+        let flight = &waiting.0;
         // Queued now, in arrival order; a `Notified` created before the outcome is set is
         // woken by the `notify_waiters` that follows it, so checking after this misses nothing.
         let done = flight.done.notified();

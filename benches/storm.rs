@@ -14,7 +14,7 @@
 //!    token, interleaved; reports the median and p90 of each and their difference.
 //!
 //! Exits non-zero when the storm made more than one upstream call. `STORM_ONLY=1` skips part 2
-//! (for profiling the storm alone).
+//! (for profiling the storm alone); `STORM_CALLERS=N` changes the number of callers.
 
 #[path = "support/config.rs"]
 mod support;
@@ -31,6 +31,8 @@ use hyper_util::rt::TokioExecutor;
 use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::App;
 
+/// Callers in the storm (`STORM_CALLERS` overrides, e.g. fewer to see the flight's wake-up
+/// alone when every caller joins before the answer).
 const CALLERS: usize = 10_000;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(50);
 const MISS_ROUNDS: usize = 2_000;
@@ -93,9 +95,13 @@ async fn run() -> bool {
     sim_handle.set_latency(UPSTREAM_LATENCY);
     sim_handle.reset_counters();
     let q = query("storm", 0);
-    let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
-    let mut tasks = Vec::with_capacity(CALLERS);
-    for _ in 0..CALLERS {
+    let callers = std::env::var("STORM_CALLERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CALLERS);
+    let barrier = Arc::new(tokio::sync::Barrier::new(callers));
+    let mut tasks = Vec::with_capacity(callers);
+    for _ in 0..callers {
         let (gw, barrier, req) = (gw.clone(), barrier.clone(), request(&q));
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -111,10 +117,10 @@ async fn run() -> bool {
     }
     // Waiters: the leader and the callers that joined its flight (`fwd=miss`); the others
     // arrived after it had stored the answer (hits).
-    let (mut took, mut hits) = (Vec::with_capacity(CALLERS), Vec::new());
+    let (mut took, mut hits) = (Vec::with_capacity(callers), Vec::new());
     let mut failed = 0;
     // (start, end) of each waiter, for the timeline below.
-    let mut spans = Vec::with_capacity(CALLERS);
+    let mut spans = Vec::with_capacity(callers);
     let mut first_start: Option<Instant> = None;
     let mut last_start: Option<Instant> = None;
     for t in tasks {
@@ -136,7 +142,7 @@ async fn run() -> bool {
     let p99 = percentile(&took, 0.99);
     let target = UPSTREAM_LATENCY + Duration::from_millis(2);
     println!(
-        "storm: {CALLERS} callers, one cold key, upstream latency {} ms",
+        "storm: {callers} callers, one cold key, upstream latency {} ms",
         UPSTREAM_LATENCY.as_millis()
     );
     println!("  upstream calls      {calls} (target 1)");

@@ -13,7 +13,8 @@
 //!    through the gateway (`fwd=miss`) and the same query straight to the simulator with a
 //!    token, interleaved; reports the median and p90 of each and their difference.
 //!
-//! Exits non-zero when the storm made more than one upstream call.
+//! Exits non-zero when the storm made more than one upstream call. `STORM_ONLY=1` skips part 2
+//! (for profiling the storm alone); `STORM_CALLERS=N` changes the number of callers.
 
 #[path = "support/config.rs"]
 mod support;
@@ -30,6 +31,8 @@ use hyper_util::rt::TokioExecutor;
 use zoho_crm_simulator::{SimConfig, Simulator};
 use zoho_gateway::App;
 
+/// Callers in the storm (`STORM_CALLERS` overrides, e.g. fewer to see the flight's wake-up
+/// alone when every caller joins before the answer).
 const CALLERS: usize = 10_000;
 const UPSTREAM_LATENCY: Duration = Duration::from_millis(50);
 const MISS_ROUNDS: usize = 2_000;
@@ -92,9 +95,13 @@ async fn run() -> bool {
     sim_handle.set_latency(UPSTREAM_LATENCY);
     sim_handle.reset_counters();
     let q = query("storm", 0);
-    let barrier = Arc::new(tokio::sync::Barrier::new(CALLERS));
-    let mut tasks = Vec::with_capacity(CALLERS);
-    for _ in 0..CALLERS {
+    let callers = std::env::var("STORM_CALLERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CALLERS);
+    let barrier = Arc::new(tokio::sync::Barrier::new(callers));
+    let mut tasks = Vec::with_capacity(callers);
+    for _ in 0..callers {
         let (gw, barrier, req) = (gw.clone(), barrier.clone(), request(&q));
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
@@ -105,17 +112,29 @@ async fn run() -> bool {
                 .get("cache-status")
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.contains("fwd=miss"));
-            (started.elapsed(), resp.status(), waited)
+            (started, Instant::now(), resp.status(), waited)
         }));
     }
     // Waiters: the leader and the callers that joined its flight (`fwd=miss`); the others
     // arrived after it had stored the answer (hits).
-    let (mut took, mut hits) = (Vec::with_capacity(CALLERS), Vec::new());
+    let (mut took, mut hits) = (Vec::with_capacity(callers), Vec::new());
     let mut failed = 0;
+    // (start, end) of each waiter, for the timeline below.
+    let mut spans = Vec::with_capacity(callers);
+    let mut first_start: Option<Instant> = None;
+    let mut last_start: Option<Instant> = None;
     for t in tasks {
-        let (d, status, waited) = t.await.expect("caller");
+        let (started, ended, status, waited) = t.await.expect("caller");
         failed += usize::from(status != StatusCode::OK && status != StatusCode::NO_CONTENT);
-        if waited { took.push(d) } else { hits.push(d) }
+        first_start = Some(first_start.map_or(started, |f| f.min(started)));
+        last_start = Some(last_start.map_or(started, |l| l.max(started)));
+        let d = ended - started;
+        if waited {
+            took.push(d);
+            spans.push((started, ended));
+        } else {
+            hits.push(d)
+        }
     }
     took.sort();
     hits.sort();
@@ -123,7 +142,7 @@ async fn run() -> bool {
     let p99 = percentile(&took, 0.99);
     let target = UPSTREAM_LATENCY + Duration::from_millis(2);
     println!(
-        "storm: {CALLERS} callers, one cold key, upstream latency {} ms",
+        "storm: {callers} callers, one cold key, upstream latency {} ms",
         UPSTREAM_LATENCY.as_millis()
     );
     println!("  upstream calls      {calls} (target 1)");
@@ -144,6 +163,37 @@ async fn run() -> bool {
         if p99 <= target { "met" } else { "MISSED" }
     );
 
+    // Where the time went: when callers started (after the barrier) and when waiters were
+    // answered, from the first caller's start; and how many of the slowest 1 % of waiters were
+    // among the first 10 % to start (early callers answered late).
+    let t0 = first_start.expect("callers");
+    let since = |i: Instant| ms(i - t0);
+    spans.sort_by_key(|s| s.0);
+    let answered_first = spans.iter().map(|s| s.1).min().expect("waiters");
+    let answered_last = spans.iter().map(|s| s.1).max().expect("waiters");
+    let joined_last = spans.last().expect("waiters").0;
+    let mut by_latency: Vec<usize> = (0..spans.len()).collect();
+    by_latency.sort_by_key(|&i| std::cmp::Reverse(spans[i].1 - spans[i].0));
+    let slowest = (spans.len() / 100).max(1);
+    let early = by_latency[..slowest]
+        .iter()
+        .filter(|&&i| i < spans.len() / 10)
+        .count();
+    println!(
+        "  timeline (ms from the first start): callers started until {:.1} (waiters until {:.1}); \
+         waiters answered from {:.1} to {:.1}; of the slowest 1 % ({slowest}), {early} were in \
+         the first 10 % to start",
+        since(last_start.expect("callers")),
+        since(joined_last),
+        since(answered_first),
+        since(answered_last),
+    );
+
+    if std::env::var_os("STORM_ONLY").is_some() {
+        app.shutdown().await;
+        sim.shutdown().await;
+        return calls == 1;
+    }
     // 2. Miss overhead over loopback: gateway miss vs the simulator directly.
     sim_handle.set_latency(Duration::ZERO);
     let client: Client<HttpConnector, Empty<Bytes>> =

@@ -3,8 +3,9 @@
 //! Semantics (written here, relied on by [`crate::proxy`]):
 //! - The first caller for a key becomes the **leader**: its fetch future is spawned as a task
 //!   owned by the flight, so the leader disconnecting cancels nothing and restarts nothing.
-//! - Later callers for the same key while the flight runs are **followers**: they wait on a
-//!   `tokio::sync::watch` channel (an event, no polling), each with its own deadline.
+//! - Later callers for the same key while the flight runs are **followers**: they wait on the
+//!   flight's `tokio::sync::Notify` (an event, no polling), each with its own deadline, and are
+//!   woken in the order they joined (the leader first).
 //! - The one result, success or error, is handed to every waiter of that flight. The flight is
 //!   removed when the fetch finishes; errors are not remembered, so the next caller starts exactly
 //!   one new flight.
@@ -18,10 +19,11 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// The caller's part in a flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +45,19 @@ pub enum FlightError {
     Aborted,
 }
 
-type Slot<V> = Arc<watch::Sender<Option<V>>>;
+/// One fetch in progress and the callers waiting for it.
+struct Flight<V> {
+    /// Set once when the fetch task ends: `Some(value)`, or `None` if it ended without one.
+    outcome: OnceLock<Option<V>>,
+    /// Woken once `outcome` is set. Waiters queue in the order they joined and
+    /// `notify_waiters` wakes them in that order (tokio's `watch` would wake them in eight
+    /// random buckets: in a storm, early callers finished last).
+    done: Notify,
+    /// Callers waiting (leader included).
+    waiting: AtomicUsize,
+}
+
+type Slot<V> = Arc<Flight<V>>;
 
 /// A set of in-flight fetches keyed by `K`, each producing a cloneable `V`.
 pub struct SingleFlight<K, V> {
@@ -64,14 +78,20 @@ impl<K, V> Default for SingleFlight<K, V> {
     }
 }
 
-/// Removes the flight from the map when the fetch task ends, however it ends.
-struct Remove<K: Hash + Eq, V> {
+/// Ends a flight when its fetch task ends, however it ends (value, panic, runtime shutdown):
+/// publishes the outcome (`None` if none was set), wakes the waiters, then removes the flight
+/// from the map. Publish first, then remove: a caller arriving in between joins a flight whose
+/// value is already there.
+struct Land<K: Hash + Eq, V> {
     owner: Arc<SingleFlight<K, V>>,
+    flight: Slot<V>,
     key: Option<K>,
 }
 
-impl<K: Hash + Eq, V> Drop for Remove<K, V> {
+impl<K: Hash + Eq, V> Drop for Land<K, V> {
     fn drop(&mut self) {
+        let _ = self.flight.outcome.set(None);
+        self.flight.done.notify_waiters();
         if let Some(key) = self.key.take() {
             self.owner
                 .flights
@@ -79,6 +99,23 @@ impl<K: Hash + Eq, V> Drop for Remove<K, V> {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
         }
+    }
+}
+
+/// One caller counted in [`Flight::waiting`] while it waits (counted under the map's lock,
+/// so [`SingleFlight::waiters`] sees a flight's leader from the flight's start).
+struct Waiting<V>(Slot<V>);
+
+impl<V> Waiting<V> {
+    fn join(flight: &Slot<V>) -> Self {
+        flight.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(Arc::clone(flight))
+    }
+}
+
+impl<V> Drop for Waiting<V> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -103,7 +140,9 @@ where
 
     /// Callers currently waiting on the flight for `key` (leader included), 0 if none runs.
     pub fn waiters(&self, key: &K) -> usize {
-        self.map().get(key).map_or(0, |tx| tx.receiver_count())
+        self.map()
+            .get(key)
+            .map_or(0, |f| f.waiting.load(Ordering::Relaxed))
     }
 
     /// Joins the flight for `key`, or starts one with `fetch` (called only by the leader), and
@@ -133,6 +172,9 @@ where
     /// deadline: the fetch it started is bounded by the upstream timeouts, and its request
     /// should get the fetch's outcome rather than a shorter wait's timeout).
     ///
+    /// Waiters are woken in the order they joined the flight (the leader first), so that in a
+    /// storm the callers that have waited longest are answered first.
+    ///
     /// # Errors
     /// [`FlightError::Timeout`] past the caller's deadline; [`FlightError::Aborted`] if the
     /// fetch panicked.
@@ -150,28 +192,31 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let (mut rx, role) = {
+        let (waiting, role) = {
             let mut map = self.map();
             match map.get(&key) {
-                Some(tx) => (tx.subscribe(), Role::Follower),
+                Some(flight) => (Waiting::join(flight), Role::Follower),
                 None => {
-                    let (tx, rx) = watch::channel(None);
-                    let tx = Arc::new(tx);
-                    map.insert(key.clone(), tx.clone());
+                    let flight = Arc::new(Flight {
+                        outcome: OnceLock::new(),
+                        done: Notify::new(),
+                        waiting: AtomicUsize::new(0),
+                    });
+                    map.insert(key.clone(), Arc::clone(&flight));
+                    let waiting = Waiting::join(&flight);
                     drop(map);
-                    let guard = Remove {
+                    let land = Land {
                         owner: Arc::clone(self),
+                        flight: Arc::clone(&flight),
                         key: Some(key),
                     };
                     let fut = fetch();
                     tokio::spawn(async move {
                         let value = fut.await;
-                        // Publish first, then remove: a caller arriving in between joins a
-                        // flight whose value is already there.
-                        tx.send_replace(Some(value));
-                        drop(guard);
+                        let _ = land.flight.outcome.set(Some(value));
+                        drop(land);
                     });
-                    (rx, Role::Leader)
+                    (waiting, Role::Leader)
                 }
             }
         };
@@ -179,14 +224,18 @@ where
             Role::Leader => leader_deadline,
             Role::Follower => follower_deadline,
         };
-        let waited = tokio::time::timeout(deadline, rx.wait_for(Option::is_some)).await;
-        match waited {
-            Err(_) => Err(FlightError::Timeout),
-            Ok(Err(_)) => Err(FlightError::Aborted),
-            Ok(Ok(v)) => match v.as_ref() {
-                Some(v) => Ok((v.clone(), role)),
-                None => Err(FlightError::Aborted),
-            },
+        let flight = &waiting.0;
+        // Queued now, in arrival order; a `Notified` created before the outcome is set is
+        // woken by the `notify_waiters` that follows it, so checking after this misses nothing.
+        let done = flight.done.notified();
+        let mut done = std::pin::pin!(done);
+        done.as_mut().enable();
+        if flight.outcome.get().is_none() && tokio::time::timeout(deadline, done).await.is_err() {
+            return Err(FlightError::Timeout);
+        }
+        match flight.outcome.get() {
+            Some(Some(v)) => Ok((v.clone(), role)),
+            Some(None) | None => Err(FlightError::Aborted),
         }
     }
 }
@@ -194,8 +243,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::sync::Barrier;
+    use tokio::sync::{Barrier, watch};
 
     /// The leader waits for its own fetch up to its own deadline; a follower with a shorter
     /// one times out while the fetch goes on.
@@ -263,6 +311,66 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(leaders, 1);
         assert_eq!(sf.in_flight(), 0);
+    }
+
+    /// Waiters are woken in the order they joined (leader first): in a storm, the callers that
+    /// have waited longest are answered first. (With `watch`, eight random buckets.)
+    #[tokio::test]
+    async fn waiters_are_answered_in_the_order_they_joined() {
+        let sf = Arc::new(SingleFlight::<u32, u32>::new());
+        let (release, gate) = watch::channel(false);
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let n = 64;
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let (caller, answered, mut gate) = (sf.clone(), answered.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                let got = caller
+                    .run(1, Duration::from_secs(10), || async move {
+                        let _ = gate.wait_for(|open| *open).await;
+                        7
+                    })
+                    .await;
+                answered.lock().unwrap().push(i);
+                got
+            }));
+            // Caller i joins before caller i + 1 starts.
+            while sf.waiters(&1) <= i {
+                tokio::task::yield_now().await;
+            }
+        }
+        release.send_replace(true);
+        for (i, t) in tasks.into_iter().enumerate() {
+            let role = if i == 0 { Role::Leader } else { Role::Follower };
+            assert_eq!(t.await.unwrap().unwrap(), (7, role));
+        }
+        assert_eq!(*answered.lock().unwrap(), (0..n).collect::<Vec<_>>());
+        assert_eq!(sf.in_flight(), 0);
+        assert_eq!(sf.waiters(&1), 0);
+    }
+
+    /// A waiter that gives up is no longer counted and does not stop the others' wake-up.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_gives_up_leaves_the_others_their_answer() {
+        let sf = Arc::new(SingleFlight::<u32, u32>::new());
+        let fetch = || async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            9
+        };
+        let leader = {
+            let sf = sf.clone();
+            tokio::spawn(async move { sf.run(1, Duration::from_secs(10), fetch).await })
+        };
+        tokio::task::yield_now().await;
+        let quitter = sf.run(1, Duration::from_secs(10), || async { unreachable!() });
+        let quit = tokio::time::timeout(Duration::from_secs(1), quitter).await;
+        assert!(quit.is_err());
+        assert_eq!(sf.waiters(&1), 1, "only the leader still waits");
+        let follower = sf
+            .run(1, Duration::from_secs(10), || async { unreachable!() })
+            .await;
+        assert_eq!(follower.unwrap(), (9, Role::Follower));
+        assert_eq!(leader.await.unwrap().unwrap(), (9, Role::Leader));
     }
 
     #[tokio::test(start_paused = true)]

@@ -658,7 +658,8 @@ impl Gateway {
         ctx.phase = CachePhase::Miss;
         let tenant = self.tenant(target.tenant);
         let waiting = self.wait_permit(&tenant)?;
-        let fetch = self.fetcher(target, &call, !directives.no_cache);
+        // Built only if this request starts the flight (a follower would throw it away).
+        let fetch = || self.fetcher(target, &call, !directives.no_cache)();
         // A request that joins waits `coalesce_timeout`; the one that starts the flight waits
         // for its own fetch (bounded by the upstream timeouts) up to its request deadline, so
         // it sees the fetch's own error (an upstream timeout), never `wait_timeout`.

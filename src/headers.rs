@@ -132,7 +132,7 @@ pub fn arena_value(parts: &[&[u8]]) -> HeaderValue {
 
 /// The request headers the gateway reads, found in one pass over the request's map (a hit would
 /// otherwise hash about ten names into it). Values borrow the request.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RequestHeads<'r> {
     /// `Host` lines (RFC 9112 §3.2: exactly one for HTTP/1.1).
     pub hosts: usize,
@@ -152,6 +152,25 @@ pub struct RequestHeads<'r> {
     pub directives: bool,
     /// Whether the client sent `If-None-Match` or `If-Modified-Since` (conditions to read).
     pub conditional: bool,
+}
+
+/// Credential values are shown as `<redacted>`: `Authorization` and `X-Gateway-Key` hold
+/// secrets.
+impl std::fmt::Debug for RequestHeads<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: Option<&HeaderValue>| v.map(|_| "<redacted>");
+        f.debug_struct("RequestHeads")
+            .field("hosts", &self.hosts)
+            .field("authorization", &redacted(self.authorization))
+            .field("authorizations", &self.authorizations)
+            .field("gateway_key", &redacted(self.gateway_key))
+            .field("gateway_keys", &self.gateway_keys)
+            .field("external", &self.external)
+            .field("externals", &self.externals)
+            .field("directives", &self.directives)
+            .field("conditional", &self.conditional)
+            .finish()
+    }
 }
 
 impl<'r> RequestHeads<'r> {
@@ -185,6 +204,22 @@ impl<'r> RequestHeads<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_heads_debug_redacts_credentials() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Zoho-oauthtoken 1000.secret"),
+        );
+        h.insert(
+            "x-gateway-key",
+            HeaderValue::from_static("client-secret-key"),
+        );
+        let shown = format!("{:?}", RequestHeads::scan(&h));
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn request_id_echoes_sane_values_only() {

@@ -86,10 +86,12 @@ impl Drop for Slot {
 
 thread_local! {
     static HOT: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
-    /// Per-thread random seed for the slot index (a slot only chooses where a request is
-    /// memoised, never whether it matches: that is the byte comparison).
-    static SEED: u64 = rand::random();
 }
+
+/// Random per process: the slot index's seed (a slot only chooses where a request is
+/// memoised, never whether it matches: that is the byte comparison). One for all threads: a
+/// probe made on one worker may fill a slot on another after an await.
+static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 /// Presence byte plus bytes, for hashing and comparing optional credentials.
 fn opt_eq(presented: Option<&[u8]>, stored: Option<&[u8]>) -> bool {
@@ -125,7 +127,7 @@ impl<'r> Probe<'r> {
         }
         let gateway_key = heads.gateway_key.map(|v| v.as_bytes());
         let authorization = heads.authorization.map(|v| v.as_bytes());
-        let seed = SEED.try_with(|s| *s).ok()?;
+        let seed = *SEED.get_or_init(rand::random);
         let mut hash = xxh3_64_with_seed(target, seed);
         for (tag, value) in [(1u64, gateway_key), (2, authorization)] {
             if let Some(v) = value {
@@ -146,11 +148,20 @@ impl<'r> Probe<'r> {
     }
 
     /// What the full path worked out for this very request under `generation` of gateway
-    /// `gateway`, if this thread remembers it.
+    /// `gateway`, if this thread remembers it. A slot of this gateway filled under an earlier
+    /// generation is emptied on the way (its credentials zeroed: a reload may have revoked
+    /// them).
     pub fn lookup(&self, gateway: u64, generation: u64) -> Option<Known> {
         HOT.try_with(|hot| {
-            let hot = hot.try_borrow().ok()?;
-            let slot = hot.get(self.index())?.as_ref()?;
+            let mut hot = hot.try_borrow_mut().ok()?;
+            let entry = hot.get_mut(self.index())?;
+            if entry
+                .as_ref()
+                .is_some_and(|s| s.gateway == gateway && s.generation != generation)
+            {
+                *entry = None;
+            }
+            let slot = entry.as_ref()?;
             let (target, rest) = slot.bytes.split_at(slot.target_len);
             let (key, auth) = rest.split_at(slot.key_len.unwrap_or(0));
             let matches = slot.gateway == gateway
@@ -283,6 +294,27 @@ mod tests {
         );
         assert_eq!(after_fill(&a, &both, 7, 3), None);
         assert_eq!(after_fill(&both, &both, 7, 3), Some(9));
+    }
+
+    #[test]
+    fn a_slot_of_an_earlier_generation_is_emptied_when_looked_at() {
+        let req = request(
+            Method::GET,
+            KEY,
+            &[("host", "gw"), ("x-gateway-key", "gone")],
+        );
+        let heads = RequestHeads::scan(req.headers());
+        let probe = Probe::of(&req, &heads).unwrap();
+        probe.fill(7, 3, known(5));
+        assert!(probe.lookup(7, 4).is_none(), "after a reload");
+        assert!(probe.lookup(7, 3).is_none(), "emptied, not kept");
+        probe.fill(7, 3, known(5));
+        assert!(probe.lookup(8, 4).is_none(), "another gateway's lookup");
+        assert_eq!(
+            probe.lookup(7, 3).map(|k| k.key.0[0]),
+            Some(5),
+            "left alone"
+        );
     }
 
     #[test]

@@ -119,6 +119,24 @@ struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// A request from `peer` not routed yet: unmatched, uncached, one credit, normal priority,
+    /// bounded by `deadline`.
+    fn new(peer: std::net::SocketAddr, request_id: HeaderValue, deadline: Instant) -> Self {
+        RequestCtx {
+            route: RouteKind::Unmatched,
+            phase: CachePhase::Uncached,
+            error: None,
+            tenant: None,
+            priority: Priority::Normal,
+            credits: 1,
+            peer: peer.ip(),
+            request_id,
+            external: None,
+            upstream_took: None,
+            deadline,
+        }
+    }
+
     fn call(&self, credential: Credential) -> CallCtx {
         CallCtx {
             credential,
@@ -272,15 +290,10 @@ impl Gateway {
             ctx: RequestCtx {
                 route: RouteKind::Cached(known.route),
                 phase: CachePhase::Fresh,
-                error: None,
                 tenant: Some(known.tenant),
                 priority: known.priority,
                 credits: known.credits,
-                peer: peer.ip(),
-                request_id: request_id.clone(),
-                external: None,
-                upstream_took: None,
-                deadline: started,
+                ..RequestCtx::new(peer, request_id.clone(), started)
             },
             done: false,
         };
@@ -314,19 +327,7 @@ impl Gateway {
             gw: &self,
             started,
             method: req.method().clone(),
-            ctx: RequestCtx {
-                route: RouteKind::Unmatched,
-                phase: CachePhase::Uncached,
-                error: None,
-                tenant: None,
-                priority: Priority::Normal,
-                credits: 1,
-                peer: peer.ip(),
-                request_id: request_id.clone(),
-                external: None,
-                upstream_took: None,
-                deadline: started + cfg.request_timeout,
-            },
+            ctx: RequestCtx::new(peer, request_id.clone(), started + cfg.request_timeout),
             done: false,
         };
         // `request_timeout` bounds every wait of this request (flight, upstream, body) through
